@@ -1,0 +1,74 @@
+"""Self-attention of one text decoder layer.
+
+Scale 1.0 (q/k norms replace 1/sqrt(d)); V is normalised without a weight; with `attention_k_eq_v`
+full layers have no v_proj and take V from the raw K projection (before k_norm and RoPE).
+KV-shared consumer layers only project queries and attend over their producer's K/V.
+"""
+
+from __future__ import annotations
+
+from typing import Callable, NamedTuple
+
+import mlx.core as mx
+import mlx.nn as nn
+
+from .cache import LayerCache
+from .config import TextConfig
+from .rope import Rope
+
+
+class SharedKV(NamedTuple):
+    keys: mx.array
+    values: mx.array
+    positions: mx.array
+
+
+class Attention(nn.Module):
+    def __init__(self, config: TextConfig, layer: int):
+        super().__init__()
+        hidden, heads = config.hidden_size, config.num_attention_heads
+        self.head_dim = config.layer_head_dim(layer)
+        self.heads = heads
+        self.kv_heads = config.layer_kv_heads(layer)
+        self.eps = config.rms_norm_eps
+        self.owns_kv = not config.is_kv_consumer(layer)
+        self.q_proj = nn.Linear(hidden, heads * self.head_dim, bias=False)
+        self.q_norm = nn.RMSNorm(self.head_dim, eps=self.eps)
+        if self.owns_kv:
+            self.k_proj = nn.Linear(hidden, self.kv_heads * self.head_dim, bias=False)
+            if config.has_value_proj(layer):
+                self.v_proj = nn.Linear(hidden, self.kv_heads * self.head_dim, bias=False)
+            self.k_norm = nn.RMSNorm(self.head_dim, eps=self.eps)
+        self.o_proj = nn.Linear(heads * self.head_dim, hidden, bias=False)
+        rope = config.rope_full if config.is_full(layer) else config.rope_sliding
+        self.rope = Rope(self.head_dim, rope)
+
+    def _split_heads(self, x: mx.array, heads: int) -> mx.array:
+        batch, length, _ = x.shape
+        return x.reshape(batch, length, heads, self.head_dim).transpose(0, 2, 1, 3)
+
+    def project_kv(self, x: mx.array, offset: int | mx.array) -> tuple[mx.array, mx.array]:
+        raw_k = self._split_heads(self.k_proj(x), self.kv_heads)
+        raw_v = self._split_heads(self.v_proj(x), self.kv_heads) if "v_proj" in self else raw_k
+        keys = self.rope(mx.fast.rms_norm(raw_k, self.k_norm.weight, self.eps), offset)
+        values = mx.fast.rms_norm(raw_v, None, self.eps)
+        return keys, values
+
+    def __call__(self, x: mx.array, offset: int | mx.array, cache: LayerCache | None,
+                 shared: SharedKV | None, mask_for: Callable[[mx.array], mx.array | None]
+                 ) -> tuple[mx.array, SharedKV]:
+        """Attend; return the output and the K/V that KV-shared layers of this type may reuse.
+
+        `mask_for(key_positions)` gives this layer type's mask for the current queries.
+        """
+        queries = self._split_heads(self.q_proj(x), self.heads)
+        queries = self.rope(mx.fast.rms_norm(queries, self.q_norm.weight, self.eps), offset)
+        if self.owns_kv:
+            keys, values = self.project_kv(x, offset)
+            keys, values, key_positions = cache.update(keys, values)
+            shared = SharedKV(keys, values, key_positions)
+        out = mx.fast.scaled_dot_product_attention(
+            queries, shared.keys, shared.values, scale=1.0, mask=mask_for(shared.positions))
+        batch, _, length, _ = out.shape
+        out = out.transpose(0, 2, 1, 3).reshape(batch, length, -1)
+        return self.o_proj(out), shared

@@ -1,0 +1,108 @@
+"""The public Model: what `engine.load` returns (see shared/reference/engine-api.md)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+import mlx.core as mx
+import numpy as np
+
+from .config import ModelConfig, detect_variant
+from .errors import EngineError
+from .network import Gemma4Network
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    variant: str                      # "e2b" | "e4b" | "26b-a4b" | "31b" | "custom"
+    modalities: frozenset[str]        # subset of {"text", "image", "audio", "video"}
+    context_length: int
+    parameter_count: int
+    weight_bytes: int
+    quantization: tuple[int, int] | None  # (bits, group size) of the bulk of the weights
+
+
+def default_compute_dtype(net: Gemma4Network) -> mx.Dtype:
+    """float32 on the CPU (its bf16 matmuls are far slower); the weights' own float type elsewhere."""
+    if mx.default_device() == mx.cpu:
+        return mx.float32
+    embed = net.text.embed_tokens
+    stored = getattr(embed, "scales", embed.weight).dtype
+    return stored if stored in (mx.float16, mx.bfloat16, mx.float32) else mx.float32
+
+
+def _modalities(config: ModelConfig) -> frozenset[str]:
+    found = {"text"}
+    if config.vision is not None:
+        found |= {"image", "video"}
+    if config.audio is not None:
+        found.add("audio")
+    return frozenset(found)
+
+
+class Model:
+    def __init__(self, folder: Path, config: ModelConfig, net: Gemma4Network, *, weight_bytes: int,
+                 parameter_count: int, dtype: mx.Dtype | None = None):
+        self.folder = folder
+        self.config = config
+        self.net = net
+        self.dtype = dtype or default_compute_dtype(net)
+        quant = config.quantization
+        self.info = ModelInfo(
+            variant=detect_variant(config.text),
+            modalities=_modalities(config),
+            context_length=config.text.max_position_embeddings,
+            parameter_count=parameter_count,
+            weight_bytes=weight_bytes,
+            quantization=(quant.default.bits, quant.default.group_size) if quant else None,
+        )
+
+    # -- token ids -------------------------------------------------------------------------------
+
+    def check_ids(self, input_ids: Sequence[int] | mx.array | np.ndarray) -> np.ndarray:
+        """Validate a prompt: a non-empty 1-D list of ids inside the vocabulary and the context window."""
+        ids = np.asarray(input_ids.tolist() if isinstance(input_ids, mx.array) else input_ids)
+        if ids.ndim != 1 or ids.size == 0:
+            raise EngineError("a prompt must be a non-empty 1-D sequence of token ids")
+        if not np.issubdtype(ids.dtype, np.integer):
+            raise EngineError("token ids must be integers")
+        vocab = self.config.text.vocab_size
+        if ids.min() < 0 or ids.max() >= vocab:
+            raise EngineError(f"token ids must lie in [0, {vocab}); got {int(ids.min())}..{int(ids.max())}")
+        if ids.size > self.info.context_length:
+            raise EngineError(f"the prompt has {ids.size} tokens but the model's context window is "
+                              f"{self.info.context_length}; shorten the conversation or start a new chat")
+        return ids.astype(np.int32)
+
+    # -- the reference forward -------------------------------------------------------------------
+
+    def logits(self, input_ids, images=None, image_budget: int = 280, audio=None) -> mx.array:
+        """One full, uncached, causal pass: float32 logits (T, vocab) after the final soft-cap."""
+        ids = self.check_ids(input_ids)
+        embeddings, per_layer, groups = self.prepare_inputs(ids, images, image_budget, audio)
+        text = self.net.text
+        hidden = text(embeddings, per_layer, text.make_caches(), offset=0, groups=groups)
+        out = text.logits(hidden)[0]
+        mx.eval(out)
+        return out
+
+    def prepare_inputs(self, ids: np.ndarray, images=None, image_budget: int = 280, audio=None):
+        """Embeddings [1, T, H] with media features scattered in, PLE inputs, and vision groups."""
+        from .media import media_inputs
+
+        text = self.net.text
+        media = media_inputs(self, ids, images, image_budget, audio)
+        embeddings = text.embed(mx.array(media.text_ids)[None], self.dtype)
+        if media.features is not None:
+            embeddings = _scatter_rows(embeddings, media.positions, media.features.astype(self.dtype))
+        per_layer = text.per_layer_inputs(mx.array(media.text_ids)[None], embeddings) if text.config.has_ple else None
+        return embeddings, per_layer, media.groups
+
+
+def _scatter_rows(embeddings: mx.array, positions: np.ndarray, rows: mx.array) -> mx.array:
+    index = mx.array(positions.astype(np.int32))
+    flat = embeddings[0]
+    flat[index] = rows
+    return flat[None]

@@ -1,0 +1,118 @@
+"""The Gemma 4 text decoder: embeddings, per-layer embeddings (PLE), the layer stack, the tied head."""
+
+from __future__ import annotations
+
+import math
+
+import mlx.core as mx
+import mlx.nn as nn
+
+from .attention import SharedKV
+from .cache import FullCache, LayerCache, SlidingCache
+from .config import SLIDING, TextConfig
+from .decoder_layer import DecoderLayer
+from .masks import attention_mask
+
+
+class TextModel(nn.Module):
+    def __init__(self, config: TextConfig):
+        super().__init__()
+        self.config = config
+        hidden = config.hidden_size
+        self.embed_tokens = nn.Embedding(config.vocab_size, hidden)
+        if config.has_ple:
+            width = config.num_hidden_layers * config.hidden_size_per_layer_input
+            self.embed_tokens_per_layer = nn.Embedding(config.vocab_size_per_layer_input, width)
+            self.per_layer_model_projection = nn.Linear(hidden, width, bias=False)
+            self.per_layer_projection_norm = nn.RMSNorm(config.hidden_size_per_layer_input, eps=config.rms_norm_eps)
+        self.layers = [DecoderLayer(config, i) for i in range(config.num_hidden_layers)]
+        self.norm = nn.RMSNorm(hidden, eps=config.rms_norm_eps)
+
+    def make_caches(self) -> list[LayerCache | None]:
+        """One cache per layer that owns its K/V; None for KV-shared consumers."""
+        c = self.config
+        return [None if c.is_kv_consumer(i) else
+                (SlidingCache(c.sliding_window) if c.layer_types[i] == SLIDING else FullCache())
+                for i in range(c.num_hidden_layers)]
+
+    def embed(self, ids: mx.array, dtype: mx.Dtype) -> mx.array:
+        """Token embeddings times sqrt(hidden), the scale rounded to the table's dtype as the reference does."""
+        rows = self.embed_tokens(ids)
+        scale = mx.array(math.sqrt(self.config.hidden_size), dtype=rows.dtype)
+        return (rows * scale).astype(dtype)
+
+    def per_layer_inputs(self, ple_ids: mx.array, embeddings: mx.array) -> mx.array:
+        """[B, T, layers, width]: the token part plus the projection of the final input embeddings."""
+        c = self.config
+        width = c.hidden_size_per_layer_input
+        shape = (*ple_ids.shape, c.num_hidden_layers, width)
+        rows = self.embed_tokens_per_layer(ple_ids)
+        token_part = (rows * mx.array(math.sqrt(width), dtype=rows.dtype)).astype(embeddings.dtype).reshape(shape)
+        projected = self.per_layer_model_projection(embeddings) * (c.hidden_size ** -0.5)
+        projected = self.per_layer_projection_norm(projected.reshape(shape))
+        return (projected + token_part) * (2.0 ** -0.5)
+
+    def __call__(self, h: mx.array, per_layer_inputs: mx.array | None, caches: list[LayerCache | None],
+                 offset: int, groups: mx.array | None = None, last_only: bool = False) -> mx.array:
+        """Run the layers over embeddings h [B, T, hidden] at positions offset.. ; return normed hidden states.
+
+        With `last_only`, KV-shared layers (which write no cache) run for the last position only.
+        `groups` gives each position its image group id (-1 for none) for the vision-bidirectional overlay.
+        """
+        c = self.config
+        masks = _MaskMemo(c, offset, h.shape[1], groups)
+        shared: dict[str, SharedKV] = {}
+        for index, layer in enumerate(self.layers):
+            if last_only and index == c.first_kv_shared_layer and h.shape[1] > 1:
+                h, per_layer_inputs, masks = self._keep_last(h, per_layer_inputs, masks)
+            kind = c.layer_types[index]
+            ple = per_layer_inputs[:, :, index, :] if per_layer_inputs is not None else None
+            h, produced = layer(h, ple, masks.offset, caches[index], shared.get(kind), masks.for_type(kind))
+            if not c.is_kv_consumer(index):
+                shared[kind] = produced
+        return self.norm(h)
+
+    @staticmethod
+    def _keep_last(h, per_layer_inputs, masks: "_MaskMemo"):
+        ple = per_layer_inputs[:, -1:] if per_layer_inputs is not None else None
+        return h[:, -1:], ple, masks.last_only()
+
+    def logits(self, hidden: mx.array) -> mx.array:
+        """Tied LM head and final soft-cap, in float32."""
+        logits = self.embed_tokens.as_linear(hidden).astype(mx.float32)
+        cap = self.config.final_logit_softcapping
+        if cap:
+            logits = mx.tanh(logits / cap) * cap
+        return logits
+
+
+class _MaskMemo:
+    """Masks for the current queries, built once per layer type (every layer of a type has the same keys)."""
+
+    def __init__(self, config: TextConfig, offset: int, count: int, groups: mx.array | None):
+        self.config = config
+        self.offset = offset
+        self.positions = mx.arange(offset, offset + count, dtype=mx.int32)
+        self.chunk_groups = groups
+        self.query_groups = groups
+        self._built: dict[str, mx.array | None] = {}
+
+    def last_only(self) -> "_MaskMemo":
+        last = _MaskMemo(self.config, self.offset + self.positions.shape[0] - 1, 1, self.chunk_groups)
+        if self.chunk_groups is not None:
+            last.query_groups = self.chunk_groups[-1:]
+        return last
+
+    def for_type(self, kind: str):
+        def mask_for(key_positions: mx.array) -> mx.array | None:
+            if kind not in self._built:
+                self._built[kind] = self._build(kind, key_positions)
+            return self._built[kind]
+        return mask_for
+
+    def _build(self, kind: str, key_positions: mx.array) -> mx.array | None:
+        sliding = kind == SLIDING
+        window = self.config.sliding_window if sliding else None
+        if not sliding or self.query_groups is None:
+            return attention_mask(self.positions, key_positions, window)
+        return attention_mask(self.positions, key_positions, window, self.query_groups, self.chunk_groups)
