@@ -1,0 +1,79 @@
+"""Decoding user images and bringing them to 8-bit RGB the way the reference processor does.
+
+The conversion follows transformers' `Gemma4ImageProcessorPil` (`convert_to_rgb`): images with an
+alpha band or a palette transparency are composited onto white, everything else goes through
+Pillow's `convert("RGB")` (CMYK, grayscale, palette, ...), ignoring any ICC profile.
+
+Two deliberate departures from the reference, both so that what the model sees is what the user sees:
+
+* EXIF orientation is applied (`ImageOps.exif_transpose`). The reference ignores it, so a phone photo
+  stored sideways with an orientation tag reaches the model sideways.
+* 16-bit and 32-bit integer images (modes `I;16*`, `I`) and float images (`F`) are scaled to 8 bits.
+  Pillow's `convert` clips them at 255 instead, which turns an ordinary 16-bit PNG almost white.
+  Values above 255 are read as 16-bit (0..65535); images whose values all fit 0..255 keep them.
+"""
+
+from __future__ import annotations
+
+import io
+import struct
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from ..errors import EngineError
+
+_WIDE_MODES = ("I", "F")
+
+
+def open_image(source: str | Path | bytes) -> Image.Image:
+    """Decode an image file (path or raw bytes) completely, or raise EngineError saying why not."""
+    name = "the image data" if isinstance(source, (bytes, bytearray)) else str(source)
+    try:
+        with _open(source) as probe:
+            probe.verify()  # checks the container and checksums without decoding pixels
+        image = _open(source)
+        image.load()  # decodes every pixel, so a truncated file fails here, not later
+    except FileNotFoundError:
+        raise EngineError(f"{name}: no such image file") from None
+    except (UnidentifiedImageError, Image.DecompressionBombError) as exc:
+        raise EngineError(f"{name} is not an image Lantern can read: {exc}") from None
+    except (OSError, SyntaxError, ValueError, EOFError) as exc:
+        raise EngineError(f"{name} is damaged or truncated and cannot be decoded: {exc}") from None
+    if image.width == 0 or image.height == 0:
+        raise EngineError(f"{name} has no pixels ({image.width}x{image.height})")
+    return image
+
+
+def _open(source: str | Path | bytes) -> Image.Image:
+    if isinstance(source, (bytes, bytearray)):
+        return Image.open(io.BytesIO(bytes(source)))
+    return Image.open(Path(source))
+
+
+def to_rgb(image: Image.Image) -> Image.Image:
+    """Upright 8-bit RGB version of `image` (see the module docstring for the two departures)."""
+    if image.width == 0 or image.height == 0:
+        raise EngineError(f"an image of {image.width}x{image.height} pixels has no area; it cannot be encoded")
+    image = _upright(image)
+    if image.mode.startswith(_WIDE_MODES):
+        image = _to_8bit(image)
+    if "A" in image.getbands() or image.info.get("transparency") is not None:
+        white = Image.new("RGBA", image.size, (255, 255, 255, 255))
+        return Image.alpha_composite(white, image.convert("RGBA")).convert("RGB")
+    return image.convert("RGB")
+
+
+def _upright(image: Image.Image) -> Image.Image:
+    try:
+        return ImageOps.exif_transpose(image)
+    except (OSError, SyntaxError, ValueError, struct.error):
+        return image  # unreadable EXIF: the stored orientation is all there is
+
+
+def _to_8bit(image: Image.Image) -> Image.Image:
+    values = np.asarray(image, dtype=np.float64)
+    if values.max(initial=0.0) > 255:
+        values = values * (255 / 65535)
+    return Image.fromarray(np.clip(np.rint(values), 0, 255).astype(np.uint8))
