@@ -59,6 +59,30 @@ class Model:
             quantization=(quant.default.bits, quant.default.group_size) if quant else None,
         )
 
+    @property
+    def stop_ids(self) -> list[int]:
+        """Every end-of-sequence id the config and generation_config name (`<turn|>` among them)."""
+        from .sampling import generation_stop_ids
+
+        return sorted({*self.config.eos_token_ids, *generation_stop_ids(self.folder)})
+
+    def generate_ids(self, input_ids, max_tokens: int = 64, temperature: float = 0.0, images=None, audio=None,
+                     image_budget: int = 280, *, top_p: float | None = None, top_k: int | None = None,
+                     min_p: float | None = None, repetition_penalty: float | None = None, seed: int | None = None,
+                     stop_ids=None, prefill_chunk: int | None = None):
+        """Cached generation of token ids; greedy when temperature == 0. Stops after a stop id."""
+        from .generate import DEFAULT_PREFILL_CHUNK, Generator, Prompt
+        from .sampling import generation_defaults
+
+        ids = self.check_ids(input_ids)
+        sampling = generation_defaults(self.folder).with_overrides(
+            temperature=temperature, top_p=top_p, top_k=top_k, min_p=min_p,
+            repetition_penalty=repetition_penalty, seed=seed)
+        generator = Generator(self, prefill_chunk=prefill_chunk or DEFAULT_PREFILL_CHUNK)
+        prompt = Prompt(ids, list(images or []), list(audio or []), image_budget)
+        yield from generator.run(prompt, max_tokens=max_tokens, sampling=sampling,
+                                 stop_ids=self.stop_ids if stop_ids is None else stop_ids)
+
     # -- token ids -------------------------------------------------------------------------------
 
     def check_ids(self, input_ids: Sequence[int] | mx.array | np.ndarray) -> np.ndarray:

@@ -53,16 +53,20 @@ class TextModel(nn.Module):
         return (projected + token_part) * (2.0 ** -0.5)
 
     def __call__(self, h: mx.array, per_layer_inputs: mx.array | None, caches: list[LayerCache | None],
-                 offset: int, groups: mx.array | None = None, last_only: bool = False) -> mx.array:
+                 offset: int, groups: mx.array | None = None, last_only: bool = False,
+                 fill_only: bool = False) -> mx.array | None:
         """Run the layers over embeddings h [B, T, hidden] at positions offset.. ; return normed hidden states.
 
-        With `last_only`, KV-shared layers (which write no cache) run for the last position only.
+        With `last_only`, KV-shared layers (which write no cache) run for the last position only; with
+        `fill_only` they do not run at all and nothing is returned: the chunk only fills the caches.
         `groups` gives each position its image group id (-1 for none) for the vision-bidirectional overlay.
         """
         c = self.config
         masks = _MaskMemo(c, offset, h.shape[1], groups)
         shared: dict[str, SharedKV] = {}
         for index, layer in enumerate(self.layers):
+            if fill_only and index == c.first_kv_shared_layer:
+                return None
             if last_only and index == c.first_kv_shared_layer and h.shape[1] > 1:
                 h, per_layer_inputs, masks = self._keep_last(h, per_layer_inputs, masks)
             kind = c.layer_types[index]
@@ -70,7 +74,7 @@ class TextModel(nn.Module):
             h, produced = layer(h, ple, masks.offset, caches[index], shared.get(kind), masks.for_type(kind))
             if not c.is_kv_consumer(index):
                 shared[kind] = produced
-        return self.norm(h)
+        return None if fill_only else self.norm(h)
 
     @staticmethod
     def _keep_last(h, per_layer_inputs, masks: "_MaskMemo"):

@@ -1,0 +1,202 @@
+"""Cached generation: chunked prefill that reuses a prompt cache, then a streaming decode loop."""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Iterator, Sequence
+
+import mlx.core as mx
+import numpy as np
+
+from .media import placeholder_runs
+from .prompt_cache import PromptCache
+from .sampling import SamplingOptions, make_token_sampler
+
+DEFAULT_PREFILL_CHUNK = 512
+
+
+@dataclass
+class GenerationStats:
+    prompt_tokens: int = 0
+    cached_tokens: int = 0
+    generated_tokens: int = 0
+    image_tokens: int = 0
+    audio_tokens: int = 0
+    time_to_first_token: float = 0.0
+    prefill_tokens_per_second: float = 0.0
+    decode_tokens_per_second: float = 0.0
+    peak_memory_bytes: int = 0
+    stop_reason: str = ""
+
+
+def _content_key(data: bytes) -> int:
+    """A negative id for a media item's placeholders: never equal to a real token id."""
+    return -1 - int.from_bytes(hashlib.sha256(data).digest()[:7], "little")
+
+
+def _image_bytes(image, budget: int) -> bytes:
+    return image.tobytes() + f"{image.mode}{image.size}{budget}".encode()
+
+
+def _audio_bytes(clip) -> bytes:
+    wave, rate = clip
+    return np.ascontiguousarray(wave).tobytes() + str(rate).encode()
+
+
+@dataclass
+class Prompt:
+    """A prompt's token ids with its media, and the content keys that identify what a cache holds."""
+
+    ids: np.ndarray
+    images: list = field(default_factory=list)
+    audio: list = field(default_factory=list)
+    image_budget: int = 280
+
+    def runs(self, config) -> tuple[list[tuple[int, int]], list[tuple[int, int]]]:
+        return placeholder_runs(self.ids, config.image_token_id), placeholder_runs(self.ids, config.audio_token_id)
+
+    def keys(self, config) -> np.ndarray:
+        keys = self.ids.astype(np.int64)
+        image_runs, audio_runs = self.runs(config)
+        for (start, length), image in zip(image_runs, self.images):
+            keys[start:start + length] = _content_key(_image_bytes(image, self.image_budget))
+        for (start, length), clip in zip(audio_runs, self.audio):
+            keys[start:start + length] = _content_key(_audio_bytes(clip))
+        return keys
+
+    def tail(self, config, start: int) -> "Prompt":
+        """The part from `start` on, with the media whose placeholders lie there."""
+        image_runs, audio_runs = self.runs(config)
+        return Prompt(self.ids[start:],
+                      [img for (s, _), img in zip(image_runs, self.images) if s >= start],
+                      [clip for (s, _), clip in zip(audio_runs, self.audio) if s >= start],
+                      self.image_budget)
+
+    def safe_reuse_limit(self, config, reused: int) -> int:
+        """Never resume inside a media run: its features are computed for the whole run."""
+        image_runs, audio_runs = self.runs(config)
+        for start, length in image_runs + audio_runs:
+            if start < reused < start + length:
+                return start
+        return reused
+
+
+def _chunk_bounds(length: int, chunk: int, cuts: Sequence[int], keep_together: list[tuple[int, int]]) -> list[int]:
+    """Chunk ends for a prefill of `length` positions: every `chunk`, at `cuts`, never inside a kept run."""
+    ends = set(range(chunk, length, chunk)) | {c for c in cuts if 0 < c < length} | {length}
+    for start, run in keep_together:
+        for end in list(ends):
+            if start < end < start + run:
+                ends.discard(end)
+                ends.add(start if start > 0 else start + run)
+    return sorted(e for e in ends if 0 < e <= length)
+
+
+class Generator:
+    """Runs prompts through a model against one PromptCache."""
+
+    def __init__(self, model, prompt_cache: PromptCache | None = None, prefill_chunk: int = DEFAULT_PREFILL_CHUNK):
+        self.model = model
+        self.cache = prompt_cache or PromptCache(model.net.text.make_caches)
+        self.prefill_chunk = prefill_chunk
+        self.stats = GenerationStats()
+
+    def _prefill(self, prompt: Prompt, snapshot_at: Sequence[int]) -> mx.array:
+        """Bring the cache up to the whole prompt; return the logits after its last position."""
+        config = self.model.config
+        keys = prompt.keys(config)
+        reused = self.cache.rewind(keys)
+        limit = prompt.safe_reuse_limit(config, reused)
+        if limit != reused:
+            reused = self.cache.rewind(keys[: limit + 1])
+        self.stats.cached_tokens = reused
+        tail = prompt.tail(config, reused)
+        embeddings, per_layer, groups = self.model.prepare_inputs(tail.ids, tail.images, tail.image_budget, tail.audio)
+        image_runs, _ = tail.runs(config)
+        bidirectional = config.text.use_bidirectional_attention == "vision"
+        ends = _chunk_bounds(tail.ids.size, self.prefill_chunk, [s - reused for s in snapshot_at],
+                             image_runs if bidirectional else [])
+        text = self.model.net.text
+        begin = 0
+        for end in ends:
+            last = end == tail.ids.size
+            hidden = text(embeddings[:, begin:end], None if per_layer is None else per_layer[:, begin:end],
+                          self.cache.caches, offset=reused + begin,
+                          groups=None if groups is None else groups[begin:end], last_only=last, fill_only=not last)
+            self.cache.append(keys[reused + begin: reused + end])
+            if last:
+                return text.logits(hidden[:, -1])
+            mx.eval([c.keys for c in self.cache.caches if c is not None])
+            if reused + end in snapshot_at:
+                self.cache.snapshot()
+            begin = end
+        raise AssertionError("a prefill always ends with the prompt's last position")
+
+    def _step(self, token: mx.array) -> mx.array:
+        text = self.model.net.text
+        ids = token.reshape(1, 1)
+        h = text.embed(ids, self.model.dtype)
+        per_layer = text.per_layer_inputs(ids, h) if text.config.has_ple else None
+        hidden = text(h, per_layer, self.cache.caches, offset=self.cache.length)
+        return text.logits(hidden[:, -1])
+
+    def run(self, prompt: Prompt, *, max_tokens: int, sampling: SamplingOptions, stop_ids: Sequence[int],
+            cancel: threading.Event | None = None, snapshot_at: Sequence[int] = ()) -> Iterator[int]:
+        """Yield generated token ids; `self.stats` is complete once the iterator is exhausted."""
+        self.model.check_ids(prompt.ids)
+        self.stats = GenerationStats(prompt_tokens=int(prompt.ids.size))
+        image_runs, audio_runs = prompt.runs(self.model.config)
+        self.stats.image_tokens = sum(length for _, length in image_runs)
+        self.stats.audio_tokens = sum(length for _, length in audio_runs)
+        mx.reset_peak_memory()
+        started = time.perf_counter()
+        sample = make_token_sampler(sampling, history=prompt.ids)
+        stops = set(stop_ids)
+        context = self.model.info.context_length
+        snapshot_points = sorted({*snapshot_at, prompt.ids.size - 1})
+
+        token = sample(self._prefill(prompt, snapshot_points))
+        mx.async_eval(token)
+        first_token_at = None
+        produced = 0
+        reason = "length"
+        while produced < max_tokens:
+            if cancel is not None and cancel.is_set():
+                reason = "cancelled"
+                break
+            following = None
+            if produced + 1 < max_tokens and self.cache.length < context:
+                sample.observe(token)
+                following = sample(self._step(token))
+                mx.async_eval(following)
+            token_id = int(token.item())
+            if following is not None:
+                self.cache.append(np.array([token_id]))
+            if first_token_at is None:
+                first_token_at = time.perf_counter()
+                self.stats.time_to_first_token = first_token_at - started
+            produced += 1
+            yield token_id
+            if token_id in stops:
+                reason = "stop"
+                break
+            if following is None:
+                reason = "length" if produced >= max_tokens else "context"
+                break
+            token = following
+        self._finish(produced, started, first_token_at, reason)
+
+    def _finish(self, produced: int, started: float, first_token_at: float | None, reason: str) -> None:
+        now = time.perf_counter()
+        s = self.stats
+        s.generated_tokens = produced
+        s.stop_reason = reason
+        new_tokens = max(s.prompt_tokens - s.cached_tokens, 1)
+        if first_token_at is not None:
+            s.prefill_tokens_per_second = new_tokens / max(first_token_at - started, 1e-9)
+            if produced > 1:
+                s.decode_tokens_per_second = (produced - 1) / max(now - first_token_at, 1e-9)
+        s.peak_memory_bytes = int(mx.get_peak_memory())

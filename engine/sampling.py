@@ -1,0 +1,94 @@
+"""Sampling settings and the per-generation token sampler (mlx-lm's samplers and logits processors)."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Sequence
+
+import mlx.core as mx
+from mlx_lm.sample_utils import make_logits_processors, make_sampler
+
+from .errors import EngineError
+
+
+@dataclass(frozen=True)
+class SamplingOptions:
+    temperature: float = 1.0
+    top_p: float = 0.95
+    top_k: int = 64
+    min_p: float = 0.0
+    repetition_penalty: float | None = None
+    seed: int | None = None
+
+    def validated(self) -> "SamplingOptions":
+        if self.temperature < 0:
+            raise EngineError(f"temperature must be >= 0, got {self.temperature}")
+        if not 0 < self.top_p <= 1:
+            raise EngineError(f"top-p must be in (0, 1], got {self.top_p}")
+        if self.top_k < 0:
+            raise EngineError(f"top-k must be >= 0 (0 turns it off), got {self.top_k}")
+        if not 0 <= self.min_p < 1:
+            raise EngineError(f"min-p must be in [0, 1), got {self.min_p}")
+        if self.repetition_penalty is not None and self.repetition_penalty <= 0:
+            raise EngineError(f"repetition penalty must be > 0, got {self.repetition_penalty}")
+        return self
+
+    def with_overrides(self, **changes) -> "SamplingOptions":
+        return replace(self, **{k: v for k, v in changes.items() if v is not None})
+
+
+def generation_defaults(folder: Path) -> SamplingOptions:
+    """The model's own defaults from generation_config.json (Gemma 4 ships 1.0 / 0.95 / 64)."""
+    path = Path(folder) / "generation_config.json"
+    if not path.is_file():
+        return SamplingOptions()
+    try:
+        raw = json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        raise EngineError(f"{path} is not valid JSON") from None
+    base = SamplingOptions()
+    return base.with_overrides(temperature=raw.get("temperature"), top_p=raw.get("top_p"),
+                               top_k=raw.get("top_k"), min_p=raw.get("min_p"),
+                               repetition_penalty=raw.get("repetition_penalty"))
+
+
+def generation_stop_ids(folder: Path) -> list[int]:
+    path = Path(folder) / "generation_config.json"
+    if not path.is_file():
+        return []
+    try:
+        value = json.loads(path.read_text(encoding="utf-8")).get("eos_token_id")
+    except (UnicodeDecodeError, json.JSONDecodeError, AttributeError):
+        return []
+    ids = value if isinstance(value, list) else [value]
+    return [i for i in ids if isinstance(i, int)]
+
+
+class TokenSampler:
+    """Turns the last position's logits into the next token, lazily (no host sync)."""
+
+    def __init__(self, options: SamplingOptions, history: Sequence[int]):
+        options = options.validated()
+        self._sample = make_sampler(temp=options.temperature, top_p=options.top_p if options.top_p < 1 else 0.0,
+                                    min_p=options.min_p, top_k=options.top_k)
+        penalty = options.repetition_penalty
+        self._processors = make_logits_processors(repetition_penalty=penalty) if penalty not in (None, 1.0) else []
+        self._history = mx.array([int(t) for t in history], dtype=mx.int32)
+        if options.seed is not None:
+            mx.random.seed(options.seed)
+
+    def observe(self, token: mx.array) -> None:
+        if self._processors:
+            self._history = mx.concatenate([self._history, token.reshape(-1).astype(mx.int32)])
+
+    def __call__(self, logits: mx.array) -> mx.array:
+        for process in self._processors:
+            logits = process(self._history, logits)
+        logprobs = logits - mx.logsumexp(logits, axis=-1, keepdims=True)
+        return self._sample(logprobs).reshape(-1)
+
+
+def make_token_sampler(options: SamplingOptions, history: Sequence[int]) -> TokenSampler:
+    return TokenSampler(options, history)
