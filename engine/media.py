@@ -48,7 +48,7 @@ def media_inputs(model, ids: np.ndarray, images=None, image_budget: int = 280, a
     config = model.config
     image_runs = placeholder_runs(ids, config.image_token_id)
     audio_runs = placeholder_runs(ids, config.audio_token_id)
-    image_features = [model.embed_image(image, image_budget) for image in images or []]
+    image_features = model.encode_images(images, image_budget) if images else []
     audio_features = [model.embed_audio(wave, rate) for wave, rate in audio or []]
     _match_runs("image", image_runs, image_features)
     _match_runs("audio", audio_runs, audio_features)

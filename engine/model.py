@@ -49,6 +49,9 @@ class Model:
         self.config = config
         self.net = net
         self.dtype = dtype or default_compute_dtype(net)
+        self._image_cache = None
+        self._tokenizer = None
+        self._template = None
         quant = config.quantization
         self.info = ModelInfo(
             variant=detect_variant(config.text),
@@ -58,6 +61,47 @@ class Model:
             weight_bytes=weight_bytes,
             quantization=(quant.default.bits, quant.default.group_size) if quant else None,
         )
+
+    # -- media -----------------------------------------------------------------------------------
+
+    def require(self, modality: str) -> None:
+        if modality not in self.info.modalities:
+            tower = {"image": "vision", "video": "vision"}.get(modality, modality)
+            advice = " Use Gemma 4 E2B or E4B for audio." if modality == "audio" else ""
+            raise EngineError(f"this model ({self.info.variant}) has no {tower} tower, so it cannot take "
+                              f"{modality}.{advice}")
+
+    def encode_images(self, images, budget: int = 280) -> list[mx.array]:
+        """Soft tokens for each image; an image seen before at this budget is not encoded again."""
+        from . import vision
+
+        self.require("image")
+        if self._image_cache is None:
+            self._image_cache = vision.FeatureCache()
+        return vision.encode_images(self.net.vision_tower, self.net.embed_vision, list(images), budget,
+                                    cache=self._image_cache)
+
+    def embed_image(self, image, budget: int = 280) -> mx.array:
+        """PIL image -> (N, text hidden) float32 soft tokens (preprocessing included)."""
+        return self.encode_images([image], budget)[0]
+
+    def embed_audio(self, waveform, sample_rate: int) -> mx.array:
+        """Mono or (samples, channels) audio at any rate (30 s at most) -> (N, text hidden) float32."""
+        from .audio.encode import encode_audio
+
+        self.require("audio")
+        return encode_audio(self.net.audio_tower, self.net.embed_audio, np.asarray(waveform), sample_rate)
+
+    def image_token_count(self, image, budget: int = 280) -> int:
+        from .vision import soft_token_count, to_rgb
+
+        return soft_token_count(*to_rgb(image).size, budget)
+
+    def audio_token_count(self, waveform, sample_rate: int) -> int:
+        from .audio.clips import audio_token_count
+        from .audio.waveform import to_model_rate
+
+        return audio_token_count(len(to_model_rate(np.asarray(waveform), sample_rate)))
 
     @property
     def stop_ids(self) -> list[int]:
@@ -82,6 +126,42 @@ class Model:
         prompt = Prompt(ids, list(images or []), list(audio or []), image_budget)
         yield from generator.run(prompt, max_tokens=max_tokens, sampling=sampling,
                                  stop_ids=self.stop_ids if stop_ids is None else stop_ids)
+
+    # -- chat --------------------------------------------------------------------------------------
+
+    @property
+    def tokenizer(self):
+        from .tokenizer import Tokenizer
+
+        if self._tokenizer is None:
+            self._tokenizer = Tokenizer(self.folder)
+        return self._tokenizer
+
+    @property
+    def chat_template(self):
+        from .chat_template import ChatTemplate
+
+        if self._template is None:
+            self._template = ChatTemplate.from_folder(self.folder, self.tokenizer.config)
+        return self._template
+
+    def chat(self, system: str | None = None, thinking: bool = False, *, max_tokens: int = 2048,
+             image_budget: int = 280, tools: list[dict] | None = None, **sampling):
+        """A chat session whose prompt cache survives between turns.
+
+        `sampling` may set temperature, top_p, top_k, min_p, repetition_penalty and seed; the rest come
+        from the model's generation_config.json.
+        """
+        from .chat import ChatOptions, ChatSession
+        from .sampling import generation_defaults
+
+        unknown = set(sampling) - {"temperature", "top_p", "top_k", "min_p", "repetition_penalty", "seed"}
+        if unknown:
+            raise EngineError(f"unknown chat option(s): {', '.join(sorted(unknown))}")
+        options = ChatOptions(sampling=generation_defaults(self.folder).with_overrides(**sampling).validated(),
+                              max_tokens=max_tokens, image_budget=image_budget, tools=tools)
+        return ChatSession(self, self.tokenizer, self.chat_template, system=system, thinking=thinking,
+                           options=options)
 
     # -- token ids -------------------------------------------------------------------------------
 

@@ -1,0 +1,164 @@
+"""Chat sessions: a conversation whose KV cache survives between turns.
+
+Each turn renders the whole conversation with the model's own chat template, expands every media
+placeholder, and hands the prompt to a Generator that reuses the longest cached prefix. Snapshots
+at the end of the history and just before the prompt's last token make regenerate, edit and the
+templates that rewrite earlier turns (stripped thinking, the pre-filled empty thought block) cheap.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass, field
+from typing import Iterator
+
+import numpy as np
+
+from .chat_template import ChatTemplate
+from .errors import EngineError
+from .generate import Generator, Prompt
+from .output_stream import ChatEvent, OutputStream
+from .sampling import SamplingOptions, generation_defaults
+from .tokenizer import Tokenizer
+from .tool_calls import ToolCall, format_arguments
+
+
+@dataclass
+class Message:
+    role: str                                  # "system" | "user" | "assistant" | "tool"
+    text: str = ""
+    images: list = field(default_factory=list)
+    audio: list = field(default_factory=list)  # (waveform, sample_rate) clips of at most 30 s
+    tool_calls: list[ToolCall] = field(default_factory=list)
+    name: str | None = None                    # the tool's name, for role "tool"
+
+    def template_form(self) -> dict:
+        if self.role == "assistant":
+            form = {"role": "assistant", "content": self.text}
+            if self.tool_calls:
+                form["tool_calls"] = [{"type": "function", "function": {"name": c.name, "arguments": c.arguments}}
+                                      for c in self.tool_calls]
+            return form
+        if self.role == "tool":
+            return {"role": "tool", "name": self.name, "content": self.text}
+        if not (self.images or self.audio):
+            return {"role": self.role, "content": self.text}
+        parts = [{"type": "image"} for _ in self.images] + [{"type": "audio"} for _ in self.audio]
+        return {"role": self.role, "content": parts + [{"type": "text", "text": self.text}]}
+
+
+@dataclass
+class ChatOptions:
+    sampling: SamplingOptions | None = None
+    max_tokens: int = 2048
+    image_budget: int = 280
+    tools: list[dict] | None = None
+
+
+class ChatSession:
+    def __init__(self, model, tokenizer: Tokenizer, template: ChatTemplate, system: str | None = None,
+                 thinking: bool = False, options: ChatOptions | None = None):
+        self.model = model
+        self.tokenizer = tokenizer
+        self.template = template
+        self.system = system
+        self.thinking = thinking
+        self.options = options or ChatOptions()
+        self.sampling = self.options.sampling or generation_defaults(model.folder)
+        self.messages: list[Message] = []
+        self.generator = Generator(model)
+        self._cancel = threading.Event()
+        self.last_stats = None
+
+    # -- the conversation ------------------------------------------------------------------------
+
+    def send(self, text: str, images=None, audio=None) -> Iterator[ChatEvent]:
+        """Add a user turn and stream the model's answer."""
+        if audio:
+            self.model.require("audio")
+        if images:
+            self.model.require("image")
+        self.messages.append(Message("user", text, list(images or []), list(audio or [])))
+        return self._answer()
+
+    def add_tool_result(self, name: str, result: str) -> Iterator[ChatEvent]:
+        self.messages.append(Message("tool", result, name=name))
+        return self._answer()
+
+    def regenerate(self) -> Iterator[ChatEvent]:
+        """Answer the last user turn again (the previous answer is dropped from the history)."""
+        while self.messages and self.messages[-1].role == "assistant":
+            self.messages.pop()
+        if not self.messages:
+            raise EngineError("there is nothing to regenerate yet")
+        return self._answer()
+
+    def edit(self, index: int, text: str, images=None, audio=None) -> Iterator[ChatEvent]:
+        """Replace user message `index`, forget everything after it, and answer it."""
+        if not 0 <= index < len(self.messages) or self.messages[index].role != "user":
+            raise EngineError(f"message {index} is not a user message of this chat")
+        old = self.messages[index]
+        self.messages[index:] = [Message("user", text, list(old.images if images is None else images),
+                                         list(old.audio if audio is None else audio))]
+        return self._answer()
+
+    def cancel(self) -> None:
+        """Stop the running answer within one decode step; safe from any thread."""
+        self._cancel.set()
+
+    # -- prompt building -------------------------------------------------------------------------
+
+    def _render(self, messages: list[Message], generation_prompt: bool) -> str:
+        forms = ([{"role": "system", "content": self.system}] if self.system else [])
+        forms += [m.template_form() for m in messages]
+        return self.template.render(
+            messages=forms, add_generation_prompt=generation_prompt, enable_thinking=self.thinking,
+            tools=self.options.tools, bos_token="<bos>", eos_token="<eos>", format_arguments=format_arguments)
+
+    def _expand_media(self, ids: list[int], messages: list[Message]) -> Prompt:
+        """Replace each image / audio placeholder by begin + N soft-token slots + end."""
+        config = self.model.config
+        images = [image for m in messages for image in m.images]
+        clips = [clip for m in messages for clip in m.audio]
+        budget = self.options.image_budget
+        counts = {config.image_token_id: iter([self.model.image_token_count(i, budget) for i in images]),
+                  config.audio_token_id: iter([self.model.audio_token_count(w, r) for w, r in clips])}
+        brackets = {config.image_token_id: (config.boi_token_id, config.eoi_token_id),
+                    config.audio_token_id: (config.boa_token_id, config.eoa_token_id)}
+        expanded: list[int] = []
+        for token in ids:
+            if token not in counts:
+                expanded.append(token)
+                continue
+            count = next(counts[token], None)
+            if count is None:
+                raise EngineError("the chat template placed more media placeholders than the chat has media")
+            begin, end = brackets[token]
+            expanded += [begin, *([token] * count), end]
+        return Prompt(np.array(expanded, dtype=np.int32), images, clips, budget)
+
+    def _prompt(self) -> tuple[Prompt, int]:
+        """The prompt for the next answer, and where the history before its generation prompt ends."""
+        prompt = self._expand_media(self.tokenizer.encode(self._render(self.messages, True)), self.messages)
+        history = self._expand_media(self.tokenizer.encode(self._render(self.messages, False)), self.messages)
+        boundary = history.ids.size if np.array_equal(history.ids, prompt.ids[: history.ids.size]) else 0
+        return prompt, boundary
+
+    # -- answering -------------------------------------------------------------------------------
+
+    def _answer(self) -> Iterator[ChatEvent]:
+        self._cancel.clear()
+        prompt, boundary = self._prompt()
+        stream = OutputStream(self.tokenizer, self.tokenizer.special_ids)
+        tokens = self.generator.run(prompt, max_tokens=self.options.max_tokens, sampling=self.sampling,
+                                    stop_ids=self.model.stop_ids, cancel=self._cancel,
+                                    snapshot_at=[boundary] if boundary else [])
+        try:
+            for token in tokens:
+                yield from stream.push(token)
+            yield from stream.finish()
+        finally:
+            tokens.close()
+            self.messages.append(Message("assistant", stream.answer, tool_calls=stream.tool_calls))
+            self.last_stats = self.generator.stats
+        yield ChatEvent("done", stats=self.generator.stats)
