@@ -88,7 +88,7 @@ def read_safetensors_header(path: str | Path) -> dict[str, TensorEntry]:
         raise _fail(path, "its header is not valid JSON") from None
     if not isinstance(header, dict):
         raise _fail(path, "its header is not a JSON object")
-    metadata = header.pop("__metadata__", {})
+    metadata = header.pop("__metadata__", None) or {}
     if not isinstance(metadata, dict) or not all(isinstance(v, str) for v in metadata.values()):
         raise _fail(path, "its __metadata__ must map names to strings")
 

@@ -37,17 +37,14 @@ class TextModel(nn.Module):
 
     def embed(self, ids: mx.array, dtype: mx.Dtype) -> mx.array:
         """Token embeddings times sqrt(hidden), the scale rounded to the table's dtype as the reference does."""
-        rows = self.embed_tokens(ids)
-        scale = mx.array(math.sqrt(self.config.hidden_size), dtype=rows.dtype)
-        return (rows * scale).astype(dtype)
+        return _scaled(self.embed_tokens(ids), math.sqrt(self.config.hidden_size), dtype)
 
     def per_layer_inputs(self, ple_ids: mx.array, embeddings: mx.array) -> mx.array:
         """[B, T, layers, width]: the token part plus the projection of the final input embeddings."""
         c = self.config
         width = c.hidden_size_per_layer_input
         shape = (*ple_ids.shape, c.num_hidden_layers, width)
-        rows = self.embed_tokens_per_layer(ple_ids)
-        token_part = (rows * mx.array(math.sqrt(width), dtype=rows.dtype)).astype(embeddings.dtype).reshape(shape)
+        token_part = _scaled(self.embed_tokens_per_layer(ple_ids), math.sqrt(width), embeddings.dtype).reshape(shape)
         projected = self.per_layer_model_projection(embeddings) * (c.hidden_size ** -0.5)
         projected = self.per_layer_projection_norm(projected.reshape(shape))
         return (projected + token_part) * (2.0 ** -0.5)
@@ -88,6 +85,12 @@ class TextModel(nn.Module):
         if cap:
             logits = mx.tanh(logits / cap) * cap
         return logits
+
+
+def _scaled(rows: mx.array, scale: float, dtype: mx.Dtype) -> mx.array:
+    """rows * scale in the compute dtype, the scale first rounded to the table's dtype as the reference does."""
+    rounded = mx.array(scale, dtype=rows.dtype).astype(dtype)
+    return rows.astype(dtype) * rounded
 
 
 class _MaskMemo:

@@ -1,0 +1,141 @@
+"""Unit checks of the pieces that are easy to get subtly wrong (blueprint §10)."""
+
+import mlx.core as mx
+import numpy as np
+import pytest
+
+import engine
+from conftest import MODELS
+from engine.config import RopeConfig, detect_variant, parse_config
+from engine.rope import Rope, rope_periods
+
+_SLIDING = {"rope_type": "default", "rope_theta": 10000.0}
+_FULL = {"rope_type": "proportional", "partial_rotary_factor": 0.25, "rope_theta": 1000000.0}
+
+
+def _real_text_config(hidden, layers, heads, kv, global_kv, intermediate, pattern, **extra):
+    types = ["full_attention" if (i + 1) % pattern == 0 else "sliding_attention" for i in range(layers)]
+    return {"model_type": "gemma4", "text_config": {
+        "vocab_size": 262144, "hidden_size": hidden, "intermediate_size": intermediate,
+        "num_hidden_layers": layers, "num_attention_heads": heads, "num_key_value_heads": kv,
+        "num_global_key_value_heads": global_kv, "head_dim": 256, "global_head_dim": 512, "layer_types": types,
+        "rope_parameters": {"sliding_attention": _SLIDING, "full_attention": _FULL},
+        "final_logit_softcapping": 30.0, **extra}}
+
+
+REAL = {
+    "e2b": _real_text_config(1536, 35, 8, 1, None, 6144, 5, num_kv_shared_layers=20, use_double_wide_mlp=True,
+                             hidden_size_per_layer_input=256, sliding_window=512),
+    "e4b": _real_text_config(2560, 42, 8, 2, None, 10240, 6, num_kv_shared_layers=18,
+                             hidden_size_per_layer_input=256, sliding_window=512),
+    "26b-a4b": _real_text_config(2816, 30, 16, 8, 2, 2112, 6, attention_k_eq_v=True, enable_moe_block=True,
+                                 num_experts=128, top_k_experts=8, moe_intermediate_size=704,
+                                 hidden_size_per_layer_input=0, sliding_window=1024),
+    "31b": _real_text_config(5376, 60, 32, 16, 4, 21504, 6, attention_k_eq_v=True, hidden_size_per_layer_input=0,
+                             sliding_window=1024),
+}
+
+
+@pytest.mark.parametrize("variant", sorted(REAL))
+def test_real_configs_are_recognised(variant):
+    assert detect_variant(parse_config(REAL[variant]).text) == variant
+
+
+def test_other_geometry_is_custom():
+    raw = REAL["e2b"]
+    raw = {**raw, "text_config": {**raw["text_config"], "hidden_size": 1024}}
+    assert detect_variant(parse_config(raw).text) == "custom"
+
+
+def test_kv_sharing_producers_follow_the_blueprint():
+    e2b = parse_config(REAL["e2b"]).text
+    assert e2b.first_kv_shared_layer == 15
+    assert {e2b.kv_producer(j) for j in range(15, 35) if not e2b.is_full(j)} == {13}
+    assert {e2b.kv_producer(j) for j in range(15, 35) if e2b.is_full(j)} == {14}
+    assert e2b.mlp_width(14) == 6144 and e2b.mlp_width(15) == 12288
+    e4b = parse_config(REAL["e4b"]).text
+    assert {e4b.kv_producer(j) for j in range(24, 42)} == {22, 23}
+
+
+def test_full_layer_geometry_of_the_large_models():
+    big = parse_config(REAL["31b"]).text
+    full, sliding = 5, 0
+    assert (big.layer_head_dim(full), big.layer_kv_heads(full), big.has_value_proj(full)) == (512, 4, False)
+    assert (big.layer_head_dim(sliding), big.layer_kv_heads(sliding), big.has_value_proj(sliding)) == (256, 16, True)
+    small = parse_config(REAL["e2b"]).text
+    assert small.layer_kv_heads(4) == 1  # no global kv heads: full layers keep num_key_value_heads
+
+
+def test_proportional_rope_rotates_pairs_j_and_j_plus_half():
+    periods = rope_periods(512, RopeConfig(theta=1e6, partial_rotary_factor=0.25, proportional=True))
+    assert np.isfinite(periods[:64]).all() and np.isinf(periods[64:]).all()
+    np.testing.assert_allclose(periods[1], 1e6 ** (2 / 512), rtol=1e-6)  # exponent over the full head dim
+    rope = Rope(512, RopeConfig(theta=1e6, partial_rotary_factor=0.25, proportional=True))
+    x = mx.random.normal((1, 1, 3, 512), key=mx.random.key(0))
+    y = rope(x, offset=5)
+    unchanged = np.r_[64:256, 320:512]
+    np.testing.assert_array_equal(np.array(y)[..., unchanged], np.array(x)[..., unchanged])
+    # Lane 0 rotates with lane 256: the pair keeps its norm.
+    pair = lambda a: np.hypot(np.array(a)[..., 0], np.array(a)[..., 256])
+    np.testing.assert_allclose(pair(y), pair(x), rtol=1e-5)
+    assert not np.allclose(np.array(y)[..., 0], np.array(x)[..., 0])
+
+
+@pytest.mark.parametrize("hidden,rounded", [(1536, 39.25), (2560, 50.5), (2816, 53.0), (5376, 73.5)])
+def test_embedding_scale_is_rounded_to_bf16(hidden, rounded):
+    from engine.text_model import TextModel
+
+    raw = REAL["e2b"]
+    text = parse_config({**raw, "text_config": {**raw["text_config"], "hidden_size": hidden, "vocab_size": 4,
+                                                "num_hidden_layers": 5, "num_kv_shared_layers": 0,
+                                                "hidden_size_per_layer_input": 0,
+                                                "layer_types": ["sliding_attention"] * 4 + ["full_attention"]}}).text
+    model = TextModel(text)
+    model.embed_tokens.weight = mx.ones((4, hidden), dtype=mx.bfloat16)
+    out = model.embed(mx.array([[1]]), mx.float32)
+    assert float(out[0, 0, 0]) == rounded
+
+
+def test_router_equals_softmax_over_all_then_top_k_renormalised():
+    from engine.moe import Router
+
+    router = Router(hidden=16, experts=8, top_k=3, eps=1e-6)
+    router.scale = mx.random.uniform(0.5, 1.5, (16,), key=mx.random.key(1))
+    router.per_expert_scale = mx.random.uniform(0.5, 1.5, (8,), key=mx.random.key(2))
+    x = mx.random.normal((5, 16), key=mx.random.key(3))
+    indices, weights = router(x)
+    z = np.array(x) / np.sqrt((np.array(x) ** 2).mean(-1, keepdims=True) + 1e-6)
+    z = z * np.array(router.scale) / 4.0
+    scores = z @ np.array(router.proj.weight).T
+    p = np.exp(scores - scores.max(-1, keepdims=True))
+    p /= p.sum(-1, keepdims=True)
+    for row in range(5):
+        top = np.argsort(-p[row])[:3]
+        assert set(np.array(indices[row]).tolist()) == set(top.tolist())
+        expected = p[row, top] / p[row, top].sum() * np.array(router.per_expert_scale)[top]
+        got = dict(zip(np.array(indices[row]).tolist(), np.array(weights[row]).tolist()))
+        np.testing.assert_allclose([got[i] for i in top], expected, rtol=1e-5)
+
+
+def test_info_of_the_fixtures():
+    e2b = engine.load(MODELS / "tiny-e2b")
+    assert e2b.info.variant == "custom"
+    assert e2b.info.modalities == {"text", "image", "video", "audio"}
+    assert e2b.info.quantization is None
+    assert e2b.info.weight_bytes > 0 and e2b.info.parameter_count > 0
+    moe = engine.load(MODELS / "tiny-26b")
+    assert "audio" not in moe.info.modalities
+    quantized = engine.load(MODELS / "tiny-e2b-q4")
+    assert quantized.info.quantization == (4, 32)
+    # The same weights, counted the same way, whatever their storage.
+    assert quantized.info.parameter_count == engine.load(MODELS / "tiny-e2b-mlx").info.parameter_count
+
+
+def test_loading_is_lazy():
+    mx.clear_cache()
+    before = mx.get_active_memory()
+    model = engine.load(MODELS / "tiny-e2b")
+    after_load = mx.get_active_memory() - before
+    assert after_load < 0.1 * model.info.weight_bytes
+    model.logits([2, 5, 6, 7])
+    assert mx.get_active_memory() - before > 0.5 * model.info.weight_bytes

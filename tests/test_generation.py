@@ -1,0 +1,71 @@
+"""Cached generation equals repeated argmax over the uncached forward, for every fixture shape."""
+
+import threading
+
+import numpy as np
+import pytest
+
+import engine
+from conftest import MODELS, REFERENCE
+
+SHAPES = ["tiny-e2b", "tiny-e4b", "tiny-26b", "tiny-31b", "tiny-e2b-q4"]
+
+
+def _argmax_continuation(model, prompt, count):
+    sequence, out = list(prompt), []
+    for _ in range(count):
+        token = int(np.argmax(np.array(model.logits(sequence))[-1]))
+        out.append(token)
+        sequence.append(token)
+    return out
+
+
+@pytest.mark.parametrize("name", SHAPES)
+@pytest.mark.parametrize("chunk", [512, 5])
+def test_cached_greedy_equals_uncached_argmax(name, chunk):
+    model = engine.load(MODELS / name)
+    prompt = np.load(REFERENCE / f"{name}.npz")["input_ids"].astype(int).tolist()
+    window = model.config.text.sliding_window
+    steps = window + 3  # the decode itself wraps the ring once more
+    ours = list(model.generate_ids(prompt, max_tokens=steps, prefill_chunk=chunk, stop_ids=[]))
+    assert ours == _argmax_continuation(model, prompt, steps)
+
+
+def test_generation_stops_on_a_stop_id():
+    model = engine.load(MODELS / "tiny-e2b")
+    prompt = np.load(REFERENCE / "tiny-e2b.npz")["input_ids"].astype(int).tolist()
+    free = list(model.generate_ids(prompt, max_tokens=12, stop_ids=[]))
+    stop = free[4]
+    stopped = list(model.generate_ids(prompt, max_tokens=12, stop_ids=[stop]))
+    assert stopped == free[: free.index(stop) + 1]
+
+
+def test_model_stop_ids_include_end_of_turn():
+    model = engine.load(MODELS / "tiny-e2b")
+    assert model.tokenizer.token_id("<turn|>") in model.stop_ids
+    assert model.tokenizer.token_id("<eos>") in model.stop_ids
+
+
+def test_sampling_is_reproducible_with_a_seed():
+    model = engine.load(MODELS / "tiny-e2b")
+    prompt = [2, 10, 11, 12, 13]
+    first = list(model.generate_ids(prompt, max_tokens=10, temperature=1.0, seed=7, stop_ids=[]))
+    second = list(model.generate_ids(prompt, max_tokens=10, temperature=1.0, seed=7, stop_ids=[]))
+    other = list(model.generate_ids(prompt, max_tokens=10, temperature=1.0, seed=8, stop_ids=[]))
+    assert first == second
+    assert first != other
+
+
+def test_repetition_penalty_changes_greedy_output():
+    model = engine.load(MODELS / "tiny-26b")
+    prompt = [2, 10, 11, 12, 13]
+    plain = list(model.generate_ids(prompt, max_tokens=16, stop_ids=[]))
+    penalised = list(model.generate_ids(prompt, max_tokens=16, repetition_penalty=5.0, stop_ids=[]))
+    assert len(set(penalised)) >= len(set(plain))
+    assert plain != penalised
+
+
+def test_bad_sampling_settings_are_refused():
+    model = engine.load(MODELS / "tiny-e2b")
+    with pytest.raises(engine.EngineError, match="top-p"):
+        next(model.generate_ids([2, 3], top_p=1.5))
