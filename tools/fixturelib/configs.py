@@ -144,6 +144,8 @@ def released_config_json(spec: ModelSpec, saved: dict, dtype: str) -> dict:
     config["eoa_token_id"] = _MEDIA_IDS["eoa_token_index"]
     config["eos_token_id"] = list(spec.eos_token_ids)
     config["vision_soft_tokens_per_image"] = 280
+    # mlx-lm sizes the embedding from a top-level vocab_size (default 262144), not from text_config.
+    config["vocab_size"] = spec.text["vocab_size"]
     config["vision_config"]["default_output_length"] = 280
     config["vision_config"]["dtype"] = dtype
     if config.get("audio_config"):
