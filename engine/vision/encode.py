@@ -13,6 +13,7 @@ from collections.abc import Sequence
 import mlx.core as mx
 import numpy as np
 
+from ..errors import EngineError
 from ..multimodal_embedder import MultimodalEmbedder
 from .preprocess import PreprocessedImage
 from .tower import VisionTower
@@ -32,9 +33,20 @@ def _batches(images: Sequence[PreprocessedImage]) -> list[list[int]]:
     return batches
 
 
+def _check_positions_fit(tower: VisionTower, images: Sequence[PreprocessedImage]) -> None:
+    # Released towers have 10240 positions per axis, beyond any budget; small custom ones may not.
+    table = tower.config.position_embedding_size
+    for image in images:
+        if max(image.grid) > table:
+            rows, cols = image.grid
+            raise EngineError(f"an image of {cols}x{rows} patches needs more than the vision tower's {table} "
+                              "positions per side; choose a smaller image budget")
+
+
 def encode_preprocessed(tower: VisionTower, embedder: MultimodalEmbedder,
                         images: Sequence[PreprocessedImage]) -> list[mx.array]:
     """Soft tokens (num_soft_tokens, text hidden) float32 for each image, in order."""
+    _check_positions_fit(tower, images)
     results: list[mx.array | None] = [None] * len(images)
     for batch in _batches(images):
         count = images[batch[0]].num_patches

@@ -15,7 +15,7 @@ import numpy as np
 from PIL import Image
 
 from .image_io import to_rgb
-from .sizing import PATCH_SIZE, POOLING_KERNEL, target_size
+from .sizing import PATCH_SIZE, POOLING_KERNEL, check_budget, target_size
 
 
 @dataclass(frozen=True)
@@ -58,6 +58,7 @@ def preprocess_image(image: Image.Image, budget: int) -> PreprocessedImage:
 
 
 def preprocess_rgb(rgb: Image.Image, budget: int) -> PreprocessedImage:
+    budget = check_budget(budget)
     pixels = resized_pixels(rgb, budget)
     rows, cols = pixels.shape[0] // PATCH_SIZE, pixels.shape[1] // PATCH_SIZE
     real = patchify(pixels)

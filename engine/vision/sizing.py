@@ -8,6 +8,7 @@ fits `budget * 9`. The app's token meter calls `soft_token_count` before any ima
 from __future__ import annotations
 
 import math
+import numbers
 
 from ..errors import EngineError
 
@@ -18,9 +19,9 @@ POOLING_KERNEL = 3
 
 
 def check_budget(budget: int) -> int:
-    if isinstance(budget, bool) or budget not in BUDGETS:
+    if isinstance(budget, bool) or not isinstance(budget, numbers.Integral) or budget not in BUDGETS:
         raise EngineError(f"image budget {budget!r} is not supported; choose one of {', '.join(map(str, BUDGETS))}")
-    return budget
+    return int(budget)
 
 
 def _check_size(width: int, height: int) -> None:
@@ -30,7 +31,7 @@ def _check_size(width: int, height: int) -> None:
 
 def target_size(width: int, height: int, budget: int) -> tuple[int, int]:
     """(width, height) the image is resized to for `budget` soft tokens."""
-    check_budget(budget)
+    budget = check_budget(budget)
     _check_size(width, height)
     side = POOLING_KERNEL * PATCH_SIZE
     max_patches = budget * POOLING_KERNEL**2
