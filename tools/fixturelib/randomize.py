@@ -140,6 +140,7 @@ def calibrate_clipping(model: nn.Module, run_towers: Callable[[], None], seed: i
     """
     rng = torch.Generator().manual_seed(seed)
     modules = _clippable(model)
+    by_name = dict(modules)
 
     def set_input(name: str, module: Gemma4ClippableLinear, value: torch.Tensor) -> None:
         low, high = _bounds(value, rng)
@@ -147,7 +148,7 @@ def calibrate_clipping(model: nn.Module, run_towers: Callable[[], None], seed: i
         module.input_max.fill_(high)
 
     def set_output(name: str, linear: nn.Linear, value: torch.Tensor) -> None:
-        module = dict(modules)[name]
+        module = by_name[name]
         low, high = _bounds(value, rng)
         module.output_min.fill_(low)
         module.output_max.fill_(high)
@@ -162,7 +163,7 @@ def calibrate_clipping(model: nn.Module, run_towers: Callable[[], None], seed: i
         clipped[name][0] = max(clipped[name][0], outside.float().mean().item())
 
     def count_output(name: str, linear: nn.Linear, value: torch.Tensor) -> None:
-        module = dict(modules)[name]
+        module = by_name[name]
         outside = (value < module.output_min) | (value > module.output_max)
         clipped[name][1] = max(clipped[name][1], outside.float().mean().item())
 
