@@ -124,11 +124,24 @@ def saved_config(model: Gemma4ForConditionalGeneration) -> dict:
         return json.loads((Path(scratch) / "config.json").read_text())
 
 
+def round_embedding_scales(model: torch.nn.Module, dtype: torch.dtype) -> torch.nn.Module:
+    """Give the scaled embeddings the scale they use when the model runs in its stored `dtype`.
+
+    transformers casts sqrt(width) to the table's dtype; a float32 run of a bf16 checkpoint would not.
+    """
+    with torch.no_grad():
+        for module in model.modules():
+            if isinstance(getattr(module, "embed_scale", None), torch.Tensor):
+                module.embed_scale.copy_(module.embed_scale.to(dtype).float())
+    return model
+
+
 @torch.no_grad()
-def check_reload(folder: Path, ids: np.ndarray, expected: np.ndarray) -> None:
+def check_reload(folder: Path, ids: np.ndarray, expected: np.ndarray, stored: torch.dtype = torch.float32) -> None:
     """The folder loads in transformers from config.json as written, and gives the same logits."""
     model, info = Gemma4ForConditionalGeneration.from_pretrained(
         folder, dtype=torch.float32, attn_implementation="eager", output_loading_info=True)
+    round_embedding_scales(model, stored)
     problems = {kind: keys for kind, keys in info.items() if keys and kind != "unexpected_keys"}
     if problems:
         raise RuntimeError(f"{folder.name}: transformers reports {problems}")
@@ -198,15 +211,17 @@ def with_weights(source: Source, state: dict[str, torch.Tensor]) -> Gemma4ForCon
 
 
 def bf16_copy(name: str, source: Source, tokenizer: Tokenizer) -> dict:
-    """HF layout in bfloat16; the reference runs in float32 on the bf16-rounded weights."""
+    """HF layout in bfloat16; the reference runs in float32 on the bf16-rounded weights, with the
+    embedding scales rounded to bf16 as they are when the checkpoint runs in its own dtype."""
     folder = fresh_folder(name)
     write_hf(source.tensors, folder, dtype=torch.bfloat16)
     config = released_config_json(source.spec, saved_config(source.model), "bfloat16")
     write_model_files(folder, source.spec, config, tokenizer)
     rounded = {key: value.to(torch.bfloat16).float() for key, value in source.tensors.items()}
-    reference = reference_for(with_weights(source, rounded), source.spec, tokenizer, seed_for(name))
+    model = round_embedding_scales(with_weights(source, rounded), torch.bfloat16)
+    reference = reference_for(model, source.spec, tokenizer, seed_for(name))
     save_npz(REFERENCE / f"{name}.npz", reference)
-    check_reload(folder, reference["input_ids"], reference["logits"])
+    check_reload(folder, reference["input_ids"], reference["logits"], stored=torch.bfloat16)
     return {"layout": "hf", "dtype": "bfloat16", "shards": 1, "quantization": None}
 
 
