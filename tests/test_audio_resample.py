@@ -5,7 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from engine.audio import SAMPLE_RATE, resample, resampled_length, to_model_rate
+from engine.audio import (SAMPLE_RATE, audio_token_count, resample, resampled_length, to_model_rate,
+                          token_count_at_rate)
 from engine.errors import EngineError
 
 RATES = (8_000, 11_025, 22_050, 44_100, 48_000, 96_000, 12_345)
@@ -51,6 +52,13 @@ def test_output_length_covers_the_input_duration(rate: int, samples: int) -> Non
     assert len(out) == resampled_length(samples, rate, SAMPLE_RATE)
     # Every output instant lies inside the input, and the next one would not.
     assert (len(out) - 1) / SAMPLE_RATE < samples / rate <= len(out) / SAMPLE_RATE
+
+
+@pytest.mark.parametrize("rate", RATES)
+@pytest.mark.parametrize("samples", [1_000, 4_411, 16_161, 100_003])
+def test_token_count_at_rate_needs_no_resampling_but_agrees_with_it(rate: int, samples: int) -> None:
+    resampled = to_model_rate(np.zeros(samples, np.float32), rate)
+    assert token_count_at_rate(samples, rate) == audio_token_count(len(resampled))
 
 
 def test_stereo_integer_pcm_is_scaled_and_downmixed() -> None:

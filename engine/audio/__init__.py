@@ -1,6 +1,6 @@
 """Audio input for Gemma 4 E2B/E4B: decoding, resampling, log-mel features, the conformer tower."""
 
-from .clips import MAX_TOKENS_PER_CLIP, audio_token_count, split_clips
+from .clips import MAX_TOKENS_PER_CLIP, audio_token_count, split_clips, token_count_at_rate
 from .encode import encode_audio
 from .features import MAX_CLIP_SAMPLES, SAMPLE_RATE, extract_features
 from .io import load_audio, read_audio
@@ -23,4 +23,5 @@ __all__ = [
     "resampled_length",
     "split_clips",
     "to_model_rate",
+    "token_count_at_rate",
 ]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from .features import MAX_CLIP_SAMPLES, SAMPLE_RATE, valid_frame_count
+from .resample import resampled_length
 
 # The processor's cap; a 30 s clip gives exactly this many tokens.
 MAX_TOKENS_PER_CLIP = 750
@@ -24,6 +25,11 @@ def audio_token_count(num_samples: int) -> int:
     for _ in range(_SUBSAMPLING_LAYERS):
         tokens = (tokens - 1) // 2 + 1
     return min(tokens, MAX_TOKENS_PER_CLIP)
+
+
+def token_count_at_rate(num_samples: int, sample_rate: int) -> int:
+    """audio_token_count of a clip of `num_samples` at `sample_rate` once resampled, without resampling it."""
+    return audio_token_count(resampled_length(num_samples, sample_rate, SAMPLE_RATE))
 
 
 def split_clips(waveform: np.ndarray) -> tuple[list[np.ndarray], str | None]:

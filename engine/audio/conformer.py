@@ -11,18 +11,7 @@ from ..config import AudioConfig
 from .attention import LocalRelativeAttention
 
 
-class RMSNorm(nn.Module):
-    """Gemma 4 RMSNorm: scales by `weight` itself (not 1 + weight)."""
-
-    def __init__(self, dims: int, eps: float):
-        super().__init__()
-        self.eps = eps
-        self.weight = mx.ones((dims,))
-
-    def __call__(self, x: mx.array) -> mx.array:
-        return mx.fast.rms_norm(x, self.weight, self.eps)
-
-
+# Every norm here is nn.RMSNorm: Gemma 4 scales by the weight itself (not 1 + weight), as MLX does.
 def _clamp(x: mx.array, bound: float) -> mx.array:
     """The reference's overflow guard: a clamp to +-gradient_clipping, capped at the dtype's largest value."""
     bound = min(bound, float(mx.finfo(x.dtype).max))
@@ -35,10 +24,10 @@ class FeedForward(nn.Module):
     def __init__(self, config: AudioConfig):
         super().__init__()
         hidden, clipped, eps = config.hidden_size, config.use_clipped_linears, config.rms_norm_eps
-        self.pre_layer_norm = RMSNorm(hidden, eps)
+        self.pre_layer_norm = nn.RMSNorm(hidden, eps)
         self.ffw_layer_1 = ClippableLinear(hidden, 4 * hidden, clipped)
         self.ffw_layer_2 = ClippableLinear(4 * hidden, hidden, clipped)
-        self.post_layer_norm = RMSNorm(hidden, eps)
+        self.post_layer_norm = nn.RMSNorm(hidden, eps)
         self.residual_weight = config.residual_weight
         self.clip_bound = config.gradient_clipping
 
@@ -54,11 +43,11 @@ class LightConv(nn.Module):
     def __init__(self, config: AudioConfig):
         super().__init__()
         hidden, clipped, eps = config.hidden_size, config.use_clipped_linears, config.rms_norm_eps
-        self.pre_layer_norm = RMSNorm(hidden, eps)
+        self.pre_layer_norm = nn.RMSNorm(hidden, eps)
         self.linear_start = ClippableLinear(hidden, 2 * hidden, clipped)
         # Weight [hidden, kernel, 1] (MLX layout); causal, so it is padded on the left only.
         self.depthwise_conv1d = nn.Conv1d(hidden, hidden, config.conv_kernel_size, groups=hidden, bias=False)
-        self.conv_norm = RMSNorm(hidden, eps)
+        self.conv_norm = nn.RMSNorm(hidden, eps)
         self.linear_end = ClippableLinear(hidden, hidden, clipped)
         self.left_pad = config.conv_kernel_size - 1
         self.clip_bound = config.gradient_clipping
@@ -77,12 +66,12 @@ class ConformerLayer(nn.Module):
         super().__init__()
         hidden, eps = config.hidden_size, config.rms_norm_eps
         self.feed_forward1 = FeedForward(config)
-        self.norm_pre_attn = RMSNorm(hidden, eps)
+        self.norm_pre_attn = nn.RMSNorm(hidden, eps)
         self.self_attn = LocalRelativeAttention(config)
-        self.norm_post_attn = RMSNorm(hidden, eps)
+        self.norm_post_attn = nn.RMSNorm(hidden, eps)
         self.lconv1d = LightConv(config)
         self.feed_forward2 = FeedForward(config)
-        self.norm_out = RMSNorm(hidden, eps)
+        self.norm_out = nn.RMSNorm(hidden, eps)
         self.clip_bound = config.gradient_clipping
 
     def __call__(self, x: mx.array, mask: mx.array, positions: mx.array) -> mx.array:
