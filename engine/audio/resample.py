@@ -23,8 +23,8 @@ _BLOCK_ELEMENTS = 1 << 20
 
 def resampled_length(num_samples: int, rate_in: int, rate_out: int) -> int:
     """Output samples for `num_samples` input samples: every output instant that falls inside the input."""
-    step_up, step_down = _ratio(rate_in, rate_out)
-    return ceil(num_samples * step_up / step_down)
+    up, down = _ratio(rate_in, rate_out)
+    return -(-num_samples * up // down)
 
 
 def resample(waveform: np.ndarray, rate_in: int, rate_out: int) -> np.ndarray:
