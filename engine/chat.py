@@ -9,6 +9,7 @@ templates that rewrite earlier turns (stripped thinking, the pre-filled empty th
 from __future__ import annotations
 
 import threading
+import re
 from dataclasses import dataclass, field
 from typing import Iterator
 
@@ -23,6 +24,15 @@ from .tokenizer import Tokenizer
 from .tool_calls import ToolCall, format_arguments
 
 
+_SENTINEL_OPEN, _SENTINEL_CLOSE = "\ue000", "\ue001"
+_SENTINEL = re.compile(f"({_SENTINEL_OPEN}\\d+{_SENTINEL_CLOSE})")
+
+
+def _sentinel(index: int) -> str:
+    """A private-use marker that stands in for message `index` while the template renders."""
+    return f"{_SENTINEL_OPEN}{index}{_SENTINEL_CLOSE}"
+
+
 @dataclass
 class Message:
     role: str                                  # "system" | "user" | "assistant" | "tool"
@@ -31,6 +41,7 @@ class Message:
     audio: list = field(default_factory=list)  # (waveform, sample_rate) clips of at most 30 s
     tool_calls: list[ToolCall] = field(default_factory=list)
     name: str | None = None                    # the tool's name, for role "tool"
+    token_ids: list[int] | None = None         # an answer's own generated ids, whose KV the cache holds
 
     def template_form(self) -> dict:
         if self.role == "assistant":
@@ -110,10 +121,33 @@ class ChatSession:
 
     def _render(self, messages: list[Message], generation_prompt: bool) -> str:
         forms = ([{"role": "system", "content": self.system}] if self.system else [])
-        forms += [m.template_form() for m in messages]
+        for index, message in enumerate(messages):
+            form = message.template_form()
+            if self._splices(message):
+                form["content"] = _sentinel(index)
+            forms.append(form)
         return self.template.render(
             messages=forms, add_generation_prompt=generation_prompt, enable_thinking=self.thinking,
             tools=self.options.tools, bos_token="<bos>", eos_token="<eos>", format_arguments=format_arguments)
+
+    def _splices(self, message: Message) -> bool:
+        """Whether an earlier answer goes back as the very ids that were generated.
+
+        Re-tokenizing generated text does not always give the same ids, and templates trim the
+        whitespace around answers; either would defeat the prompt cache. The generated ids are used
+        as long as they still spell the stored text (an edited answer goes back as text).
+        """
+        return (message.role == "assistant" and bool(message.token_ids) and not message.tool_calls
+                and self.tokenizer.decode(message.token_ids) == message.text)
+
+    def _encode(self, rendered: str, messages: list[Message]) -> list[int]:
+        ids: list[int] = []
+        for piece in _SENTINEL.split(rendered):
+            if piece.startswith(_SENTINEL_OPEN):
+                ids += messages[int(piece[1:-1])].token_ids
+            elif piece:
+                ids += self.tokenizer.encode(piece)
+        return ids
 
     def _expand_media(self, ids: list[int], messages: list[Message]) -> Prompt:
         """Replace each image / audio placeholder by begin + N soft-token slots + end."""
@@ -138,9 +172,12 @@ class ChatSession:
         return Prompt(np.array(expanded, dtype=np.int32), images, clips, budget)
 
     def _prompt(self) -> tuple[Prompt, int]:
-        """The prompt for the next answer, and where the history before its generation prompt ends."""
-        prompt = self._expand_media(self.tokenizer.encode(self._render(self.messages, True)), self.messages)
-        history = self._expand_media(self.tokenizer.encode(self._render(self.messages, False)), self.messages)
+        return self._prompt_for(self.messages)
+
+    def _prompt_for(self, messages: list[Message]) -> tuple[Prompt, int]:
+        """The prompt to answer `messages`, and where the history before its generation prompt ends."""
+        prompt = self._expand_media(self._encode(self._render(messages, True), messages), messages)
+        history = self._expand_media(self._encode(self._render(messages, False), messages), messages)
         boundary = history.ids.size if np.array_equal(history.ids, prompt.ids[: history.ids.size]) else 0
         return prompt, boundary
 
@@ -159,6 +196,7 @@ class ChatSession:
             yield from stream.finish()
         finally:
             tokens.close()
-            self.messages.append(Message("assistant", stream.answer, tool_calls=stream.tool_calls))
+            self.messages.append(Message("assistant", stream.answer, tool_calls=stream.tool_calls,
+                                         token_ids=stream.answer_ids))
             self.last_stats = self.generator.stats
         yield ChatEvent("done", stats=self.generator.stats)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
@@ -50,6 +51,7 @@ class Model:
         self.net = net
         self.dtype = dtype or default_compute_dtype(net)
         self._image_cache = None
+        self._thread = threading.get_ident()
         self._tokenizer = None
         self._template = None
         quant = config.quantization
@@ -61,6 +63,13 @@ class Model:
             weight_bytes=weight_bytes,
             quantization=(quant.default.bits, quant.default.group_size) if quant else None,
         )
+
+    def check_thread(self) -> None:
+        """MLX runs a thread's work on that thread's streams, and the lazily loaded weights belong to the
+        loading thread: a model must be loaded and used on one thread (the app's engine thread)."""
+        if threading.get_ident() != self._thread:
+            raise EngineError("this model can only be used on the thread that loaded it; "
+                              "load and run it on one worker thread")
 
     # -- media -----------------------------------------------------------------------------------
 
@@ -76,6 +85,7 @@ class Model:
         from . import vision
 
         self.require("image")
+        self.check_thread()
         if self._image_cache is None:
             self._image_cache = vision.FeatureCache()
         return vision.encode_images(self.net.vision_tower, self.net.embed_vision, list(images), budget,
@@ -90,6 +100,7 @@ class Model:
         from .audio.encode import encode_audio
 
         self.require("audio")
+        self.check_thread()
         return encode_audio(self.net.audio_tower, self.net.embed_audio, np.asarray(waveform), sample_rate)
 
     def image_token_count(self, image, budget: int = 280) -> int:
@@ -98,10 +109,9 @@ class Model:
         return soft_token_count(*to_rgb(image).size, budget)
 
     def audio_token_count(self, waveform, sample_rate: int) -> int:
-        from .audio.clips import audio_token_count
-        from .audio.waveform import to_model_rate
+        from .audio.clips import token_count_at_rate
 
-        return audio_token_count(len(to_model_rate(np.asarray(waveform), sample_rate)))
+        return token_count_at_rate(len(np.asarray(waveform)), sample_rate)
 
     @property
     def stop_ids(self) -> list[int]:
@@ -167,6 +177,7 @@ class Model:
 
     def check_ids(self, input_ids: Sequence[int] | mx.array | np.ndarray) -> np.ndarray:
         """Validate a prompt: a non-empty 1-D list of ids inside the vocabulary and the context window."""
+        self.check_thread()
         ids = np.asarray(input_ids.tolist() if isinstance(input_ids, mx.array) else input_ids)
         if ids.ndim != 1 or ids.size == 0:
             raise EngineError("a prompt must be a non-empty 1-D sequence of token ids")

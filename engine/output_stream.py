@@ -42,6 +42,7 @@ class OutputStream:
         self.segment = _Segment("text")
         self.thinking = ""
         self.answer = ""
+        self.answer_ids: list[int] = []
         self.tool_calls: list[ToolCall] = []
 
     def push(self, token_id: int) -> list[ChatEvent]:
@@ -54,6 +55,8 @@ class OutputStream:
         if token_id in self.special_ids:
             return []
         self.segment.ids.append(token_id)
+        if self.segment.kind == "text":
+            self.answer_ids.append(token_id)
         return self._emit(final=False)
 
     def finish(self) -> list[ChatEvent]:
