@@ -58,6 +58,24 @@ class Message:
         return {"role": self.role, "content": parts + [{"type": "text", "text": self.text}]}
 
 
+def _model_rate_clips(audio) -> tuple[list, list[str]]:
+    """Validate and resample every clip to 16 kHz; cut audio over 30 s into clips the model can hear.
+
+    Returns the clips and one notice per cut recording, for the user.
+    """
+    from .audio.clips import split_clips
+    from .audio.features import SAMPLE_RATE
+    from .audio.waveform import to_model_rate
+
+    clips, notices = [], []
+    for waveform, rate in audio:
+        pieces, notice = split_clips(to_model_rate(np.asarray(waveform), rate))
+        clips += [(piece, SAMPLE_RATE) for piece in pieces]
+        if notice:
+            notices.append(notice)
+    return clips, notices
+
+
 @dataclass
 class ChatOptions:
     sampling: SamplingOptions | None = None
@@ -89,8 +107,9 @@ class ChatSession:
             self.model.require("audio")
         if images:
             self.model.require("image")
-        self.messages.append(Message("user", text, list(images or []), list(audio or [])))
-        return self._answer()
+        clips, notices = _model_rate_clips(audio or [])
+        self.messages.append(Message("user", text, list(images or []), clips))
+        return self._answer(notices)
 
     def add_tool_result(self, name: str, result: str) -> Iterator[ChatEvent]:
         self.messages.append(Message("tool", result, name=name))
@@ -183,7 +202,9 @@ class ChatSession:
 
     # -- answering -------------------------------------------------------------------------------
 
-    def _answer(self) -> Iterator[ChatEvent]:
+    def _answer(self, notices: list[str] = ()) -> Iterator[ChatEvent]:
+        for notice in notices:
+            yield ChatEvent("notice", notice)
         self._cancel.clear()
         prompt, boundary = self._prompt()
         stream = OutputStream(self.tokenizer, self.tokenizer.special_ids)

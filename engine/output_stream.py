@@ -17,7 +17,7 @@ _FLUSH_AFTER = 16
 
 @dataclass
 class ChatEvent:
-    kind: str                       # "thinking" | "text" | "tool_call" | "done"
+    kind: str                       # "thinking" | "text" | "tool_call" | "notice" | "done"
     text: str = ""
     tool_call: ToolCall | None = None
     stats: object | None = None

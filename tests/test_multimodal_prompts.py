@@ -1,0 +1,102 @@
+"""Images and audio inside prompts: soft tokens scattered in order, counts checked, vision groups on 26B/31B."""
+
+import numpy as np
+import pytest
+import soundfile
+from PIL import Image
+
+import engine
+from conftest import FIXTURES, MODELS, REFERENCE
+
+MEDIA = FIXTURES / "media"
+BUDGET = 70
+
+
+def _images(reference):
+    return [Image.open(MEDIA / str(name)) for name in reference["image_files"]]
+
+
+def _audio():
+    samples, rate = soundfile.read(MEDIA / "audio_16k.wav", dtype="float64")
+    return [(samples.astype(np.float32), rate)]
+
+
+def _scale_error(ours, reference):
+    return float(np.abs(ours - reference).max() / np.abs(reference).max())
+
+
+@pytest.mark.parametrize("name,with_audio", [("tiny-e2b", True), ("tiny-e4b", True), ("tiny-26b", False),
+                                             ("tiny-31b", False), ("tiny-26b-q4", False)])
+def test_multimodal_prompt_logits_match_reference(name, with_audio):
+    reference = np.load(REFERENCE / f"{name}.npz")
+    model = engine.load(MODELS / name)
+    logits = model.logits(reference["mm_input_ids"].tolist(), images=_images(reference), image_budget=BUDGET,
+                          audio=_audio() if with_audio else None)
+    rows = reference["mm_logit_rows"]
+    assert _scale_error(np.array(logits)[rows], reference["mm_logits"]) < 1e-4
+
+
+@pytest.mark.parametrize("name", ["tiny-e2b", "tiny-26b"])
+def test_embed_image_matches_reference(name):
+    reference = np.load(REFERENCE / f"{name}.npz")
+    model = engine.load(MODELS / name)
+    features = np.concatenate([np.array(model.embed_image(image, BUDGET)) for image in _images(reference)])
+    assert features.shape == reference["image_features"].shape
+    assert _scale_error(features, reference["image_features"]) < 1e-4
+
+
+def test_embed_audio_matches_reference():
+    reference = np.load(REFERENCE / "tiny-e2b.npz")
+    model = engine.load(MODELS / "tiny-e2b")
+    wave, rate = _audio()[0]
+    features = np.array(model.embed_audio(wave, rate))
+    assert features.shape[0] == int(reference["audio_token_counts"][0])
+    assert _scale_error(features, reference["audio_features"]) < 1e-4
+
+
+def test_a_count_mismatch_names_both_counts():
+    reference = np.load(REFERENCE / "tiny-e2b.npz")
+    model = engine.load(MODELS / "tiny-e2b")
+    ids = reference["mm_input_ids"].tolist()
+    image_token = model.config.image_token_id
+    first = ids.index(image_token)
+    ids.insert(first, image_token)  # one placeholder too many
+    with pytest.raises(ValueError, match="63 soft tokens but its placeholder run in the prompt has 64"):
+        model.logits(ids, images=_images(reference), image_budget=BUDGET, audio=_audio())
+
+
+def test_images_without_placeholders_are_refused():
+    model = engine.load(MODELS / "tiny-e2b")
+    with pytest.raises(engine.EngineError, match="0 image placeholder run.*1 image"):
+        model.logits([2, 10, 11], images=[Image.new("RGB", (64, 64))], image_budget=BUDGET)
+
+
+def test_the_same_image_is_not_encoded_twice():
+    model = engine.load(MODELS / "tiny-e2b")
+    image = Image.open(MEDIA / "image_wide.png")
+    first = model.embed_image(image, BUDGET)
+    assert model.embed_image(image.copy(), BUDGET) is first
+
+
+def test_chat_with_two_images_and_audio_counts_the_prompt_tokens():
+    model = engine.load(MODELS / "tiny-e2b")
+    session = model.chat(temperature=0.0, max_tokens=4, image_budget=BUDGET)
+    images = [Image.open(MEDIA / "image_wide.png"), Image.open(MEDIA / "image_tall.png")]
+    events = list(session.send("What is this?", images=images, audio=_audio()))
+    stats = events[-1].stats
+    assert stats.image_tokens == sum(model.image_token_count(i, BUDGET) for i in images)
+    assert stats.audio_tokens == 28
+    # A second turn reuses everything, images included.
+    events = list(session.send("And now?"))
+    assert events[-1].stats.cached_tokens >= stats.prompt_tokens
+
+
+def test_long_audio_is_split_and_the_user_is_told():
+    model = engine.load(MODELS / "tiny-e2b")
+    session = model.chat(temperature=0.0, max_tokens=2)
+    long_wave = (0.1 * np.sin(np.arange(16000 * 45) * 0.05)).astype(np.float32)
+    events = list(session.send("Transcribe", audio=[(long_wave, 16000)]))
+    notices = [e.text for e in events if e.kind == "notice"]
+    assert notices and "split into 2" in notices[0]
+    assert len(session.messages[0].audio) == 2
+    assert events[-1].stats.audio_tokens == 2 * 563
