@@ -1,0 +1,258 @@
+"""Chat history in one SQLite file: conversations, messages as a tree, full-text search.
+
+Every change runs in one transaction, so a crash mid-write leaves the file as it was before that
+change. The database runs in WAL mode, which keeps readers unblocked and survives a killed writer.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator
+
+DATA_DIR_ENV = "LANTERN_DATA_DIR"
+DATABASE_NAME = "history.sqlite3"
+
+# Each entry upgrades the schema by one version; entries are never edited once released.
+MIGRATIONS: tuple[str, ...] = (
+    """
+    CREATE TABLE conversations (
+        id INTEGER PRIMARY KEY,
+        title TEXT NOT NULL,
+        pinned INTEGER NOT NULL DEFAULT 0,
+        created REAL NOT NULL,
+        updated REAL NOT NULL,
+        settings TEXT NOT NULL DEFAULT '{}',
+        active_leaf INTEGER REFERENCES messages(id) ON DELETE SET NULL,
+        deleted REAL
+    );
+    CREATE TABLE messages (
+        id INTEGER PRIMARY KEY,
+        conversation_id INTEGER NOT NULL REFERENCES conversations(id) ON DELETE CASCADE,
+        parent_id INTEGER REFERENCES messages(id) ON DELETE CASCADE,
+        role TEXT NOT NULL CHECK (role IN ('system', 'user', 'assistant', 'tool')),
+        content TEXT NOT NULL DEFAULT '',
+        thinking TEXT NOT NULL DEFAULT '',
+        stats TEXT NOT NULL DEFAULT '{}',
+        created REAL NOT NULL
+    );
+    CREATE INDEX messages_by_conversation ON messages(conversation_id, parent_id);
+    CREATE VIRTUAL TABLE messages_fts USING fts5(content, content='messages', content_rowid='id');
+    CREATE TRIGGER messages_fts_insert AFTER INSERT ON messages BEGIN
+        INSERT INTO messages_fts(rowid, content) VALUES (new.id, new.content);
+    END;
+    CREATE TRIGGER messages_fts_delete AFTER DELETE ON messages BEGIN
+        INSERT INTO messages_fts(messages_fts, rowid, content) VALUES ('delete', old.id, old.content);
+    END;
+    CREATE TRIGGER messages_fts_update AFTER UPDATE OF content ON messages BEGIN
+        INSERT INTO messages_fts(messages_fts, rowid, content) VALUES ('delete', old.id, old.content);
+        INSERT INTO messages_fts(rowid, content) VALUES (new.id, new.content);
+    END;
+    """,
+)
+
+
+def data_dir() -> Path:
+    """The app's data folder: $LANTERN_DATA_DIR, else the platform's app-data folder."""
+    override = os.environ.get(DATA_DIR_ENV)
+    if override:
+        return Path(override)
+    from PySide6.QtCore import QStandardPaths
+
+    return Path(QStandardPaths.writableLocation(QStandardPaths.StandardLocation.AppDataLocation))
+
+
+@dataclass(frozen=True)
+class ConversationRow:
+    id: int
+    title: str
+    pinned: bool
+    created: float
+    updated: float
+    settings: dict
+    active_leaf: int | None
+    deleted: float | None
+
+
+@dataclass(frozen=True)
+class MessageRow:
+    id: int
+    conversation_id: int
+    parent_id: int | None
+    role: str
+    content: str
+    thinking: str
+    stats: dict
+    created: float
+
+
+@dataclass(frozen=True)
+class SearchHit:
+    conversation_id: int
+    message_id: int
+    title: str
+    snippet: str
+
+
+def _conversation(row: sqlite3.Row) -> ConversationRow:
+    return ConversationRow(row["id"], row["title"], bool(row["pinned"]), row["created"], row["updated"],
+                           json.loads(row["settings"]), row["active_leaf"], row["deleted"])
+
+
+def _message(row: sqlite3.Row) -> MessageRow:
+    return MessageRow(row["id"], row["conversation_id"], row["parent_id"], row["role"], row["content"],
+                      row["thinking"], json.loads(row["stats"]), row["created"])
+
+
+def _fts_query(text: str) -> str:
+    """Each word as a quoted prefix term, so user input can never be read as FTS syntax."""
+    words = [word.replace('"', '""') for word in text.split()]
+    return " ".join(f'"{word}"*' for word in words)
+
+
+class Library:
+    """All conversations of one user, stored in `folder`/history.sqlite3."""
+
+    def __init__(self, folder: Path | None = None):
+        self.folder = Path(folder) if folder is not None else data_dir()
+        self.folder.mkdir(parents=True, exist_ok=True)
+        self.path = self.folder / DATABASE_NAME
+        self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        self._db.row_factory = sqlite3.Row
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA foreign_keys=ON")
+        self._db.execute("PRAGMA synchronous=NORMAL")
+        self._migrate()
+
+    def close(self) -> None:
+        self._db.close()
+
+    @contextmanager
+    def transaction(self) -> Iterator[sqlite3.Connection]:
+        """All statements inside commit together or not at all."""
+        self._db.execute("BEGIN IMMEDIATE")
+        try:
+            yield self._db
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
+        self._db.execute("COMMIT")
+
+    # -- schema ------------------------------------------------------------------------------------
+
+    def _migrate(self) -> None:
+        with self.transaction() as db:
+            db.execute("CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, applied REAL)")
+            done = db.execute("SELECT COALESCE(MAX(version), 0) FROM schema_migrations").fetchone()[0]
+            for version, script in enumerate(MIGRATIONS[done:], start=done + 1):
+                for statement in _statements(script):
+                    db.execute(statement)
+                db.execute("INSERT INTO schema_migrations VALUES (?, ?)", (version, time.time()))
+
+    @property
+    def schema_version(self) -> int:
+        return self._db.execute("SELECT MAX(version) FROM schema_migrations").fetchone()[0]
+
+    def quick_check(self) -> bool:
+        return self._db.execute("PRAGMA quick_check").fetchone()[0] == "ok"
+
+    # -- conversations -----------------------------------------------------------------------------
+
+    def create_conversation(self, title: str = "New chat", settings: dict | None = None) -> int:
+        now = time.time()
+        with self.transaction() as db:
+            cursor = db.execute("INSERT INTO conversations (title, created, updated, settings) VALUES (?, ?, ?, ?)",
+                                (title, now, now, json.dumps(settings or {})))
+        return cursor.lastrowid
+
+    def conversation(self, conversation_id: int) -> ConversationRow:
+        row = self._db.execute("SELECT * FROM conversations WHERE id = ?", (conversation_id,)).fetchone()
+        if row is None:
+            raise KeyError(f"no conversation {conversation_id}")
+        return _conversation(row)
+
+    def conversations(self) -> list[ConversationRow]:
+        """Live conversations, pinned first, then the most recently updated."""
+        rows = self._db.execute("SELECT * FROM conversations WHERE deleted IS NULL "
+                                "ORDER BY pinned DESC, updated DESC, id DESC").fetchall()
+        return [_conversation(row) for row in rows]
+
+    def _set(self, conversation_id: int, column: str, value) -> None:
+        with self.transaction() as db:
+            db.execute(f"UPDATE conversations SET {column} = ? WHERE id = ?", (value, conversation_id))
+
+    def rename(self, conversation_id: int, title: str) -> None:
+        self._set(conversation_id, "title", title.strip() or "New chat")
+
+    def set_pinned(self, conversation_id: int, pinned: bool) -> None:
+        self._set(conversation_id, "pinned", int(pinned))
+
+    def set_settings(self, conversation_id: int, settings: dict) -> None:
+        self._set(conversation_id, "settings", json.dumps(settings))
+
+    def set_active_leaf(self, conversation_id: int, message_id: int | None) -> None:
+        self._set(conversation_id, "active_leaf", message_id)
+
+    def delete(self, conversation_id: int) -> None:
+        """Hide a conversation; `restore` undoes this until `purge_deleted` runs."""
+        self._set(conversation_id, "deleted", time.time())
+
+    def restore(self, conversation_id: int) -> None:
+        self._set(conversation_id, "deleted", None)
+
+    def purge_deleted(self) -> None:
+        with self.transaction() as db:
+            db.execute("DELETE FROM conversations WHERE deleted IS NOT NULL")
+
+    # -- messages ----------------------------------------------------------------------------------
+
+    def add_message(self, conversation_id: int, parent_id: int | None, role: str, content: str,
+                    thinking: str = "", stats: dict | None = None) -> int:
+        """Store a message under `parent_id` and make it the end of the conversation's active branch."""
+        now = time.time()
+        with self.transaction() as db:
+            cursor = db.execute(
+                "INSERT INTO messages (conversation_id, parent_id, role, content, thinking, stats, created) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (conversation_id, parent_id, role, content, thinking, json.dumps(stats or {}), now))
+            db.execute("UPDATE conversations SET active_leaf = ?, updated = ? WHERE id = ?",
+                       (cursor.lastrowid, now, conversation_id))
+        return cursor.lastrowid
+
+    def update_message(self, message_id: int, content: str, thinking: str, stats: dict) -> None:
+        with self.transaction() as db:
+            db.execute("UPDATE messages SET content = ?, thinking = ?, stats = ? WHERE id = ?",
+                       (content, thinking, json.dumps(stats), message_id))
+
+    def messages(self, conversation_id: int) -> list[MessageRow]:
+        rows = self._db.execute("SELECT * FROM messages WHERE conversation_id = ? ORDER BY id",
+                                (conversation_id,)).fetchall()
+        return [_message(row) for row in rows]
+
+    def search(self, text: str, limit: int = 50) -> list[SearchHit]:
+        """Messages of live conversations that contain every word of `text` (as prefixes)."""
+        query = _fts_query(text)
+        if not query:
+            return []
+        rows = self._db.execute(
+            "SELECT m.conversation_id, m.id, c.title, snippet(messages_fts, 0, '[', ']', '…', 8) AS snip "
+            "FROM messages_fts JOIN messages m ON m.id = messages_fts.rowid "
+            "JOIN conversations c ON c.id = m.conversation_id "
+            "WHERE messages_fts MATCH ? AND c.deleted IS NULL ORDER BY rank LIMIT ?", (query, limit)).fetchall()
+        return [SearchHit(row[0], row[1], row[2], row[3]) for row in rows]
+
+
+def _statements(script: str) -> list[str]:
+    """Split a migration into statements, keeping trigger bodies whole."""
+    statements, current = [], ""
+    for line in script.strip().splitlines():
+        current += line + "\n"
+        if sqlite3.complete_statement(current):
+            statements.append(current.strip())
+            current = ""
+    return statements

@@ -1,0 +1,145 @@
+"""Chat history storage and the message tree, without any window."""
+
+import sqlite3
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from app.conversation import Conversation, Variant
+from app.storage import Library, MIGRATIONS
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture
+def library(tmp_path):
+    lib = Library(tmp_path)
+    yield lib
+    lib.close()
+
+
+def test_data_dir_env_override_and_schema(tmp_path, monkeypatch):
+    monkeypatch.setenv("LANTERN_DATA_DIR", str(tmp_path / "data"))
+    lib = Library()
+    assert lib.path == tmp_path / "data" / "history.sqlite3"
+    assert lib.schema_version == len(MIGRATIONS)
+    assert lib.quick_check()
+    mode = sqlite3.connect(lib.path).execute("PRAGMA journal_mode").fetchone()[0]
+    assert mode == "wal"
+    lib.close()
+    assert Library(tmp_path / "data").schema_version == len(MIGRATIONS)  # reopening migrates nothing twice
+
+
+def test_rename_pin_order_and_delete_with_undo(library):
+    first = library.create_conversation("first")
+    second = library.create_conversation("second")
+    library.set_pinned(first, True)
+    assert [c.id for c in library.conversations()] == [first, second]
+    library.rename(second, "  renamed ")
+    assert library.conversation(second).title == "renamed"
+    library.delete(first)
+    assert [c.id for c in library.conversations()] == [second]
+    library.restore(first)
+    assert {c.id for c in library.conversations()} == {first, second}
+    library.delete(first)
+    library.purge_deleted()
+    with pytest.raises(KeyError):
+        library.conversation(first)
+
+
+def test_messages_of_a_purged_conversation_go_with_it(library):
+    chat = Conversation(library, library.create_conversation())
+    chat.add_user_message("remember the walrus")
+    library.delete(chat.id)
+    assert library.search("walrus") == []
+    library.purge_deleted()
+    assert library.messages(chat.id) == []
+
+
+def test_search_finds_words_across_chats_and_ignores_fts_syntax(library):
+    a = Conversation(library, library.create_conversation())
+    b = Conversation(library, library.create_conversation())
+    a.add_user_message("How do I bake sourdough bread?")
+    b.add_user_message("Tell me about tidal pools")
+    hits = library.search("sourdo")
+    assert [(h.conversation_id, h.title) for h in hits] == [(a.id, "How do I bake sourdough bread?")]
+    assert "[sourdough]" in hits[0].snippet
+    assert library.search('tidal "OR NEAR(') == []
+    assert [h.conversation_id for h in library.search("tidal pools")] == [b.id]
+
+
+def test_edits_update_the_search_index(library):
+    chat = Conversation(library, library.create_conversation())
+    user = chat.add_user_message("question")
+    answer = chat.add_answer(user, "partial")
+    library.update_message(answer, "final answer about zebras", "", {"generated_tokens": 3})
+    assert library.search("partial") == []
+    assert [h.message_id for h in library.search("zebras")] == [answer]
+
+
+def test_regenerate_keeps_variants_and_switches_between_them(library):
+    chat = Conversation(library, library.create_conversation())
+    user = chat.add_user_message("hi")
+    first = chat.add_answer(user, "one")
+    second = chat.add_answer(chat.regeneration_parent(first), "two")
+    third = chat.add_answer(chat.regeneration_parent(second), "three")
+    assert [m.content for m in chat.path] == ["hi", "three"]
+    assert chat.tree.variant(third) == Variant(3, 3)
+    assert chat.switch_variant(third, -1) == second
+    assert [m.content for m in chat.path] == ["hi", "two"]
+    assert chat.switch_variant(second, 2) == first  # wraps around
+    reopened = Conversation(library, chat.id)
+    assert [m.content for m in reopened.path] == ["hi", "one"]
+    assert reopened.tree.variant(first).position == 1
+
+
+def test_edit_branches_and_keeps_what_followed(library):
+    chat = Conversation(library, library.create_conversation())
+    u1 = chat.add_user_message("first question")
+    a1 = chat.add_answer(u1, "first answer")
+    u2 = chat.add_user_message("follow-up")
+    chat.add_answer(u2, "second answer")
+    edited = chat.edit_user_message(u1, "better question")
+    assert [m.content for m in chat.path] == ["better question"]
+    chat.add_answer(edited, "better answer")
+    chat.switch_variant(edited, -1)
+    assert [m.content for m in chat.path] == ["first question", "first answer", "follow-up", "second answer"]
+    assert chat.history_before(u2) == [("user", "first question"), ("assistant", "first answer")]
+    with pytest.raises(ValueError):
+        chat.edit_user_message(a1, "not a user message")
+
+
+def test_history_carries_answers_without_thoughts(library):
+    chat = Conversation(library, library.create_conversation())
+    user = chat.add_user_message("2+2?")
+    chat.add_answer(user, "4", thinking="two plus two is four")
+    follow = chat.add_user_message("and 3+3?")
+    history = chat.history_before(follow)
+    assert history == [("user", "2+2?"), ("assistant", "4")]
+    assert chat.library.conversation(chat.id).title == "2+2?"
+
+
+def test_a_writer_killed_mid_transaction_loses_only_its_own_change(tmp_path):
+    library = Library(tmp_path)
+    chat = Conversation(library, library.create_conversation())
+    kept = chat.add_user_message("kept message")
+    library.close()
+    script = textwrap.dedent(f"""
+        import os
+        from app.storage import Library
+        lib = Library({str(tmp_path)!r})
+        with lib.transaction() as db:
+            db.execute("INSERT INTO messages (conversation_id, parent_id, role, content, created) "
+                       "VALUES ({chat.id}, {kept}, 'assistant', 'half written', 0)")
+            os._exit(9)
+    """)
+    result = subprocess.run([sys.executable, "-c", script], cwd=REPO)
+    assert result.returncode == 9
+    reopened = Library(tmp_path)
+    assert reopened.quick_check()
+    assert [m.content for m in reopened.messages(chat.id)] == ["kept message"]
+    assert reopened.search("half") == []
+    reopened.close()
