@@ -24,7 +24,8 @@ def _raise(message: str):
 
 
 class ChatTemplate:
-    def __init__(self, source: str):
+    def __init__(self, source: str, time_limit_s: float = _TIME_LIMIT_S):
+        self.time_limit_s = time_limit_s
         env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True, keep_trailing_newline=True)
         env.globals["raise_exception"] = _raise
         try:
@@ -60,9 +61,9 @@ class ChatTemplate:
 
         worker = threading.Thread(target=work, name="chat-template", daemon=True)
         worker.start()
-        worker.join(_TIME_LIMIT_S)
+        worker.join(self.time_limit_s)
         if worker.is_alive():
-            raise EngineError(f"the chat template took longer than {_TIME_LIMIT_S:.0f} s to render")
+            raise EngineError(f"the chat template took longer than {self.time_limit_s:g} s to render")
         error = result.get("error")
         if isinstance(error, EngineError):
             raise error

@@ -180,3 +180,31 @@ def test_bos_appears_exactly_once(e2b):
     prompt, _ = session._prompt()
     bos = e2b.config.text.bos_token_id
     assert prompt.ids.tolist().count(bos) == 1 and prompt.ids[0] == bos
+
+
+def test_large_model_template_reuses_the_history_before_the_prefilled_thought_block():
+    model = engine.load(MODELS / "tiny-26b")
+    session = model.chat(temperature=0.0, max_tokens=6)
+    _, first = _run(session.send("Hello there"))
+    history, _ = session._prompt_for(session.messages[:1])
+    # The second prompt re-renders turn one without the empty thought block the first prompt pre-filled,
+    # so everything up to the model turn's start is reused and only the rest is prefilled again.
+    _, second = _run(session.send("And again"))
+    prefill_block = len(model.tokenizer.encode("<|channel>thought\n<channel|>"))
+    assert second.cached_tokens >= first.prompt_tokens - prefill_block - len(model.tokenizer.encode("<|turn>model\n"))
+    assert second.cached_tokens < first.prompt_tokens + first.generated_tokens
+
+
+def test_a_runaway_chat_template_is_stopped():
+    from engine.chat_template import ChatTemplate
+
+    slow = ChatTemplate("{% for i in range(100000) %}{% for j in range(10) %}{% endfor %}{% endfor %}",
+                        time_limit_s=0.01)
+    with pytest.raises(engine.EngineError, match="took longer than"):
+        slow.render(messages=[])
+    failing = ChatTemplate("{{ raise_exception('no system role') }}")
+    with pytest.raises(engine.EngineError, match="no system role"):
+        failing.render(messages=[])
+    sandboxed = ChatTemplate("{{ messages.__class__.__mro__ }}")
+    with pytest.raises(engine.EngineError, match="chat template failed"):
+        sandboxed.render(messages=[])
