@@ -1,0 +1,143 @@
+"""Finding Gemma 4 model folders on disk and checking that one fits in memory before loading it."""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from engine.config import ModelConfig, detect_variant, parse_config
+from engine.errors import EngineError
+
+GEMMA4_TYPES = {"gemma4", "gemma4_text"}
+# macOS lets the GPU wire about three quarters of RAM; the rest keeps the system and the app alive.
+USABLE_RAM_FRACTION = 0.75
+DEFAULT_CONTEXT = 8192
+KV_BYTES_PER_VALUE = 2     # the KV cache is kept in 16-bit floats on the GPU
+
+
+@dataclass(frozen=True)
+class ModelEntry:
+    path: Path
+    name: str
+    variant: str
+    size_bytes: int
+    quantization: tuple[int, int] | None
+    modalities: frozenset[str]
+    config: ModelConfig
+
+    @property
+    def label(self) -> str:
+        quant = f"{self.quantization[0]}-bit" if self.quantization else "full precision"
+        kinds = ", ".join(sorted(self.modalities))
+        return f"{self.name} · {self.variant} · {format_bytes(self.size_bytes)} · {quant} · {kinds}"
+
+
+@dataclass(frozen=True)
+class MemoryVerdict:
+    fits: bool
+    needed_bytes: int
+    available_bytes: int
+    message: str
+
+
+def format_bytes(count: float) -> str:
+    for unit in ("B", "KB", "MB", "GB"):
+        if count < 1024 or unit == "GB":
+            return f"{count:.0f} {unit}" if unit == "B" else f"{count:.1f} {unit}"
+        count /= 1024
+    raise AssertionError("unreachable")
+
+
+def hf_cache_dir() -> Path:
+    """The Hugging Face hub cache, honouring HF_HUB_CACHE and HF_HOME as huggingface_hub does."""
+    if os.environ.get("HF_HUB_CACHE"):
+        return Path(os.environ["HF_HUB_CACHE"])
+    home = Path(os.environ.get("HF_HOME") or Path.home() / ".cache" / "huggingface")
+    return home / "hub"
+
+
+def read_entry(folder: Path, name: str | None = None) -> ModelEntry | None:
+    """The model in `folder`, or None when it is not a Gemma 4 folder."""
+    try:
+        raw = json.loads((folder / "config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    if raw.get("model_type") not in GEMMA4_TYPES:
+        return None
+    try:
+        config = parse_config(raw)
+    except EngineError:
+        return None
+    quant = config.quantization
+    modalities = {"text"} | ({"image"} if config.vision else set()) | ({"audio"} if config.audio else set())
+    size = sum(f.stat().st_size for f in folder.glob("*.safetensors"))
+    return ModelEntry(folder, name or folder.name, detect_variant(config.text), size,
+                      (quant.default.bits, quant.default.group_size) if quant else None,
+                      frozenset(modalities), config)
+
+
+def _hub_name(repo_folder: Path) -> str:
+    return repo_folder.name.removeprefix("models--").replace("--", "/")
+
+
+def scan_hf_cache(cache: Path | None = None) -> list[ModelEntry]:
+    """The newest snapshot of each Gemma 4 repository in the hub cache."""
+    cache = cache or hf_cache_dir()
+    found = []
+    for repo in sorted(cache.glob("models--*")):
+        snapshots = sorted((repo / "snapshots").glob("*"), key=lambda p: p.stat().st_mtime, reverse=True)
+        entries = (read_entry(s, _hub_name(repo)) for s in snapshots)
+        entry = next((e for e in entries if e is not None), None)
+        if entry is not None:
+            found.append(entry)
+    return found
+
+
+def scan_folder(folder: Path) -> list[ModelEntry]:
+    """`folder` itself if it holds a model, else the model folders directly inside it."""
+    own = read_entry(folder)
+    if own is not None:
+        return [own]
+    children = sorted(p for p in folder.iterdir() if p.is_dir()) if folder.is_dir() else []
+    return [entry for entry in map(read_entry, children) if entry is not None]
+
+
+def discover(extra_folders: list[Path]) -> list[ModelEntry]:
+    entries = scan_hf_cache()
+    for folder in extra_folders:
+        entries += scan_folder(Path(folder))
+    return entries
+
+
+def physical_ram_bytes() -> int:
+    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+
+
+def kv_cache_bytes(config: ModelConfig, context: int) -> int:
+    """Keys and values for `context` tokens: sliding layers hold at most one window, shared layers none."""
+    text = config.text
+    total = 0
+    for layer in range(text.num_hidden_layers):
+        if text.kv_producer(layer) != layer:
+            continue
+        tokens = context if text.is_full(layer) else min(context, text.sliding_window)
+        per_token = 2 * text.layer_kv_heads(layer) * text.layer_head_dim(layer) * KV_BYTES_PER_VALUE
+        total += tokens * per_token
+    return total
+
+
+def check_memory(entry: ModelEntry, context: int = DEFAULT_CONTEXT, ram_bytes: int | None = None) -> MemoryVerdict:
+    """Whether weights (towers included) plus the KV cache for `context` tokens fit in usable RAM."""
+    ram = physical_ram_bytes() if ram_bytes is None else ram_bytes
+    available = int(ram * USABLE_RAM_FRACTION)
+    needed = entry.size_bytes + kv_cache_bytes(entry.config, context)
+    if needed <= available:
+        return MemoryVerdict(True, needed, available, f"needs about {format_bytes(needed)} of {format_bytes(available)}")
+    advice = ("Try a 4-bit quantized copy" if entry.quantization is None or entry.quantization[0] > 4
+              else "Try a smaller variant (E2B or E4B)")
+    message = (f"{entry.name} needs about {format_bytes(needed)} (weights + {context}-token context) but only "
+               f"{format_bytes(available)} of this machine's {format_bytes(ram)} can be used. {advice}, "
+               f"or a shorter context.")
+    return MemoryVerdict(False, needed, available, message)

@@ -1,0 +1,55 @@
+"""Model discovery in the Hugging Face cache and user folders, and the memory check before loading."""
+
+import json
+import shutil
+
+from app.models import check_memory, hf_cache_dir, kv_cache_bytes, read_entry, scan_folder, scan_hf_cache
+from tests.conftest import MODELS
+
+
+def test_hf_cache_location_honours_environment(tmp_path, monkeypatch):
+    monkeypatch.delenv("HF_HUB_CACHE", raising=False)
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "home"))
+    assert hf_cache_dir() == tmp_path / "home" / "hub"
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "cache"))
+    assert hf_cache_dir() == tmp_path / "cache"
+
+
+def test_scan_finds_gemma4_snapshots_and_skips_other_models(tmp_path):
+    snapshot = tmp_path / "models--google--gemma-4-tiny" / "snapshots" / "abc123"
+    shutil.copytree(MODELS / "tiny-e2b-q4", snapshot)
+    other = tmp_path / "models--someone--llama" / "snapshots" / "def"
+    other.mkdir(parents=True)
+    (other / "config.json").write_text(json.dumps({"model_type": "llama"}))
+    entries = scan_hf_cache(tmp_path)
+    assert [e.name for e in entries] == ["google/gemma-4-tiny"]
+    entry = entries[0]
+    assert entry.quantization is not None and entry.quantization[0] == 4
+    assert entry.modalities == {"text", "image", "audio"}
+    assert entry.size_bytes == sum(f.stat().st_size for f in snapshot.glob("*.safetensors"))
+
+
+def test_user_folder_lists_each_model_with_its_modalities():
+    entries = {e.name: e for e in scan_folder(MODELS)}
+    assert {"tiny-e2b", "tiny-26b", "tiny-31b-q8"} <= set(entries)
+    assert "audio" in entries["tiny-e2b"].modalities
+    assert "audio" not in entries["tiny-26b"].modalities
+    assert scan_folder(MODELS / "tiny-e2b")[0].name == "tiny-e2b"
+
+
+def test_kv_estimate_grows_with_context_until_sliding_layers_saturate():
+    config = read_entry(MODELS / "tiny-e2b").config
+    window = config.text.sliding_window
+    small, large = kv_cache_bytes(config, window), kv_cache_bytes(config, 4 * window)
+    assert 0 < small < large < 4 * small  # sliding layers stop growing past one window
+
+
+def test_memory_check_refuses_with_a_suggestion_and_accepts_when_it_fits():
+    entry = read_entry(MODELS / "tiny-e2b")
+    refused = check_memory(entry, context=4096, ram_bytes=entry.size_bytes)
+    assert not refused.fits
+    assert "4-bit" in refused.message and entry.name in refused.message
+    quantized = read_entry(MODELS / "tiny-e2b-q4")
+    assert "smaller variant" in check_memory(quantized, ram_bytes=quantized.size_bytes).message
+    accepted = check_memory(entry, context=4096, ram_bytes=64 * 2**30)
+    assert accepted.fits and accepted.needed_bytes == refused.needed_bytes
