@@ -1,0 +1,77 @@
+"""Opening user image files: everything readable opens, everything else is a clear EngineError."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from engine import EngineError
+from engine.vision import open_image, soft_token_count, to_rgb
+
+IMAGES = Path(__file__).parent / "fixtures" / "images"
+
+
+def png_bytes(size: tuple[int, int] = (40, 30)) -> bytes:
+    buffer = io.BytesIO()
+    Image.fromarray(np.random.default_rng(0).integers(0, 256, (*size[::-1], 3), dtype=np.uint8)).save(buffer, "PNG")
+    return buffer.getvalue()
+
+
+def jpeg_bytes() -> bytes:
+    buffer = io.BytesIO()
+    Image.new("RGB", (64, 48), (200, 30, 60)).save(buffer, "JPEG")
+    return buffer.getvalue()
+
+
+@pytest.mark.parametrize("name", sorted(p.name for p in IMAGES.iterdir()))
+def test_every_fixture_image_opens_from_path_and_bytes(name: str) -> None:
+    from_path = open_image(IMAGES / name)
+    from_bytes = open_image((IMAGES / name).read_bytes())
+    assert from_path.size == from_bytes.size and from_path.width > 0
+    np.testing.assert_array_equal(np.asarray(to_rgb(from_path)), np.asarray(to_rgb(from_bytes)))
+
+
+def test_opened_image_is_fully_decoded() -> None:
+    image = open_image(png_bytes())
+    assert np.asarray(image).shape == (30, 40, 3)
+    assert soft_token_count(*image.size, 70) > 0
+
+
+@pytest.mark.parametrize("data, message", [
+    (b"", "not an image"),
+    (b"hello, this is a text file", "not an image"),
+    (b"\x89PNG\r\n\x1a\n" + b"\x00" * 40, "damaged|not an image"),
+])
+def test_undecodable_bytes_are_refused(data: bytes, message: str) -> None:
+    with pytest.raises(EngineError, match=message):
+        open_image(data)
+
+
+@pytest.mark.parametrize("make", [png_bytes, jpeg_bytes])
+def test_truncated_file_is_refused(make, tmp_path: Path) -> None:
+    data = make()
+    path = tmp_path / "cut.img"
+    path.write_bytes(data[: len(data) // 2])
+    with pytest.raises(EngineError, match=r"cut\.img is damaged or truncated"):
+        open_image(path)
+
+
+def test_corrupted_png_checksum_is_refused() -> None:
+    data = bytearray(png_bytes())
+    data[len(data) // 2] ^= 0xFF
+    with pytest.raises(EngineError, match="damaged or truncated"):
+        open_image(bytes(data))
+
+
+def test_missing_file_is_named(tmp_path: Path) -> None:
+    with pytest.raises(EngineError, match="no such image file"):
+        open_image(tmp_path / "absent.png")
+
+
+def test_error_is_a_value_error() -> None:
+    with pytest.raises(ValueError):
+        open_image(b"nope")
