@@ -10,7 +10,7 @@ import pytest
 from PIL import Image
 
 from engine import EngineError
-from engine.vision import open_image, soft_token_count, to_rgb
+from engine.vision import open_image, soft_token_count, to_rgb, upright_size
 
 IMAGES = Path(__file__).parent / "fixtures" / "images"
 
@@ -75,3 +75,14 @@ def test_missing_file_is_named(tmp_path: Path) -> None:
 def test_error_is_a_value_error() -> None:
     with pytest.raises(ValueError):
         open_image(b"nope")
+
+
+@pytest.mark.parametrize("name", sorted(p.name for p in IMAGES.iterdir()))
+def test_upright_size_is_the_size_the_pixels_end_up_with(name: str) -> None:
+    image = open_image(IMAGES / name)
+    assert upright_size(image) == to_rgb(image).size
+
+
+def test_upright_size_swaps_sides_for_a_sideways_photo() -> None:
+    image = open_image(IMAGES / "exif_rotated_60x40.jpg")
+    assert image.size == (60, 40) and upright_size(image) == (40, 60)

@@ -232,3 +232,13 @@ def test_preprocessed_image_matches_reference_token_count() -> None:
         if key.startswith("float32/"):
             _, name, budget = key.split("/")
             assert preprocess_image(Image.open(IMAGES / name), int(budget)).num_soft_tokens == ref[key].shape[0]
+
+
+def test_quantized_patch_projection_keeps_the_float_path() -> None:
+    parts = load_parts("own-clipped")
+    nn.quantize(parts.vision_tower.patch_embedder, group_size=32, bits=8)
+    assert parts.vision_tower.patch_embedder.input_proj.weight.dtype == mx.uint32
+    assert parts.vision_tower.dtype == mx.float32
+    name, budget = "scene_640x480.png", 70
+    [ours] = encode_images(parts.vision_tower, parts.embed_vision, [Image.open(IMAGES / name)], budget)
+    assert relative_error(ours, reference("own-clipped")[f"float32/{name}/{budget}"]) < 5e-2

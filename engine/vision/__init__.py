@@ -1,9 +1,10 @@
 """Images (and video frames) to soft tokens for the Gemma 4 text model.
 
 Wiring an image into a prompt: the chat template emits one image placeholder per image; replace it
-with `boi + image_token * n + eoi` where `n = soft_token_count(width, height, budget)` (equal to the
-length of the image's row block from `encode_images`), then scatter the rows of `encode_images`, in
-prompt order, over the `image_token_id` positions of the embedded prompt.
+with `boi + image_token * n + eoi` where `n = soft_token_count(*upright_size(image), budget)` (the
+number of rows `encode_images` returns for that image), then scatter the rows of `encode_images`,
+in prompt order, over the `image_token_id` positions of the embedded prompt. Video frames go the same
+way with `video.video_prompt_text` and the video token instead (see `video.py`).
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from PIL import Image
 from ..multimodal_embedder import MultimodalEmbedder
 from .encode import encode_preprocessed
 from .feature_cache import FeatureCache, content_key
-from .image_io import open_image, to_rgb
+from .image_io import open_image, to_rgb, upright_size
 from .preprocess import PreprocessedImage, preprocess_image, preprocess_rgb
 from .sizing import BUDGETS, DEFAULT_BUDGET, check_budget, soft_token_count, target_size
 from .tower import VisionTower
@@ -24,6 +25,7 @@ from .tower import VisionTower
 __all__ = [
     "BUDGETS", "DEFAULT_BUDGET", "FeatureCache", "PreprocessedImage", "VisionTower", "check_budget",
     "encode_images", "open_image", "preprocess_image", "soft_token_count", "target_size", "to_rgb",
+    "upright_size",
 ]
 
 

@@ -25,6 +25,8 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 from ..errors import EngineError
 
 _WIDE_MODES = ("I", "F")
+_ORIENTATION_TAG = 0x0112
+_QUARTER_TURNS = (5, 6, 7, 8)  # EXIF orientations stored rotated by 90 degrees one way or the other
 
 
 def open_image(source: str | Path | bytes) -> Image.Image:
@@ -63,6 +65,17 @@ def to_rgb(image: Image.Image) -> Image.Image:
         white = Image.new("RGBA", image.size, (255, 255, 255, 255))
         return Image.alpha_composite(white, image.convert("RGBA")).convert("RGB")
     return image.convert("RGB")
+
+
+def upright_size(image: Image.Image) -> tuple[int, int]:
+    """(width, height) after the EXIF orientation is applied, without touching pixels (token meter)."""
+    try:
+        orientation = image.getexif().get(_ORIENTATION_TAG)
+    except (OSError, SyntaxError, ValueError, struct.error):
+        orientation = None
+    if orientation in _QUARTER_TURNS:
+        return image.height, image.width
+    return image.width, image.height
 
 
 def _upright(image: Image.Image) -> Image.Image:

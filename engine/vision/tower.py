@@ -22,9 +22,14 @@ class PatchEmbedder(nn.Module):
         self.input_proj = nn.Linear(3 * config.patch_size**2, config.hidden_size, bias=False)
         self.position_embedding_table = mx.zeros((2, config.position_embedding_size, config.hidden_size))
 
+    @property
+    def dtype(self) -> mx.Dtype:
+        # A quantized projection stores integer weights; its scales carry the float type.
+        return getattr(self.input_proj, "scales", self.input_proj.weight).dtype
+
     def __call__(self, patches: mx.array, positions: mx.array) -> mx.array:
         # The model was trained on pixels in [-1, 1]; the processor hands over [0, 1].
-        pixels = (2 * (patches - 0.5)).astype(self.input_proj.weight.dtype)
+        pixels = (2 * (patches - 0.5)).astype(self.dtype)
         table = self.position_embedding_table
         return self.input_proj(pixels) + table[0][positions[..., 0]] + table[1][positions[..., 1]]
 
@@ -59,7 +64,7 @@ class VisionTower(nn.Module):
 
     @property
     def dtype(self) -> mx.Dtype:
-        return self.patch_embedder.input_proj.weight.dtype
+        return self.patch_embedder.dtype
 
     def __call__(self, patches: mx.array, positions: mx.array) -> mx.array:
         """Real patches [B, N, 3*p*p] in [0, 1] at (x, y) positions [B, N, 2] -> soft tokens [B, N / k^2, Hv].
