@@ -1,0 +1,373 @@
+"""The main window: sidebar, conversation, input box and model picker, wired to the engine thread."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from pathlib import Path
+
+from PySide6.QtCore import QSettings, Qt, QTimer
+from PySide6.QtGui import QGuiApplication, QKeySequence, QShortcut
+from PySide6.QtWidgets import (QCheckBox, QComboBox, QFileDialog, QHBoxLayout, QLabel, QMainWindow,
+                               QPushButton, QSplitter, QVBoxLayout, QWidget)
+
+from .conversation import Conversation
+from .engine_worker import EngineHost
+from .models import ModelEntry, check_memory, discover
+from .storage import Library
+from .widgets import ChatInput, ConversationView, MessageState, MessageWidget, Sidebar
+
+RENDER_INTERVAL_MS = 33   # re-render the streaming reply at most ~30 times a second
+DEFAULT_OPTIONS = {"max_tokens": 1024, "temperature": 1.0, "top_p": 0.95, "top_k": 64}
+
+
+@dataclass
+class PendingTurn:
+    """A reply being generated: where it will be stored and what has streamed so far."""
+    turn_id: int
+    conversation_id: int
+    user_id: int
+    text: str = ""
+    thinking: str = ""
+    dirty: bool = False
+
+    def add(self, kind: str, text: str) -> None:
+        if kind == "thinking":
+            self.thinking += text
+        else:
+            self.text += text
+        self.dirty = True
+
+
+class MainWindow(QMainWindow):
+    def __init__(self, library: Library, host: EngineHost | None = None, model_folders: list[Path] | None = None,
+                 options: dict | None = None, ram_bytes: int | None = None):
+        super().__init__()
+        self.setWindowTitle("Lantern")
+        self.library = library
+        self.host = host or EngineHost(self)
+        self.options = {**DEFAULT_OPTIONS, **(options or {})}
+        self.ram_bytes = ram_bytes
+        self.model_folders = list(model_folders or [])
+        self.conversation: Conversation | None = None
+        self.pending: PendingTurn | None = None
+        self.streaming_bubble: MessageWidget | None = None
+        self.editing_id: int | None = None
+        self.last_deleted: int | None = None
+        self.model_loaded = False
+        self._build()
+        self._connect_engine()
+        self.render_timer = QTimer(self, interval=RENDER_INTERVAL_MS)
+        self.render_timer.timeout.connect(self._render_stream)
+        self.refresh_models()
+        self.refresh_sidebar()
+        self._restore_geometry()
+
+    # -- layout ------------------------------------------------------------------------------------
+
+    def _build(self) -> None:
+        self.sidebar = Sidebar()
+        self.view = ConversationView()
+        self.input = ChatInput()
+        self.input.setAccessibleName("Message")
+        self.input.setPlaceholderText("Message Gemma (Enter sends, Shift+Enter for a new line)")
+        self.send_button = QPushButton("Send", accessibleName="Send message")
+        self.stop_button = QPushButton("Stop", accessibleName="Stop generating", enabled=False)
+        self.thinking_box = QCheckBox("Thinking", accessibleName="Thinking mode for this chat")
+        self.model_picker = QComboBox(accessibleName="Model")
+        self.add_folder_button = QPushButton("Add folder…", accessibleName="Add a model folder")
+        self.load_button = QPushButton("Load", accessibleName="Load the selected model")
+        self.model_status = QLabel("No model loaded")
+        self.model_status.setWordWrap(True)
+
+        top = QHBoxLayout()
+        for widget in (self.model_picker, self.add_folder_button, self.load_button, self.thinking_box):
+            top.addWidget(widget)
+        top.setStretch(0, 1)
+        bottom = QHBoxLayout()
+        bottom.addWidget(self.input, 1)
+        for widget in (self.send_button, self.stop_button):
+            bottom.addWidget(widget)
+        self.input.setMaximumHeight(120)
+        right = QWidget()
+        column = QVBoxLayout(right)
+        column.addLayout(top)
+        column.addWidget(self.model_status)
+        column.addWidget(self.view, 1)
+        column.addLayout(bottom)
+        splitter = QSplitter()
+        splitter.addWidget(self.sidebar)
+        splitter.addWidget(right)
+        splitter.setStretchFactor(1, 1)
+        self.setCentralWidget(splitter)
+        self._wire_widgets()
+        self._build_menus()
+
+    def _wire_widgets(self) -> None:
+        self.input.submitted.connect(self.send)
+        self.send_button.clicked.connect(lambda: self.input.submitted.emit(self.input.toPlainText().strip()))
+        self.stop_button.clicked.connect(self.stop)
+        self.thinking_box.toggled.connect(self._set_thinking)
+        self.load_button.clicked.connect(self.load_selected_model)
+        self.add_folder_button.clicked.connect(self._ask_for_folder)
+        self.sidebar.new_chat.connect(self.new_chat)
+        self.sidebar.selected.connect(self.open_conversation)
+        self.sidebar.rename.connect(self._rename)
+        self.sidebar.delete.connect(self.delete_conversation)
+        self.sidebar.undo_delete.connect(self.undo_delete)
+        self.sidebar.toggle_pin.connect(self._toggle_pin)
+        self.sidebar.search.connect(self.search)
+        for keys in ("Escape", "Ctrl+."):
+            QShortcut(QKeySequence(keys), self, activated=self.stop)
+
+    def _build_menus(self) -> None:
+        chat_menu = self.menuBar().addMenu("&Chat")
+        chat_menu.addAction("New Chat", QKeySequence.StandardKey.New, self.new_chat)
+        chat_menu.addAction("Search Chats", QKeySequence("Ctrl+K"), self.sidebar.search_box.setFocus)
+        chat_menu.addAction("Stop", QKeySequence("Ctrl+."), self.stop)
+        chat_menu.addAction("Close Window", QKeySequence.StandardKey.Close, self.close)
+        quit_action = chat_menu.addAction("Quit Lantern", QKeySequence.StandardKey.Quit, self.close)
+        quit_action.setMenuRole(quit_action.MenuRole.QuitRole)
+
+    def _connect_engine(self) -> None:
+        worker = self.host.worker
+        worker.loading.connect(self.model_status.setText)
+        worker.loaded.connect(self._on_loaded)
+        worker.load_failed.connect(self._on_load_failed)
+        worker.event.connect(self._on_event)
+        worker.turn_finished.connect(self._on_finished)
+        worker.turn_failed.connect(self._on_failed)
+
+    # -- models ------------------------------------------------------------------------------------
+
+    def refresh_models(self) -> None:
+        self.models: list[ModelEntry] = discover(self.model_folders)
+        self.model_picker.clear()
+        for entry in self.models:
+            self.model_picker.addItem(entry.label, str(entry.path))
+
+    def add_model_folder(self, folder: Path) -> None:
+        self.model_folders.append(Path(folder))
+        self.refresh_models()
+
+    def _ask_for_folder(self) -> None:
+        folder = QFileDialog.getExistingDirectory(self, "Add a folder with Gemma 4 models")
+        if folder:
+            self.add_model_folder(Path(folder))
+
+    def select_model(self, folder: Path) -> bool:
+        index = self.model_picker.findData(str(Path(folder)))
+        if index >= 0:
+            self.model_picker.setCurrentIndex(index)
+        return index >= 0
+
+    def load_selected_model(self) -> bool:
+        """Load the picked model if it fits in memory; otherwise say why and what to try instead."""
+        index = self.model_picker.currentIndex()
+        if index < 0:
+            self.model_status.setText("No Gemma 4 model found. Add a folder that holds one.")
+            return False
+        entry = self.models[index]
+        verdict = check_memory(entry, ram_bytes=self.ram_bytes)
+        if not verdict.fits:
+            self.model_status.setText(f"Not loaded: {verdict.message}")
+            return False
+        self.model_loaded = False
+        self.host.load(entry.path)
+        return True
+
+    def _on_loaded(self, info) -> None:
+        self.model_loaded = True
+        kinds = ", ".join(sorted(info.modalities))
+        self.model_status.setText(f"Ready: {info.variant} ({kinds}), context {info.context_length} tokens")
+
+    def _on_load_failed(self, message: str) -> None:
+        self.model_loaded = False
+        self.model_status.setText(f"Could not load the model: {message}")
+
+    # -- conversations -----------------------------------------------------------------------------
+
+    def refresh_sidebar(self) -> None:
+        if self.sidebar.search_box.text().strip():
+            self.search(self.sidebar.search_box.text())
+            return
+        current = self.conversation.id if self.conversation else None
+        self.sidebar.show_conversations(self.library.conversations(), current)
+
+    def new_chat(self) -> None:
+        self.open_conversation(self.library.create_conversation())
+        self.refresh_sidebar()
+        self.input.setFocus()
+
+    def open_conversation(self, conversation_id: int) -> None:
+        self.conversation = Conversation(self.library, conversation_id)
+        self.thinking_box.blockSignals(True)
+        self.thinking_box.setChecked(bool(self.conversation.settings.get("thinking", False)))
+        self.thinking_box.blockSignals(False)
+        self.editing_id = None
+        self.render_conversation()
+
+    def _rename(self, conversation_id: int, title: str) -> None:
+        self.library.rename(conversation_id, title)
+        self.refresh_sidebar()
+
+    def _toggle_pin(self, conversation_id: int) -> None:
+        self.library.set_pinned(conversation_id, not self.library.conversation(conversation_id).pinned)
+        self.refresh_sidebar()
+
+    def delete_conversation(self, conversation_id: int) -> None:
+        self.library.delete(conversation_id)
+        self.last_deleted = conversation_id
+        if self.conversation and self.conversation.id == conversation_id:
+            self.conversation = None
+            self.view.show_messages([])
+        self.sidebar.undo_button.setVisible(True)
+        self.refresh_sidebar()
+
+    def undo_delete(self) -> None:
+        if self.last_deleted is not None:
+            self.library.restore(self.last_deleted)
+            self.open_conversation(self.last_deleted)
+            self.last_deleted = None
+        self.sidebar.undo_button.setVisible(False)
+        self.refresh_sidebar()
+
+    def search(self, text: str) -> None:
+        if text.strip():
+            self.sidebar.show_hits(self.library.search(text))
+        else:
+            self.sidebar.show_conversations(self.library.conversations(),
+                                            self.conversation.id if self.conversation else None)
+
+    def _set_thinking(self, enabled: bool) -> None:
+        if self.conversation is None:
+            self.new_chat()
+        self.conversation.update_settings(thinking=enabled)
+
+    # -- rendering ---------------------------------------------------------------------------------
+
+    def render_conversation(self, trailing: MessageState | None = None) -> None:
+        """Rebuild the bubbles of the active branch (only on structural changes, never per token);
+        `trailing` is an extra bubble after it, such as a failed reply."""
+        states = []
+        if self.conversation is not None:
+            tree = self.conversation.tree
+            for message in self.conversation.path:
+                variant = tree.variant(message.id)
+                states.append(MessageState(message.id, message.role, message.content, message.thinking,
+                                           message.stats, (variant.position, variant.count)))
+        if self.pending is not None and self.conversation and self.pending.conversation_id == self.conversation.id:
+            states.append(MessageState(None, "assistant", self.pending.text, self.pending.thinking))
+        if trailing is not None:
+            states.append(trailing)
+        bubbles = self.view.show_messages(states)
+        for bubble in bubbles:
+            bubble.regenerate.connect(self.regenerate)
+            bubble.edit.connect(self.begin_edit)
+            bubble.copy.connect(self.copy_text)
+            bubble.switch_variant.connect(self.switch_variant)
+        self.streaming_bubble = bubbles[-1] if self.pending is not None and states and states[-1].message_id is None else None
+
+    @staticmethod
+    def copy_text(text: str) -> None:
+        QGuiApplication.clipboard().setText(text)
+
+    def _render_stream(self) -> None:
+        if self.pending is None or not self.pending.dirty or self.streaming_bubble is None:
+            return
+        self.pending.dirty = False
+        self.streaming_bubble.state.content = self.pending.text
+        self.streaming_bubble.state.thinking = self.pending.thinking
+        self.streaming_bubble.render_state()
+        self.view.scroll_to_end()
+
+    # -- turns -------------------------------------------------------------------------------------
+
+    def send(self, text: str) -> None:
+        if not text or self.pending is not None:
+            return
+        if self.conversation is None:
+            self.new_chat()
+        if self.editing_id is not None:
+            user_id = self.conversation.edit_user_message(self.editing_id, text)
+            self.editing_id = None
+        else:
+            user_id = self.conversation.add_user_message(text)
+        self.input.clear()
+        self.refresh_sidebar()
+        self._start_turn(user_id)
+
+    def begin_edit(self, message_id: int) -> None:
+        """Put a user message back in the input box; sending it makes a new branch."""
+        self.editing_id = message_id
+        self.input.setPlainText(self.conversation.tree.by_id[message_id].content)
+        self.input.setFocus()
+
+    def regenerate(self, message_id: int) -> None:
+        if self.pending is None:
+            self._start_turn(self.conversation.regeneration_parent(message_id))
+
+    def switch_variant(self, message_id: int, step: int) -> None:
+        if self.pending is None:
+            self.conversation.switch_variant(message_id, step)
+            self.render_conversation()
+
+    def _start_turn(self, user_id: int) -> None:
+        conversation = self.conversation
+        options = {**self.options, **conversation.settings}
+        user_text = conversation.tree.by_id[user_id].content
+        turn_id = self.host.start_turn(conversation.id, conversation.history_before(user_id), user_text, options)
+        self.pending = PendingTurn(turn_id, conversation.id, user_id)
+        self._set_busy(True)
+        self.render_conversation()
+
+    def stop(self) -> None:
+        if self.pending is not None:
+            self.host.cancel(self.pending.turn_id)
+
+    def _set_busy(self, busy: bool) -> None:
+        self.stop_button.setEnabled(busy)
+        self.send_button.setEnabled(not busy)
+        if busy:
+            self.render_timer.start()
+        else:
+            self.render_timer.stop()
+
+    def _on_event(self, turn_id: int, kind: str, text: str) -> None:
+        if self.pending is not None and self.pending.turn_id == turn_id:
+            self.pending.add(kind, text)
+
+    def _on_finished(self, turn_id: int, stats) -> None:
+        if self.pending is None or self.pending.turn_id != turn_id:
+            return
+        pending, self.pending = self.pending, None
+        stats_dict = dataclasses.asdict(stats) if stats is not None else {}
+        conversation = Conversation(self.library, pending.conversation_id)
+        conversation.add_answer(pending.user_id, pending.text, pending.thinking, stats_dict)
+        self._set_busy(False)
+        if self.conversation and self.conversation.id == pending.conversation_id:
+            self.conversation.reload()
+            self.render_conversation()
+        self.statusBar().showMessage("Reply finished", 5000)
+
+    def _on_failed(self, turn_id: int, message: str) -> None:
+        if self.pending is None or self.pending.turn_id != turn_id:
+            return
+        pending, self.pending = self.pending, None
+        self._set_busy(False)
+        self.render_conversation(MessageState(None, "assistant", pending.text, pending.thinking, error=message))
+        self.statusBar().showMessage(f"Error: {message}", 10000)
+
+    # -- window state ------------------------------------------------------------------------------
+
+    def _restore_geometry(self) -> None:
+        geometry = QSettings().value("window/geometry")
+        if geometry is not None:
+            self.restoreGeometry(geometry)
+        else:
+            self.resize(1000, 700)
+
+    def closeEvent(self, event) -> None:
+        QSettings().setValue("window/geometry", self.saveGeometry())
+        self.host.shutdown()
+        super().closeEvent(event)

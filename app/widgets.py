@@ -1,0 +1,248 @@
+"""Small widgets that only render state and forward the user's intents as signals."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from PySide6.QtCore import Qt, Signal
+from PySide6.QtGui import QKeyEvent
+from PySide6.QtWidgets import (QFrame, QHBoxLayout, QLabel, QLineEdit, QListWidget, QListWidgetItem,
+                               QPlainTextEdit, QPushButton, QScrollArea, QTextBrowser, QToolButton,
+                               QVBoxLayout, QWidget)
+
+from .storage import ConversationRow, SearchHit
+
+
+def format_stats(stats: dict) -> str:
+    """One line under a reply: tokens, time to first token, decode speed, tokens reused from the cache."""
+    if not stats:
+        return ""
+    parts = [f"{stats.get('generated_tokens', 0)} tokens",
+             f"TTFT {stats.get('time_to_first_token', 0.0):.2f} s",
+             f"{stats.get('decode_tokens_per_second', 0.0):.1f} tok/s",
+             f"{stats.get('cached_tokens', 0)} cached"]
+    if stats.get("stop_reason") == "cancelled":
+        parts.append("stopped")
+    return " · ".join(parts)
+
+
+class ChatInput(QPlainTextEdit):
+    """Enter sends, Shift+Enter starts a new line."""
+
+    submitted = Signal(str)
+
+    def keyPressEvent(self, event: QKeyEvent) -> None:
+        is_enter = event.key() in (Qt.Key.Key_Return, Qt.Key.Key_Enter)
+        if is_enter and not event.modifiers() & Qt.KeyboardModifier.ShiftModifier:
+            text = self.toPlainText().strip()
+            if text:
+                self.submitted.emit(text)
+            return
+        super().keyPressEvent(event)
+
+
+class MarkdownBlock(QTextBrowser):
+    """Read-only Markdown whose height follows its content, so the outer scroll area does the scrolling."""
+
+    def __init__(self, markdown: str = "", parent: QWidget | None = None):
+        super().__init__(parent)
+        self.setOpenExternalLinks(True)
+        self.setFrameShape(QFrame.Shape.NoFrame)
+        self.setVerticalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
+        self.document().documentLayout().documentSizeChanged.connect(self._fit_height)
+        self.set_markdown(markdown)
+
+    def set_markdown(self, markdown: str) -> None:
+        self.setMarkdown(markdown)
+
+    def _fit_height(self, size) -> None:
+        self.setFixedHeight(int(size.height()) + 6)
+
+
+@dataclass
+class MessageState:
+    """What one bubble shows; `message_id` is None while the reply is still streaming."""
+    message_id: int | None
+    role: str
+    content: str
+    thinking: str = ""
+    stats: dict | None = None
+    variant: tuple[int, int] = (1, 1)
+    error: str = ""
+
+
+class MessageWidget(QFrame):
+    regenerate = Signal(int)
+    edit = Signal(int)
+    copy = Signal(str)
+    switch_variant = Signal(int, int)
+
+    def __init__(self, state: MessageState, parent: QWidget | None = None):
+        super().__init__(parent)
+        self.state = state
+        self.setObjectName(f"message-{state.role}")
+        self.setFrameShape(QFrame.Shape.StyledPanel)
+        layout = QVBoxLayout(self)
+        layout.addLayout(self._header())
+        self.thoughts_toggle = QToolButton(text="Thoughts", checkable=True)
+        self.thoughts_toggle.setAccessibleName("Show the model's thoughts")
+        self.thoughts = MarkdownBlock()
+        self.thoughts.setVisible(False)
+        self.thoughts_toggle.toggled.connect(self.thoughts.setVisible)
+        layout.addWidget(self.thoughts_toggle)
+        layout.addWidget(self.thoughts)
+        self.body = MarkdownBlock()
+        self.body.setAccessibleName(f"{state.role} message")
+        layout.addWidget(self.body)
+        self.stats_label = QLabel()
+        self.stats_label.setObjectName("stats")
+        layout.addWidget(self.stats_label)
+        self.render_state()
+
+    def _header(self) -> QHBoxLayout:
+        row = QHBoxLayout()
+        row.addWidget(QLabel("You" if self.state.role == "user" else "Gemma"))
+        row.addStretch(1)
+        position, count = self.state.variant
+        message_id = self.state.message_id
+        if count > 1 and message_id is not None:
+            self.variant_label = QLabel(f"{position}/{count}")
+            previous, following = QToolButton(text="‹"), QToolButton(text="›")
+            previous.setAccessibleName("Previous variant")
+            following.setAccessibleName("Next variant")
+            previous.clicked.connect(lambda: self.switch_variant.emit(message_id, -1))
+            following.clicked.connect(lambda: self.switch_variant.emit(message_id, 1))
+            for widget in (previous, self.variant_label, following):
+                row.addWidget(widget)
+        if message_id is not None:
+            row.addWidget(self._button("Copy", "Copy message", lambda: self.copy.emit(self.state.content)))
+            if self.state.role == "assistant":
+                row.addWidget(self._button("Regenerate", "Regenerate answer",
+                                           lambda: self.regenerate.emit(message_id)))
+            if self.state.role == "user":
+                row.addWidget(self._button("Edit", "Edit message", lambda: self.edit.emit(message_id)))
+        return row
+
+    @staticmethod
+    def _button(text: str, accessible: str, slot) -> QToolButton:
+        button = QToolButton(text=text)
+        button.setAccessibleName(accessible)
+        button.clicked.connect(slot)
+        return button
+
+    def render_state(self) -> None:
+        """Re-render only this bubble (used at a throttled rate while it streams)."""
+        self.thoughts_toggle.setVisible(bool(self.state.thinking))
+        self.thoughts.set_markdown(self.state.thinking)
+        content = self.state.content or ("…" if self.state.message_id is None else "")
+        if self.state.error:
+            content += f"\n\n**Error:** {self.state.error}"
+        self.body.set_markdown(content)
+        self.stats_label.setText(format_stats(self.state.stats or {}))
+        self.stats_label.setVisible(bool(self.state.stats))
+
+
+class ConversationView(QScrollArea):
+    """The messages of the active branch, top to bottom."""
+
+    def __init__(self, parent: QWidget | None = None):
+        super().__init__(parent)
+        self.setWidgetResizable(True)
+        self.setAccessibleName("Conversation")
+        container = QWidget()
+        self.column = QVBoxLayout(container)
+        self.column.addStretch(1)
+        self.setWidget(container)
+        self.bubbles: list[MessageWidget] = []
+
+    def show_messages(self, states: list[MessageState]) -> list[MessageWidget]:
+        for bubble in self.bubbles:
+            bubble.deleteLater()
+        self.bubbles = [MessageWidget(state) for state in states]
+        for bubble in self.bubbles:
+            self.column.insertWidget(self.column.count() - 1, bubble)
+        self.scroll_to_end()
+        return self.bubbles
+
+    def scroll_to_end(self) -> None:
+        bar = self.verticalScrollBar()
+        bar.setValue(bar.maximum())
+
+
+class Sidebar(QWidget):
+    """Conversation list with search, new / rename / delete (with undo) / pin."""
+
+    new_chat = Signal()
+    selected = Signal(int)
+    rename = Signal(int, str)
+    delete = Signal(int)
+    undo_delete = Signal()
+    toggle_pin = Signal(int)
+    search = Signal(str)
+
+    def __init__(self, parent: QWidget | None = None):
+        super().__init__(parent)
+        layout = QVBoxLayout(self)
+        self.search_box = QLineEdit(placeholderText="Search all chats (⌘K)")
+        self.search_box.setAccessibleName("Search chats")
+        self.search_box.textChanged.connect(self.search.emit)
+        layout.addWidget(self.search_box)
+        self.list = QListWidget()
+        self.list.setAccessibleName("Conversations")
+        self.list.currentItemChanged.connect(self._on_current)
+        self.list.itemChanged.connect(self._on_renamed)
+        layout.addWidget(self.list)
+        buttons = QHBoxLayout()
+        self.new_button = QPushButton("New")
+        self.pin_button = QPushButton("Pin")
+        self.delete_button = QPushButton("Delete")
+        for button, name in ((self.new_button, "New chat"), (self.pin_button, "Pin or unpin chat"),
+                             (self.delete_button, "Delete chat")):
+            button.setAccessibleName(name)
+            buttons.addWidget(button)
+        self.new_button.clicked.connect(self.new_chat.emit)
+        self.pin_button.clicked.connect(lambda: self._emit_current(self.toggle_pin))
+        self.delete_button.clicked.connect(lambda: self._emit_current(self.delete))
+        layout.addLayout(buttons)
+        self.undo_button = QPushButton("Undo delete")
+        self.undo_button.setAccessibleName("Undo delete")
+        self.undo_button.setVisible(False)
+        self.undo_button.clicked.connect(self.undo_delete.emit)
+        layout.addWidget(self.undo_button)
+        self._filling = False
+
+    def current_id(self) -> int | None:
+        item = self.list.currentItem()
+        return None if item is None else item.data(Qt.ItemDataRole.UserRole)
+
+    def _emit_current(self, signal) -> None:
+        current = self.current_id()
+        if current is not None:
+            signal.emit(current)
+
+    def _on_current(self, item: QListWidgetItem | None, _previous) -> None:
+        if item is not None and not self._filling:
+            self.selected.emit(item.data(Qt.ItemDataRole.UserRole))
+
+    def _on_renamed(self, item: QListWidgetItem) -> None:
+        if not self._filling:
+            self.rename.emit(item.data(Qt.ItemDataRole.UserRole), item.text().removeprefix("📌 "))
+
+    def show_conversations(self, rows: list[ConversationRow], current: int | None) -> None:
+        self._fill([(row.id, ("📌 " if row.pinned else "") + row.title, True) for row in rows], current)
+
+    def show_hits(self, hits: list[SearchHit]) -> None:
+        self._fill([(hit.conversation_id, f"{hit.title} — {hit.snippet}", False) for hit in hits], None)
+
+    def _fill(self, rows: list[tuple[int, str, bool]], current: int | None) -> None:
+        self._filling = True
+        self.list.clear()
+        for conversation_id, text, editable in rows:
+            item = QListWidgetItem(text)
+            item.setData(Qt.ItemDataRole.UserRole, conversation_id)
+            if editable:
+                item.setFlags(item.flags() | Qt.ItemFlag.ItemIsEditable)
+            self.list.addItem(item)
+            if conversation_id == current:
+                self.list.setCurrentItem(item)
+        self._filling = False

@@ -1,0 +1,137 @@
+"""The main window on real widgets (offscreen) with the tiny E2B fixture on the real engine thread."""
+
+import pytest
+from PySide6.QtCore import QSettings, Qt
+
+from app.main_window import MainWindow
+from app.storage import Library
+from tests.conftest import MODELS
+
+TINY = MODELS / "tiny-e2b"
+
+
+@pytest.fixture
+def window(qtbot, tmp_path, monkeypatch):
+    monkeypatch.setenv("LANTERN_DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "empty-hub"))
+    QSettings.setPath(QSettings.Format.NativeFormat, QSettings.Scope.UserScope, str(tmp_path / "settings"))
+    library = Library()
+    win = MainWindow(library, model_folders=[MODELS], options={"max_tokens": 6, "temperature": 0.0})
+    qtbot.addWidget(win)
+    win.show()
+    assert win.select_model(TINY)
+    assert win.load_selected_model()
+    qtbot.waitUntil(lambda: win.model_loaded, timeout=20000)
+    yield win
+    win.close()
+    library.close()
+
+
+def send(qtbot, win, text):
+    win.input.setPlainText(text)
+    qtbot.keyClick(win.input, Qt.Key.Key_Return)
+    qtbot.waitUntil(lambda: win.pending is None, timeout=20000)
+
+
+def test_send_streams_a_reply_with_stats_and_saves_it(qtbot, window):
+    qtbot.keyClicks(window.input, "line one")
+    qtbot.keyClick(window.input, Qt.Key.Key_Return, Qt.KeyboardModifier.ShiftModifier)
+    assert window.pending is None and "\n" in window.input.toPlainText()  # Shift+Enter: new line only
+    streamed = []
+    window.host.worker.event.connect(lambda turn, kind, text: streamed.append(text))
+    qtbot.keyClicks(window.input, "Hello there")
+    qtbot.keyClick(window.input, Qt.Key.Key_Return)
+    qtbot.waitUntil(lambda: window.pending is None, timeout=20000)
+    path = window.conversation.path
+    assert [m.role for m in path] == ["user", "assistant"]
+    assert path[0].content == "line one\nHello there"
+    assert streamed and path[1].content == "".join(streamed)
+    assert path[1].stats["generated_tokens"] == 6
+    stats_line = window.view.bubbles[-1].stats_label.text()
+    assert "6 tokens" in stats_line and "tok/s" in stats_line and "TTFT" in stats_line
+    assert window.input.toPlainText() == ""
+    assert window.sidebar.list.item(0).text() == "line one Hello there"
+
+
+def test_escape_stops_a_long_generation_and_keeps_the_partial_reply(qtbot, window):
+    window.options["max_tokens"] = 100000
+    started = []
+    window.host.worker.event.connect(lambda *args: started.append(args))
+    window.input.setPlainText("Tell me a long story")
+    qtbot.keyClick(window.input, Qt.Key.Key_Return)
+    qtbot.waitUntil(lambda: len(started) > 0, timeout=20000)
+    qtbot.keyClick(window, Qt.Key.Key_Escape)
+    qtbot.waitUntil(lambda: window.pending is None, timeout=20000)
+    answer = window.conversation.path[-1]
+    assert answer.role == "assistant"
+    assert answer.stats["stop_reason"] == "cancelled"
+    assert 0 < answer.stats["generated_tokens"] < 100000
+    assert window.stop_button.isEnabled() is False and window.send_button.isEnabled()
+
+
+def test_regenerate_keeps_variants_and_switches(qtbot, window):
+    window.options["temperature"] = 1.0
+    send(qtbot, window, "Pick a word")
+    first = window.conversation.path[-1]
+    window.view.bubbles[-1].regenerate.emit(first.id)
+    qtbot.waitUntil(lambda: window.pending is None, timeout=20000)
+    second = window.conversation.path[-1]
+    assert second.id != first.id and second.parent_id == first.parent_id
+    assert window.view.bubbles[-1].variant_label.text() == "2/2"
+    window.view.bubbles[-1].switch_variant.emit(second.id, -1)
+    assert window.conversation.path[-1].id == first.id
+    assert window.view.bubbles[-1].variant_label.text() == "1/2"
+
+
+def test_edit_branches_and_search_and_delete_with_undo(qtbot, window):
+    send(qtbot, window, "original question about otters")
+    original = window.conversation.path[0]
+    window.begin_edit(original.id)
+    assert window.input.toPlainText() == original.content
+    send(qtbot, window, "edited question about beavers")
+    path = window.conversation.path
+    assert path[0].content == "edited question about beavers" and path[0].parent_id is None
+    assert window.conversation.tree.variant(path[0].id).count == 2
+
+    window.sidebar.search_box.setText("otters")
+    assert window.sidebar.list.count() == 1
+    assert "[otters]" in window.sidebar.list.item(0).text()
+    window.sidebar.search_box.setText("")
+
+    chat_id = window.conversation.id
+    window.delete_conversation(chat_id)
+    assert window.sidebar.list.count() == 0 and window.sidebar.undo_button.isVisible()
+    window.sidebar.undo_button.click()
+    assert window.sidebar.list.count() == 1 and window.conversation.id == chat_id
+
+
+def test_thinking_toggle_is_stored_per_chat(qtbot, window):
+    window.new_chat()
+    window.thinking_box.setChecked(True)
+    thinking_chat = window.conversation.id
+    send(qtbot, window, "Think first")
+    assert window.library.conversation(thinking_chat).settings["thinking"] is True
+    window.new_chat()
+    assert not window.thinking_box.isChecked()
+    window.open_conversation(thinking_chat)
+    assert window.thinking_box.isChecked()
+
+
+def test_memory_check_refuses_an_oversize_model(qtbot, window):
+    window.ram_bytes = 1024 * 1024
+    assert not window.load_selected_model()
+    assert "Not loaded" in window.model_status.text() and "4-bit" in window.model_status.text()
+    assert window.model_loaded  # the model that was loaded stays usable
+
+
+def test_a_broken_model_folder_shows_an_error_and_the_app_keeps_working(qtbot, window, model_copy):
+    broken = model_copy("tiny-e2b")
+    (broken / "model.safetensors").write_bytes(b"not a safetensors file")
+    window.add_model_folder(broken)
+    assert window.select_model(broken)
+    window.load_selected_model()
+    qtbot.waitUntil(lambda: "Could not load" in window.model_status.text(), timeout=20000)
+    assert window.select_model(TINY) and window.load_selected_model()
+    qtbot.waitUntil(lambda: window.model_loaded, timeout=20000)
+    send(qtbot, window, "still alive?")
+    assert window.conversation.path[-1].role == "assistant"
