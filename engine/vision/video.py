@@ -11,8 +11,9 @@ tokens but their soft tokens sit on `video_token_id` positions.
 What Lantern supports, with no video decoder dependency: a list of PIL frames (the caller knows
 their rate), or an animated GIF / WebP / PNG file decoded by Pillow, where a frame's timestamp is the
 sum of the display durations of the frames before it. Frames are sampled with the same uniform rule
-and encoded through the image path (Pillow bicubic), so their pixels can differ from the reference
-video processor by a few 1/255 steps. Container formats such as MP4 are not decoded.
+(a video with fewer frames than asked for keeps them all, where the reference raises) and encoded
+through the image path (Pillow bicubic), so their pixels can differ from the reference video
+processor by a few 1/255 steps. Container formats such as MP4 are not decoded.
 """
 
 from __future__ import annotations
