@@ -104,9 +104,10 @@ class Model:
         return encode_audio(self.net.audio_tower, self.net.embed_audio, np.asarray(waveform), sample_rate)
 
     def image_token_count(self, image, budget: int = 280) -> int:
-        from .vision import soft_token_count, to_rgb
+        from .vision import soft_token_count
+        from .vision.image_io import upright_size
 
-        return soft_token_count(*to_rgb(image).size, budget)
+        return soft_token_count(*upright_size(image), budget)
 
     def audio_token_count(self, waveform, sample_rate: int) -> int:
         from .audio.clips import token_count_at_rate
