@@ -100,3 +100,20 @@ def test_long_audio_is_split_and_the_user_is_told():
     assert notices and "split into 2" in notices[0]
     assert len(session.messages[0].audio) == 2
     assert events[-1].stats.audio_tokens == 2 * 563
+
+
+@pytest.mark.parametrize("name,with_audio", [("tiny-e2b", True), ("tiny-26b", False)])
+@pytest.mark.parametrize("chunk", [512, 7])
+def test_cached_generation_with_media_equals_uncached_argmax(name, with_audio, chunk):
+    # Small chunks would cut through the images; the prefill must keep each image in one chunk.
+    reference = np.load(REFERENCE / f"{name}.npz")
+    model = engine.load(MODELS / name)
+    ids = reference["mm_input_ids"].tolist()
+    media = dict(images=_images(reference), image_budget=BUDGET, audio=_audio() if with_audio else None)
+    ours = list(model.generate_ids(ids, max_tokens=6, prefill_chunk=chunk, stop_ids=[], **media))
+    sequence, expected = list(ids), []
+    for _ in range(6):
+        token = int(np.argmax(np.array(model.logits(sequence, **media))[-1]))
+        expected.append(token)
+        sequence.append(token)
+    assert ours == expected
