@@ -16,7 +16,37 @@ os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
 def parse_args(argv: list[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="lantern-app", description="Lantern: private, offline Gemma 4 chat")
     parser.add_argument("--model", type=Path, help="a Gemma 4 model folder to select and load at start")
+    parser.add_argument("--self-test", action="store_true",
+                        help="load --model, send one message, wait for the streamed reply, then exit (0 = all worked)")
+    parser.add_argument("--screenshot", type=Path, help="with --self-test: save the window as this PNG")
     return parser.parse_args(argv)
+
+
+def run_self_test(app, window, screenshot: Path | None, timeout_ms: int = 120_000) -> int:
+    """Drive the real window through one turn; the exit code says whether every step worked."""
+    from PySide6.QtCore import QDeadlineTimer, QThread
+
+    deadline = QDeadlineTimer(timeout_ms)
+
+    def wait_for(condition) -> bool:
+        while not condition() and not deadline.hasExpired():
+            app.processEvents()
+            QThread.msleep(10)
+        return condition()
+
+    if not window.load_selected_model() or not wait_for(lambda: window.model_loaded):
+        print(f"self-test: model not loaded: {window.model_status.text()}", file=sys.stderr)
+        return 1
+    window.send("Say hello in one short sentence.")
+    if not wait_for(lambda: window.pending is None):
+        print("self-test: no reply in time", file=sys.stderr)
+        return 1
+    answer = window.conversation.path[-1]
+    app.processEvents()
+    if screenshot is not None:
+        window.grab().save(str(screenshot))
+    print(f"self-test: reply of {answer.stats.get('generated_tokens', 0)} tokens")
+    return 0 if answer.role == "assistant" and answer.stats else 1
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -29,11 +59,29 @@ def main(argv: list[str] | None = None) -> int:
     app = QApplication(sys.argv[:1])
     app.setOrganizationName("Lantern")
     app.setApplicationName("Lantern")
-    window = MainWindow(Library(), model_folders=[args.model.resolve().parent] if args.model else [])
-    if args.model and window.select_model(args.model.resolve()):
-        window.load_selected_model()
+    # A short reply is enough to prove the whole path works.
+    options = {"max_tokens": 64} if args.self_test else None
+    window = MainWindow(Library(), model_folders=[args.model.resolve().parent] if args.model else [],
+                        options=options)
+    selected = bool(args.model) and window.select_model(args.model.resolve())
     window.show()
-    return app.exec()
+    if args.self_test:
+        status = run_self_test(app, window, args.screenshot) if selected else 1
+        window.close()
+    else:
+        if selected:
+            window.load_selected_model()
+        status = app.exec()
+    dispose(window)
+    return status
+
+
+def dispose(window) -> None:
+    """Let Qt delete the window: Python's garbage collector deleting widgets directly at exit crashes."""
+    from PySide6.QtCore import QCoreApplication, QEvent
+
+    window.deleteLater()
+    QCoreApplication.sendPostedEvents(None, QEvent.Type.DeferredDelete)
 
 
 if __name__ == "__main__":

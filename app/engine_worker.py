@@ -137,10 +137,12 @@ class EngineHost(QObject):
 
     def __init__(self, parent: QObject | None = None):
         super().__init__(parent)
-        self.thread = QThread()
+        self.thread = QThread(self)
         self.thread.setObjectName("lantern-engine")
         self.worker = EngineWorker()
         self.worker.moveToThread(self.thread)
+        # The worker belongs to the engine thread, so that thread must be the one to delete it.
+        self.thread.finished.connect(self.worker.deleteLater)
         self.load_requested.connect(self.worker.load)
         self.turn_requested.connect(self.worker.run_turn)
         self.thread.start()

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from PySide6.QtCore import Qt, Signal
 from PySide6.QtGui import QKeyEvent
 from PySide6.QtWidgets import (QFrame, QHBoxLayout, QLabel, QLineEdit, QListWidget, QListWidgetItem,
-                               QPlainTextEdit, QPushButton, QScrollArea, QTextBrowser, QToolButton,
+                               QPlainTextEdit, QPushButton, QScrollArea, QSizePolicy, QTextBrowser, QToolButton,
                                QVBoxLayout, QWidget)
 
 from .storage import ConversationRow, SearchHit
@@ -82,6 +82,8 @@ class MessageWidget(QFrame):
         self.state = state
         self.setObjectName(f"message-{state.role}")
         self.setFrameShape(QFrame.Shape.StyledPanel)
+        # Bubbles keep their content height; the stretch below them takes the spare room.
+        self.setSizePolicy(QSizePolicy.Policy.Preferred, QSizePolicy.Policy.Maximum)
         layout = QVBoxLayout(self)
         layout.addLayout(self._header())
         self.thoughts_toggle = QToolButton(text="Thoughts", checkable=True)

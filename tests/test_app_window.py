@@ -1,11 +1,19 @@
 """The main window on real widgets (offscreen) with the tiny E2B fixture on the real engine thread."""
 
+import os
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
 from PySide6.QtCore import QSettings, Qt
 
 from app.main_window import MainWindow
 from app.storage import Library
+from app.widgets import MessageState, MessageWidget
 from tests.conftest import MODELS
+
+REPO = Path(__file__).resolve().parents[1]
 
 TINY = MODELS / "tiny-e2b"
 
@@ -135,3 +143,33 @@ def test_a_broken_model_folder_shows_an_error_and_the_app_keeps_working(qtbot, w
     qtbot.waitUntil(lambda: window.model_loaded, timeout=20000)
     send(qtbot, window, "still alive?")
     assert window.conversation.path[-1].role == "assistant"
+
+
+def test_restart_shows_the_same_history(qtbot, window):
+    send(qtbot, window, "remember me")
+    chat_id, path = window.conversation.id, [m.content for m in window.conversation.path]
+    reopened = MainWindow(window.library, host=window.host, model_folders=[MODELS])
+    qtbot.addWidget(reopened)
+    assert reopened.sidebar.list.count() == 1
+    reopened.sidebar.list.setCurrentRow(0)
+    assert reopened.conversation.id == chat_id
+    assert [b.state.content for b in reopened.view.bubbles] == path
+
+
+def test_replies_render_as_markdown(qtbot):
+    bubble = MessageWidget(MessageState(1, "assistant", "**bold** and\n\n```python\nx = 1\n```\n", stats={}))
+    qtbot.addWidget(bubble)
+    shown = bubble.body.toPlainText()
+    assert "bold" in shown and "**" not in shown and "```" not in shown and "x = 1" in shown
+    assert not bubble.stats_label.isVisibleTo(bubble)
+
+
+def test_self_test_command_sends_one_message_and_saves_a_screenshot(tmp_path):
+    shot = tmp_path / "window.png"
+    env = {**os.environ, "LANTERN_DATA_DIR": str(tmp_path / "data"), "HF_HUB_CACHE": str(tmp_path / "hub"),
+           "XDG_CONFIG_HOME": str(tmp_path / "config"), "QT_QPA_PLATFORM": "offscreen"}
+    result = subprocess.run([sys.executable, "-m", "app", "--model", str(TINY), "--self-test", "--screenshot",
+                             str(shot)], cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert "self-test: reply of" in result.stdout
+    assert shot.stat().st_size > 1000
