@@ -10,7 +10,6 @@ import sys
 from typing import Sequence
 
 from .errors import EngineError
-from .output_stream import ChatEvent
 
 _DIM = "\033[2m"
 _RESET = "\033[0m"
