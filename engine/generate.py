@@ -129,7 +129,7 @@ class Generator:
             self.cache.append(keys[reused + begin: reused + end])
             if last:
                 return text.logits(hidden[:, -1])
-            mx.eval([c.keys for c in self.cache.caches if c is not None])
+            mx.eval([(c.keys, c.values) for c in self.cache.caches if c is not None])
             if reused + end in snapshot_at:
                 self.cache.snapshot()
             begin = end

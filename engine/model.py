@@ -210,10 +210,11 @@ class Model:
 
         text = self.net.text
         media = media_inputs(self, ids, images, image_budget, audio)
-        embeddings = text.embed(mx.array(media.text_ids)[None], self.dtype)
+        text_ids = mx.array(media.text_ids)[None]
+        embeddings = text.embed(text_ids, self.dtype)
         if media.features is not None:
             embeddings = _scatter_rows(embeddings, media.positions, media.features.astype(self.dtype))
-        per_layer = text.per_layer_inputs(mx.array(media.text_ids)[None], embeddings) if text.config.has_ple else None
+        per_layer = text.per_layer_inputs(text_ids, embeddings) if text.config.has_ple else None
         return embeddings, per_layer, media.groups
 
 
