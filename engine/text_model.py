@@ -37,14 +37,14 @@ class TextModel(nn.Module):
 
     def embed(self, ids: mx.array, dtype: mx.Dtype) -> mx.array:
         """Token embeddings times sqrt(hidden), the scale rounded to the table's dtype as the reference does."""
-        return _scaled(self.embed_tokens(ids), math.sqrt(self.config.hidden_size), dtype)
+        return _scaled(self.embed_tokens, ids, math.sqrt(self.config.hidden_size), dtype)
 
     def per_layer_inputs(self, ple_ids: mx.array, embeddings: mx.array) -> mx.array:
         """[B, T, layers, width]: the token part plus the projection of the final input embeddings."""
         c = self.config
         width = c.hidden_size_per_layer_input
         shape = (*ple_ids.shape, c.num_hidden_layers, width)
-        token_part = _scaled(self.embed_tokens_per_layer(ple_ids), math.sqrt(width), embeddings.dtype).reshape(shape)
+        token_part = _scaled(self.embed_tokens_per_layer, ple_ids, math.sqrt(width), embeddings.dtype).reshape(shape)
         projected = self.per_layer_model_projection(embeddings) * (c.hidden_size ** -0.5)
         projected = self.per_layer_projection_norm(projected.reshape(shape))
         return (projected + token_part) * (2.0 ** -0.5)
@@ -87,10 +87,19 @@ class TextModel(nn.Module):
         return logits
 
 
-def _scaled(rows: mx.array, scale: float, dtype: mx.Dtype) -> mx.array:
-    """rows * scale in the compute dtype, the scale first rounded to the table's dtype as the reference does."""
-    rounded = mx.array(scale, dtype=rows.dtype).astype(dtype)
-    return rows.astype(dtype) * rounded
+def _rows(table: nn.Module, ids: mx.array, dtype: mx.Dtype) -> mx.array:
+    """Embedding rows in the compute dtype; quantized rows are dequantized in it, not in the scales' dtype
+    (bf16 scales would otherwise round every row before a float32 computation)."""
+    if not isinstance(table, nn.QuantizedEmbedding):
+        return table(ids).astype(dtype)
+    return mx.dequantize(table.weight[ids], table.scales[ids].astype(dtype), table.biases[ids].astype(dtype),
+                         table.group_size, table.bits, mode=table.mode)
+
+
+def _scaled(table: nn.Module, ids: mx.array, scale: float, dtype: mx.Dtype) -> mx.array:
+    """Rows times scale in the compute dtype, the scale first rounded to the table's dtype as the reference does."""
+    stored = table.scales.dtype if isinstance(table, nn.QuantizedEmbedding) else table.weight.dtype
+    return _rows(table, ids, dtype) * mx.array(scale, dtype=stored).astype(dtype)
 
 
 class _MaskMemo:

@@ -61,3 +61,23 @@ def test_token_ids_outside_the_vocabulary_are_refused():
     model = engine.load(MODELS / "tiny-e2b")
     with pytest.raises(engine.EngineError, match="token ids must lie in"):
         model.logits([1, 2, model.config.text.vocab_size])
+
+
+def test_bf16_scales_do_not_round_the_float32_computation(model_copy):
+    # Real MLX conversions store bf16 scales. Dequantizing embedding rows in bf16 before a float32
+    # computation once moved these logits by 6 %; only the bf16-rounded PLE scale (sqrt(32) -> 5.65625)
+    # may differ from the same weights upcast to float32.
+    import mlx.core as mx
+    from mlx.utils import tree_map
+
+    folder = model_copy("tiny-e2b-q4")
+    weights = mx.load(str(folder / "model.safetensors"))
+    mx.save_safetensors(str(folder / "model.safetensors"),
+                        {k: v.astype(mx.bfloat16) if v.dtype == mx.float32 else v for k, v in weights.items()})
+    ids, _ = _reference("tiny-e2b-q4")
+    stored = np.array(engine.load(folder).logits(ids))
+    upcast_model = engine.load(folder)
+    upcast_model.net.update(tree_map(lambda a: a.astype(mx.float32) if a.dtype == mx.bfloat16 else a,
+                                     upcast_model.net.parameters()))
+    upcast = np.array(upcast_model.logits(ids))
+    assert _relative_error(stored, upcast) < 1e-3
