@@ -37,6 +37,11 @@ def build_parser() -> argparse.ArgumentParser:
     generate.add_argument("--audio", action="append", default=[], help="an audio file (repeatable)")
     chat = commands.add_parser("chat", help="a multi-turn chat in the terminal")
     _add_model_options(chat)
+    convert = commands.add_parser("convert", help="quantize a float checkpoint to 4 or 8 bits (MLX layout)")
+    convert.add_argument("--model", required=True, help="the float (bf16/fp16/fp32) model folder")
+    convert.add_argument("--out", required=True, help="a new folder for the quantized model")
+    convert.add_argument("--bits", type=int, required=True, choices=[4, 8])
+    convert.add_argument("--group-size", type=int, default=64, choices=[32, 64, 128])
     return parser
 
 
@@ -116,10 +121,22 @@ def _chat(args) -> None:
             print(f"\n{_DIM}(stopped){_RESET}", file=sys.stderr)
 
 
+def _convert(args) -> None:
+    from .convert import convert
+
+    def report(progress) -> None:
+        print(f"\r{_DIM}{progress.done_bytes / max(progress.total_bytes, 1):6.1%} "
+              f"{progress.done_tensors}/{progress.total_tensors} tensors{_RESET}", end="", file=sys.stderr, flush=True)
+
+    result = convert(args.model, args.out, args.bits, args.group_size, progress=report)
+    print(f"\n{result.folder}: {result.quantized_modules} modules quantized to {args.bits} bits, "
+          f"{result.output_bytes / 2**20:.1f} MiB in {result.shards} shard(s)")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        {"generate": _generate, "chat": _chat}[args.command](args)
+        {"generate": _generate, "chat": _chat, "convert": _convert}[args.command](args)
     except EngineError as exc:
         print(f"lantern: {exc}", file=sys.stderr)
         return 1

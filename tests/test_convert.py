@@ -1,0 +1,204 @@
+"""`engine.convert`: float checkpoint -> MLX-community 4/8-bit folder that engine.load accepts.
+
+Two kinds of checks. Exactness: the quantized model must compute what its own file decodes to, i.e. the
+float32 model built from the dequantized weights (any naming, layout or override mistake breaks this).
+Fidelity: the error against the original bf16 model must shrink with the quantization step.
+"""
+
+import json
+import shutil
+import threading
+from pathlib import Path
+
+import mlx.core as mx
+import numpy as np
+import pytest
+
+import engine
+from engine.checkpoint import read_headers, weight_files
+from engine.cli import main as cli_main
+from engine.convert import ConversionCancelled, convert
+
+from conftest import MODELS
+
+E4B = MODELS / "tiny-e4b-bf16"
+SIDE_FILES = ("tokenizer.json", "tokenizer_config.json", "chat_template.jinja", "processor_config.json",
+              "generation_config.json")
+# Accumulation order differs between quantized_matmul and a dense matmul; the tiny random network
+# amplifies float32 rounding about a hundredfold (its bf16 run drifts 9% from its fp32 run).
+EXACT_TOLERANCE = 1e-3
+
+
+def text_ids(model, count: int = 40) -> list[int]:
+    config = model.config
+    media = {config.image_token_id, config.video_token_id, config.audio_token_id, config.boi_token_id,
+             config.eoi_token_id, config.boa_token_id, config.eoa_token_id}
+    return [token for token in range(2, 200) if token not in media][:count]
+
+
+def logits(folder: Path, ids: list[int]) -> np.ndarray:
+    return np.array(engine.load(folder).logits(ids))
+
+
+def relative_rms(value: np.ndarray, reference: np.ndarray) -> float:
+    return float(np.sqrt(((value - reference) ** 2).mean() / (reference ** 2).mean()))
+
+
+def stored_tensors(folder: Path) -> dict[str, mx.array]:
+    tensors: dict[str, mx.array] = {}
+    for path in weight_files(folder):
+        tensors.update(mx.load(str(path)))
+    return tensors
+
+
+def dequantized_copy(quantized: Path, target: Path) -> Path:
+    """A float32 folder holding exactly what the quantized weights decode to (scales in float32 too)."""
+    tensors = stored_tensors(quantized)
+    config = json.loads((quantized / "config.json").read_text())
+    block = config.pop("quantization")
+    config.pop("quantization_config")
+    dense = {}
+    for name, value in tensors.items():
+        path = name.removesuffix(".weight")
+        if name.endswith((".scales", ".biases")):
+            continue
+        if f"{path}.scales" in tensors:
+            spec = block.get(path, block)
+            value = mx.dequantize(value, tensors[f"{path}.scales"].astype(mx.float32),
+                                  tensors[f"{path}.biases"].astype(mx.float32),
+                                  group_size=spec["group_size"], bits=spec["bits"])
+        dense[name] = value.astype(mx.float32)
+    target.mkdir()
+    mx.save_safetensors(str(target / "model.safetensors"), dense)
+    (target / "config.json").write_text(json.dumps(config))
+    for name in SIDE_FILES:
+        shutil.copy(quantized / name, target / name)
+    return target
+
+
+@pytest.fixture(scope="module")
+def converted(tmp_path_factory) -> dict[int, Path]:
+    root = tmp_path_factory.mktemp("converted")
+    return {bits: convert(E4B, root / f"q{bits}", bits, 32, max_shard_bytes=300_000).folder for bits in (4, 8)}
+
+
+@pytest.fixture(scope="module")
+def ids() -> list[int]:
+    return text_ids(engine.load(E4B))
+
+
+@pytest.mark.parametrize("bits", [4, 8])
+def test_quantized_model_computes_what_its_weights_decode_to(converted, ids, tmp_path, bits):
+    reference = logits(dequantized_copy(converted[bits], tmp_path / "dense"), ids)
+    quantized = logits(converted[bits], ids)
+    assert np.abs(quantized - reference).max() <= EXACT_TOLERANCE * np.abs(reference).max()
+
+
+def test_error_against_the_original_shrinks_with_the_quantization_step(converted, ids):
+    original = logits(E4B, ids)
+    error4 = relative_rms(logits(converted[4], ids), original)
+    error8 = relative_rms(logits(converted[8], ids), original)
+    # Unrelated logits of the same scale sit near sqrt(2); 4-bit must stay clearly correlated with the
+    # original even on a tiny random network, which amplifies weight noise layer after layer.
+    assert 0 < error4 < 0.75
+    # The 8-bit step is 255/15 = 17 times finer; the error is roughly proportional to it, a factor 4 is
+    # the margin left for the network's nonlinearity.
+    assert 0 < error8 < error4 / 4
+
+
+def test_layout_matches_the_mlx_community_conversions(converted):
+    folder = converted[4]
+    tensors = stored_tensors(folder)
+    quantized = {name.removesuffix(".scales") for name in tensors if name.endswith(".scales")}
+    assert not any(name.startswith("model.") for name in tensors)
+    assert "language_model.model.embed_tokens" in quantized
+    assert "language_model.model.embed_tokens_per_layer" in quantized
+    assert "language_model.model.layers.0.self_attn.q_proj" in quantized
+    assert "language_model.model.layers.0.mlp.down_proj" in quantized
+    assert not any(path.startswith(("vision_tower.", "audio_tower.", "embed_vision.")) for path in quantized)
+    assert tensors["audio_tower.subsample_conv_projection.layer0.conv.weight"].shape == (128, 3, 3, 1)
+    assert tensors["language_model.model.layers.0.input_layernorm.weight"].dtype == mx.bfloat16
+    config = json.loads((folder / "config.json").read_text())
+    assert config["quantization"] == config["quantization_config"]
+    assert (config["quantization"]["bits"], config["quantization"]["group_size"]) == (4, 32)
+    for name in SIDE_FILES:
+        assert (folder / name).read_bytes() == (E4B / name).read_bytes()
+
+
+def test_output_is_sharded_with_a_complete_index(converted):
+    folder = converted[8]
+    index = json.loads((folder / "model.safetensors.index.json").read_text())
+    shards = sorted(set(index["weight_map"].values()))
+    assert len(shards) > 1
+    assert shards[-1].endswith(f"-of-{len(shards):05d}.safetensors")
+    assert set(index["weight_map"]) == set(read_headers(weight_files(folder)))
+
+
+def test_moe_router_stays_at_8_bits_and_experts_are_split(tmp_path):
+    source = MODELS / "tiny-26b"
+    folder = convert(source, tmp_path / "q4", 4, 32).folder
+    config = json.loads((folder / "config.json").read_text())["quantization"]
+    layers = engine.load(source).config.text.num_hidden_layers
+    for layer in range(layers):
+        assert config[f"language_model.model.layers.{layer}.router.proj"] == {"group_size": 32, "bits": 8}
+    tensors = stored_tensors(folder)
+    assert "language_model.model.layers.0.experts.switch_glu.gate_proj.scales" in tensors
+    ids = text_ids(engine.load(source))
+    reference = logits(dequantized_copy(folder, tmp_path / "dense"), ids)
+    assert np.abs(logits(folder, ids) - reference).max() <= EXACT_TOLERANCE * np.abs(reference).max()
+
+
+def test_progress_reaches_every_source_byte(tmp_path):
+    seen = []
+    convert(E4B, tmp_path / "q8", 8, 64, progress=seen.append)
+    done = [step.done_bytes for step in seen]
+    assert done == sorted(done)
+    assert seen[-1].done_bytes == seen[-1].total_bytes == (E4B / "model.safetensors").stat().st_size - \
+        _header_bytes(E4B / "model.safetensors")
+    assert seen[-1].done_tensors == seen[-1].total_tensors
+
+
+def _header_bytes(path: Path) -> int:
+    return 8 + int.from_bytes(path.read_bytes()[:8], "little")
+
+
+def test_cancel_leaves_nothing_behind(tmp_path):
+    cancel = threading.Event()
+
+    def stop_halfway(step) -> None:
+        if step.done_tensors * 2 >= step.total_tensors:
+            cancel.set()
+
+    with pytest.raises(ConversionCancelled):
+        convert(E4B, tmp_path / "q4", 4, 64, progress=stop_halfway, cancel=cancel)
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("problem, arguments", [
+    ("bits", {"bits": 3}),
+    ("group-size", {"group_size": 48}),
+])
+def test_bad_settings_are_refused(tmp_path, problem, arguments):
+    with pytest.raises(engine.EngineError, match=problem):
+        convert(E4B, tmp_path / "out", **{"bits": 4, "group_size": 64, **arguments})
+
+
+def test_existing_output_and_quantized_sources_are_refused(tmp_path):
+    occupied = tmp_path / "occupied"
+    occupied.mkdir()
+    (occupied / "keep.txt").write_text("mine")
+    with pytest.raises(engine.EngineError, match="already exists"):
+        convert(E4B, occupied, 4)
+    assert (occupied / "keep.txt").read_text() == "mine"
+    with pytest.raises(engine.EngineError, match="already quantized"):
+        convert(MODELS / "tiny-e2b-q4", tmp_path / "again", 4)
+    assert not (tmp_path / "again").exists()
+
+
+def test_command_line(tmp_path, capsys):
+    out = tmp_path / "q4"
+    assert cli_main(["convert", "--model", str(E4B), "--out", str(out), "--bits", "4", "--group-size", "32"]) == 0
+    assert engine.load(out).info.quantization == (4, 32)
+    assert "quantized to 4 bits" in capsys.readouterr().out
+    assert cli_main(["convert", "--model", str(E4B), "--out", str(out), "--bits", "8"]) == 1
+    assert "already exists" in capsys.readouterr().err
