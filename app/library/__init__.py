@@ -1,0 +1,1 @@
+"""Getting a model: the curated catalog, the Hub download manager, conversion, and the library page."""
