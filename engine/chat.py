@@ -39,6 +39,7 @@ class Message:
     text: str = ""
     images: list = field(default_factory=list)
     audio: list = field(default_factory=list)  # (waveform, sample_rate) clips of at most 30 s
+    videos: list = field(default_factory=list)  # engine.vision.video.VideoFrames
     tool_calls: list[ToolCall] = field(default_factory=list)
     name: str | None = None                    # the tool's name, for role "tool"
     token_ids: list[int] | None = None         # an answer's own generated ids, whose KV the cache holds
@@ -52,9 +53,10 @@ class Message:
             return form
         if self.role == "tool":
             return {"role": "tool", "name": self.name, "content": self.text}
-        if not (self.images or self.audio):
+        if not (self.images or self.audio or self.videos):
             return {"role": self.role, "content": self.text}
-        parts = [{"type": "image"} for _ in self.images] + [{"type": "audio"} for _ in self.audio]
+        parts = ([{"type": "image"} for _ in self.images] + [{"type": "video"} for _ in self.videos]
+                 + [{"type": "audio"} for _ in self.audio])
         return {"role": self.role, "content": parts + [{"type": "text", "text": self.text}]}
 
 
@@ -76,11 +78,22 @@ def _model_rate_clips(audio) -> tuple[list, list[str]]:
     return clips, notices
 
 
+def _as_video(video):
+    from .vision.video import DEFAULT_FPS, VideoFrames, frames_from_file, frames_from_images
+
+    if isinstance(video, VideoFrames):
+        return video
+    if isinstance(video, (list, tuple)):
+        return frames_from_images(list(video), fps=DEFAULT_FPS)
+    return frames_from_file(video)
+
+
 @dataclass
 class ChatOptions:
     sampling: SamplingOptions | None = None
     max_tokens: int = 2048
     image_budget: int = 280
+    video_budget: int = 70
     tools: list[dict] | None = None
 
 
@@ -101,14 +114,19 @@ class ChatSession:
 
     # -- the conversation ------------------------------------------------------------------------
 
-    def send(self, text: str, images=None, audio=None) -> Iterator[ChatEvent]:
-        """Add a user turn and stream the model's answer."""
+    def send(self, text: str, images=None, audio=None, videos=None) -> Iterator[ChatEvent]:
+        """Add a user turn and stream the model's answer.
+
+        `videos`: VideoFrames, lists of PIL frames, or paths of animated GIF / WebP / PNG files.
+        """
         if audio:
             self.model.require("audio")
         if images:
             self.model.require("image")
+        if videos:
+            self.model.require("video")
         clips, notices = _model_rate_clips(audio or [])
-        self.messages.append(Message("user", text, list(images or []), clips))
+        self.messages.append(Message("user", text, list(images or []), clips, [_as_video(v) for v in videos or []]))
         return self._answer(notices)
 
     def add_tool_result(self, name: str, result: str) -> Iterator[ChatEvent]:
@@ -169,26 +187,39 @@ class ChatSession:
         return ids
 
     def _expand_media(self, ids: list[int], messages: list[Message]) -> Prompt:
-        """Replace each image / audio placeholder by begin + N soft-token slots + end."""
+        """Replace each media placeholder by its soft-token slots: begin + N slots + end for an image or a
+        clip, and `mm:ss begin N*video end` per frame for a video."""
         config = self.model.config
         images = [image for m in messages for image in m.images]
         clips = [clip for m in messages for clip in m.audio]
-        budget = self.options.image_budget
-        counts = {config.image_token_id: iter([self.model.image_token_count(i, budget) for i in images]),
-                  config.audio_token_id: iter([self.model.audio_token_count(w, r) for w, r in clips])}
-        brackets = {config.image_token_id: (config.boi_token_id, config.eoi_token_id),
-                    config.audio_token_id: (config.boa_token_id, config.eoa_token_id)}
+        videos = [video for m in messages for video in m.videos]
+        budget, frame_budget = self.options.image_budget, self.options.video_budget
+        replacements = {
+            config.image_token_id: iter([[config.boi_token_id, *[config.image_token_id] * n, config.eoi_token_id]
+                                         for n in (self.model.image_token_count(i, budget) for i in images)]),
+            config.audio_token_id: iter([[config.boa_token_id, *[config.audio_token_id] * n, config.eoa_token_id]
+                                         for n in (self.model.audio_token_count(w, r) for w, r in clips)]),
+            config.video_token_id: iter([self._video_ids(video, frame_budget) for video in videos]),
+        }
         expanded: list[int] = []
         for token in ids:
-            if token not in counts:
+            if token not in replacements:
                 expanded.append(token)
                 continue
-            count = next(counts[token], None)
-            if count is None:
+            replacement = next(replacements[token], None)
+            if replacement is None:
                 raise EngineError("the chat template placed more media placeholders than the chat has media")
-            begin, end = brackets[token]
-            expanded += [begin, *([token] * count), end]
-        return Prompt(np.array(expanded, dtype=np.int32), images, clips, budget)
+            expanded += replacement
+        frames = [frame for video in videos for frame in video.frames]
+        return Prompt(np.array(expanded, dtype=np.int32), images, clips, budget, frames, frame_budget)
+
+    def _video_ids(self, video, budget: int) -> list[int]:
+        from .vision.video import frame_token_counts, video_prompt_text
+
+        config, token = self.model.config, self.tokenizer.token
+        text = video_prompt_text(video.timestamps, frame_token_counts(video, budget), token(config.boi_token_id),
+                                 token(config.video_token_id), token(config.eoi_token_id))
+        return self.tokenizer.encode(text)
 
     def _prompt(self) -> tuple[Prompt, int]:
         return self._prompt_for(self.messages)

@@ -54,31 +54,38 @@ class Prompt:
     images: list = field(default_factory=list)
     audio: list = field(default_factory=list)
     image_budget: int = 280
+    frames: list = field(default_factory=list)   # video frames, one placeholder run each
+    frame_budget: int = 70
 
-    def runs(self, config) -> tuple[list[tuple[int, int]], list[tuple[int, int]]]:
-        return placeholder_runs(self.ids, config.image_token_id), placeholder_runs(self.ids, config.audio_token_id)
+    def runs(self, config) -> tuple[list[tuple[int, int]], list[tuple[int, int]], list[tuple[int, int]]]:
+        """(start, length) of the image, audio and video-frame placeholder runs."""
+        return (placeholder_runs(self.ids, config.image_token_id), placeholder_runs(self.ids, config.audio_token_id),
+                placeholder_runs(self.ids, config.video_token_id))
 
     def keys(self, config) -> np.ndarray:
         keys = self.ids.astype(np.int64)
-        image_runs, audio_runs = self.runs(config)
+        image_runs, audio_runs, frame_runs = self.runs(config)
         for (start, length), image in zip(image_runs, self.images):
             keys[start:start + length] = _content_key(_image_bytes(image, self.image_budget))
         for (start, length), clip in zip(audio_runs, self.audio):
             keys[start:start + length] = _content_key(_audio_bytes(clip))
+        for (start, length), frame in zip(frame_runs, self.frames):
+            keys[start:start + length] = _content_key(_image_bytes(frame, self.frame_budget))
         return keys
 
     def tail(self, config, start: int) -> "Prompt":
         """The part from `start` on, with the media whose placeholders lie there."""
-        image_runs, audio_runs = self.runs(config)
+        image_runs, audio_runs, frame_runs = self.runs(config)
         return Prompt(self.ids[start:],
                       [img for (s, _), img in zip(image_runs, self.images) if s >= start],
                       [clip for (s, _), clip in zip(audio_runs, self.audio) if s >= start],
-                      self.image_budget)
+                      self.image_budget,
+                      [frame for (s, _), frame in zip(frame_runs, self.frames) if s >= start],
+                      self.frame_budget)
 
     def safe_reuse_limit(self, config, reused: int) -> int:
         """Never resume inside a media run: its features are computed for the whole run."""
-        image_runs, audio_runs = self.runs(config)
-        for start, length in image_runs + audio_runs:
+        for start, length in (run for runs in self.runs(config) for run in runs):
             if start < reused < start + length:
                 return start
         return reused
@@ -114,11 +121,12 @@ class Generator:
             reused = self.cache.rewind(keys[: limit + 1])
         self.stats.cached_tokens = reused
         tail = prompt.tail(config, reused)
-        embeddings, per_layer, groups = self.model.prepare_inputs(tail.ids, tail.images, tail.image_budget, tail.audio)
-        image_runs, _ = tail.runs(config)
+        embeddings, per_layer, groups = self.model.prepare_inputs(tail.ids, tail.images, tail.image_budget,
+                                                                  tail.audio, tail.frames, tail.frame_budget)
+        image_runs, _, frame_runs = tail.runs(config)
         bidirectional = config.text.use_bidirectional_attention == "vision"
         ends = _chunk_bounds(tail.ids.size, self.prefill_chunk, [s - reused for s in snapshot_at],
-                             image_runs if bidirectional else [])
+                             image_runs + frame_runs if bidirectional else [])
         text = self.model.net.text
         begin = 0
         for end in ends:
@@ -148,8 +156,8 @@ class Generator:
         """Yield generated token ids; `self.stats` is complete once the iterator is exhausted."""
         self.model.check_ids(prompt.ids)
         self.stats = GenerationStats(prompt_tokens=int(prompt.ids.size))
-        image_runs, audio_runs = prompt.runs(self.model.config)
-        self.stats.image_tokens = sum(length for _, length in image_runs)
+        image_runs, audio_runs, frame_runs = prompt.runs(self.model.config)
+        self.stats.image_tokens = sum(length for _, length in image_runs + frame_runs)
         self.stats.audio_tokens = sum(length for _, length in audio_runs)
         mx.reset_peak_memory()
         started = time.perf_counter()

@@ -44,23 +44,30 @@ def _vision_groups(length: int, runs: list[tuple[int, int]]) -> mx.array:
     return mx.array(groups)
 
 
-def media_inputs(model, ids: np.ndarray, images=None, image_budget: int = 280, audio=None) -> MediaInputs:
+def media_inputs(model, ids: np.ndarray, images=None, image_budget: int = 280, audio=None,
+                 frames=None, frame_budget: int = 70) -> MediaInputs:
+    """Features for every media run of `ids`: images, audio clips and video frames, each in prompt order."""
     config = model.config
     image_runs = placeholder_runs(ids, config.image_token_id)
     audio_runs = placeholder_runs(ids, config.audio_token_id)
+    frame_runs = placeholder_runs(ids, config.video_token_id)
     image_features = model.encode_images(images, image_budget) if images else []
     audio_features = [model.embed_audio(wave, rate) for wave, rate in audio or []]
+    frame_features = model.encode_images(frames, frame_budget) if frames else []
     _match_runs("image", image_runs, image_features)
     _match_runs("audio", audio_runs, audio_features)
+    _match_runs("video frame", frame_runs, frame_features)
 
-    pieces = sorted(zip(image_runs + audio_runs, image_features + audio_features), key=lambda item: item[0][0])
+    pieces = sorted(zip(image_runs + audio_runs + frame_runs, image_features + audio_features + frame_features),
+                    key=lambda item: item[0][0])
     text_ids = ids.copy()
     for token in (config.image_token_id, config.audio_token_id, config.video_token_id):
         if token is not None:
             text_ids[ids == token] = config.text.pad_token_id
     groups = None
-    if config.text.use_bidirectional_attention == "vision" and image_runs:
-        groups = _vision_groups(len(ids), image_runs)
+    vision_runs = sorted(image_runs + frame_runs)
+    if config.text.use_bidirectional_attention == "vision" and vision_runs:
+        groups = _vision_groups(len(ids), vision_runs)
     if not pieces:
         return MediaInputs(text_ids, np.zeros(0, dtype=np.int32), None, groups)
     positions = np.concatenate([np.arange(start, start + length) for (start, length), _ in pieces])

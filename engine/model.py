@@ -122,7 +122,7 @@ class Model:
         return sorted({*self.config.eos_token_ids, *generation_stop_ids(self.folder)})
 
     def generate_ids(self, input_ids, max_tokens: int = 64, temperature: float = 0.0, images=None, audio=None,
-                     image_budget: int = 280, *, top_p: float | None = None, top_k: int | None = None,
+                     image_budget: int = 280, *, videos=None, video_budget: int = 70, top_p: float | None = None, top_k: int | None = None,
                      min_p: float | None = None, repetition_penalty: float | None = None, seed: int | None = None,
                      stop_ids=None, prefill_chunk: int | None = None):
         """Cached generation of token ids; greedy when temperature == 0. Stops after a stop id."""
@@ -134,7 +134,7 @@ class Model:
             temperature=temperature, top_p=top_p, top_k=top_k, min_p=min_p,
             repetition_penalty=repetition_penalty, seed=seed)
         generator = Generator(self, prefill_chunk=prefill_chunk or DEFAULT_PREFILL_CHUNK)
-        prompt = Prompt(ids, list(images or []), list(audio or []), image_budget)
+        prompt = Prompt(ids, list(images or []), list(audio or []), image_budget, video_frames(videos), video_budget)
         yield from generator.run(prompt, max_tokens=max_tokens, sampling=sampling,
                                  stop_ids=self.stop_ids if stop_ids is None else stop_ids)
 
@@ -194,28 +194,39 @@ class Model:
 
     # -- the reference forward -------------------------------------------------------------------
 
-    def logits(self, input_ids, images=None, image_budget: int = 280, audio=None) -> mx.array:
-        """One full, uncached, causal pass: float32 logits (T, vocab) after the final soft-cap."""
+    def logits(self, input_ids, images=None, image_budget: int = 280, audio=None, videos=None,
+               video_budget: int = 70) -> mx.array:
+        """One full, uncached, causal pass: float32 logits (T, vocab) after the final soft-cap.
+
+        `videos`: VideoFrames or lists of PIL frames whose runs of video placeholders are in input_ids.
+        """
         ids = self.check_ids(input_ids)
-        embeddings, per_layer, groups = self.prepare_inputs(ids, images, image_budget, audio)
+        embeddings, per_layer, groups = self.prepare_inputs(ids, images, image_budget, audio,
+                                                            video_frames(videos), video_budget)
         text = self.net.text
         hidden = text(embeddings, per_layer, text.make_caches(), offset=0, groups=groups)
         out = text.logits(hidden)[0]
         mx.eval(out)
         return out
 
-    def prepare_inputs(self, ids: np.ndarray, images=None, image_budget: int = 280, audio=None):
+    def prepare_inputs(self, ids: np.ndarray, images=None, image_budget: int = 280, audio=None, frames=None,
+                       frame_budget: int = 70):
         """Embeddings [1, T, H] with media features scattered in, PLE inputs, and vision groups."""
         from .media import media_inputs
 
         text = self.net.text
-        media = media_inputs(self, ids, images, image_budget, audio)
+        media = media_inputs(self, ids, images, image_budget, audio, frames, frame_budget)
         text_ids = mx.array(media.text_ids)[None]
         embeddings = text.embed(text_ids, self.dtype)
         if media.features is not None:
             embeddings = _scatter_rows(embeddings, media.positions, media.features.astype(self.dtype))
         per_layer = text.per_layer_inputs(text_ids, embeddings) if text.config.has_ple else None
         return embeddings, per_layer, media.groups
+
+
+def video_frames(videos) -> list:
+    """The frames of every video, in order: each video is VideoFrames or a list of PIL images."""
+    return [frame for video in videos or [] for frame in getattr(video, "frames", video)]
 
 
 def _scatter_rows(embeddings: mx.array, positions: np.ndarray, rows: mx.array) -> mx.array:

@@ -117,3 +117,51 @@ def test_cached_generation_with_media_equals_uncached_argmax(name, with_audio, c
         expected.append(token)
         sequence.append(token)
     assert ours == expected
+
+
+@pytest.mark.parametrize("name", ["tiny-e2b", "tiny-26b"])
+def test_video_prompt_logits_match_reference(name):
+    # 26B: each frame is its own bidirectional group.
+    from engine.vision.video import frames_from_file
+
+    reference = np.load(REFERENCE / f"video_{name}.npz")
+    model = engine.load(MODELS / name)
+    video = frames_from_file(MEDIA / "clip.gif")
+    ids = reference["input_ids"]
+    logits = np.array(model.logits(ids.tolist(), videos=[video], video_budget=BUDGET))[reference["logit_rows"]]
+    text_rows = ids[reference["logit_rows"]] != model.config.video_token_id
+    assert _scale_error(logits[text_rows], reference["logits"][text_rows]) < 1e-4
+    # The frame features agree within 3e-6 relative (checked against get_video_features); at the 180 soft-token
+    # positions themselves the random decoder amplifies that float32 noise to about 1.2e-4 of the logits' scale.
+    assert _scale_error(logits[~text_rows], reference["logits"][~text_rows]) < 3e-4
+
+
+@pytest.mark.parametrize("chunk", [512, 9])
+def test_cached_generation_with_a_video_equals_uncached_argmax(chunk):
+    from engine.vision.video import frames_from_file
+
+    reference = np.load(REFERENCE / "video_tiny-26b.npz")
+    model = engine.load(MODELS / "tiny-26b")
+    ids, media = reference["input_ids"].tolist(), dict(videos=[frames_from_file(MEDIA / "clip.gif")])
+    ours = list(model.generate_ids(ids, max_tokens=4, prefill_chunk=chunk, stop_ids=[], **media))
+    sequence, expected = list(ids), []
+    for _ in range(4):
+        expected.append(int(np.argmax(np.array(model.logits(sequence, **media))[-1])))
+        sequence.append(expected[-1])
+    assert ours == expected
+
+
+def test_chat_session_expands_a_video_like_the_reference():
+    reference = np.load(REFERENCE / "video_tiny-e2b.npz")
+    model = engine.load(MODELS / "tiny-e2b")
+    session = model.chat(temperature=0.0, max_tokens=3)
+    events = list(session.send("What happens?", videos=[MEDIA / "clip.gif"]))
+    prompt, _ = session._prompt_for(session.messages[:1])
+    assert prompt.ids.tolist() == reference["input_ids"].tolist()
+    assert events[-1].stats.image_tokens == int(reference["frame_token_counts"].sum())
+
+
+def test_video_frames_without_placeholders_are_refused():
+    model = engine.load(MODELS / "tiny-e2b")
+    with pytest.raises(engine.EngineError, match="0 video frame placeholder run.*3 video frame"):
+        model.logits([2, 10, 11], videos=[[Image.new("RGB", (48, 48))] * 3], video_budget=BUDGET)
