@@ -75,7 +75,7 @@ def _check_choice(choice: int | str) -> int | str:
     return choice
 
 
-@dataclass
+@dataclass(eq=False)  # items are compared by identity: the tray and remove() track objects
 class ImageAttachment:
     name: str
     image: Image.Image                      # decoded; handed to the engine as is
@@ -101,7 +101,7 @@ class ImageAttachment:
         return to_rgb(self.image).resize(self.model_size, Image.Resampling.BICUBIC)
 
 
-@dataclass
+@dataclass(eq=False)
 class AudioAttachment:
     name: str
     waveform: np.ndarray                    # mono float32 at `sample_rate`
