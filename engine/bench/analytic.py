@@ -11,7 +11,7 @@ _GATHERED = (".embed_tokens_per_layer",)  # one row per token is read, not the t
 
 
 def _stored_bits(spec: TensorSpec, bits: int | None, float_bytes: int) -> float:
-    if not spec.matrix or bits is None:
+    if not spec.quantizable or bits is None:
         return 8 * float_bytes
     return (spec.bits_override or bits) + 2 * 8 * float_bytes / GROUP_SIZE
 
