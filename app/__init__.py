@@ -1,1 +1,1 @@
-"""Lantern desktop app (PySide6): chat window, history, model picker, engine worker thread."""
+"""Lantern desktop app (PySide6): chat window, history, model picker, engine process."""

@@ -7,10 +7,13 @@ import os
 import sys
 from pathlib import Path
 
+from .engine_protocol import ENGINE_FLAG
+
 # Offline by construction: set before anything that might import huggingface_hub reads them.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
+os.environ.setdefault("DO_NOT_TRACK", "1")
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
@@ -50,7 +53,13 @@ def run_self_test(app, window, screenshot: Path | None, timeout_ms: int = 120_00
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parse_args(sys.argv[1:] if argv is None else argv)
+    argv = sys.argv[1:] if argv is None else argv
+    if ENGINE_FLAG in argv:
+        # The engine process (see engine_host.engine_command): no Qt, just the protocol.
+        from .engine_process import main as engine_main
+
+        return engine_main()
+    args = parse_args(argv)
     from PySide6.QtWidgets import QApplication
 
     from .main_window import MainWindow

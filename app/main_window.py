@@ -2,17 +2,16 @@
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 
 from PySide6.QtCore import QSettings, QTimer
 from PySide6.QtGui import QGuiApplication, QKeySequence, QShortcut
 from PySide6.QtWidgets import (QCheckBox, QComboBox, QFileDialog, QHBoxLayout, QLabel, QMainWindow,
-                               QPushButton, QSplitter, QVBoxLayout, QWidget)
+                               QProgressBar, QPushButton, QSplitter, QVBoxLayout, QWidget)
 
 from .conversation import Conversation
-from .engine_worker import EngineHost
+from .engine_host import EngineHost
 from .models import ModelEntry, check_memory, discover
 from .storage import Library
 from .widgets import ChatInput, ConversationView, MessageState, MessageWidget, Sidebar
@@ -45,7 +44,9 @@ class MainWindow(QMainWindow):
         super().__init__()
         self.setWindowTitle("Lantern")
         self.library = library
+        self.owns_host = host is None
         self.host = host or EngineHost(self)
+        self.host.start()   # the process starts while the window builds
         self.options = {**DEFAULT_OPTIONS, **(options or {})}
         self.ram_bytes = ram_bytes
         self.model_folders = list(model_folders or [])
@@ -55,6 +56,7 @@ class MainWindow(QMainWindow):
         self.editing_id: int | None = None
         self.last_deleted: int | None = None
         self.model_loaded = False
+        self.model_info: dict | None = None
         self._build()
         self._connect_engine()
         self.render_timer = QTimer(self, interval=RENDER_INTERVAL_MS)
@@ -62,6 +64,8 @@ class MainWindow(QMainWindow):
         self.refresh_models()
         self.refresh_sidebar()
         self._restore_geometry()
+        if self.host.info is not None:   # a host shared with another window may have a model already
+            self._on_loaded(self.host.info)
 
     # -- layout ------------------------------------------------------------------------------------
 
@@ -79,6 +83,12 @@ class MainWindow(QMainWindow):
         self.load_button = QPushButton("Load", accessibleName="Load the selected model")
         self.model_status = QLabel("No model loaded")
         self.model_status.setWordWrap(True)
+        self.model_status.setAccessibleName("Model status")
+        self.load_progress = QProgressBar(accessibleName="Loading progress", visible=False, textVisible=False)
+        self.cancel_load_button = QPushButton("Cancel", accessibleName="Cancel loading", visible=False)
+        self.restart_button = QPushButton("Restart engine", accessibleName="Restart the engine", visible=False)
+        self.other_model_button = QPushButton("Choose another model…", accessibleName="Choose another model",
+                                              visible=False)
 
         top = QHBoxLayout()
         for widget in (self.model_picker, self.add_folder_button, self.load_button, self.thinking_box):
@@ -92,7 +102,11 @@ class MainWindow(QMainWindow):
         right = QWidget()
         column = QVBoxLayout(right)
         column.addLayout(top)
-        column.addWidget(self.model_status)
+        status_row = QHBoxLayout()
+        status_row.addWidget(self.model_status, 1)
+        for widget in (self.load_progress, self.cancel_load_button, self.restart_button, self.other_model_button):
+            status_row.addWidget(widget)
+        column.addLayout(status_row)
         column.addWidget(self.view, 1)
         column.addLayout(bottom)
         splitter = QSplitter()
@@ -110,6 +124,9 @@ class MainWindow(QMainWindow):
         self.thinking_box.toggled.connect(self._set_thinking)
         self.load_button.clicked.connect(self.load_selected_model)
         self.add_folder_button.clicked.connect(self._ask_for_folder)
+        self.cancel_load_button.clicked.connect(self.cancel_load)
+        self.restart_button.clicked.connect(self.restart_engine)
+        self.other_model_button.clicked.connect(self.model_picker.showPopup)
         self.sidebar.new_chat.connect(self.new_chat)
         self.sidebar.selected.connect(self.open_conversation)
         self.sidebar.rename.connect(self._rename)
@@ -130,13 +147,14 @@ class MainWindow(QMainWindow):
         quit_action.setMenuRole(quit_action.MenuRole.QuitRole)
 
     def _connect_engine(self) -> None:
-        worker = self.host.worker
-        worker.loading.connect(self.model_status.setText)
-        worker.loaded.connect(self._on_loaded)
-        worker.load_failed.connect(self._on_load_failed)
-        worker.event.connect(self._on_event)
-        worker.turn_finished.connect(self._on_finished)
-        worker.turn_failed.connect(self._on_failed)
+        host = self.host
+        host.loading.connect(self._on_loading)
+        host.loaded.connect(self._on_loaded)
+        host.load_failed.connect(self._on_load_failed)
+        host.event.connect(self._on_event)
+        host.turn_finished.connect(self._on_finished)
+        host.turn_failed.connect(self._on_failed)
+        host.died.connect(self._on_engine_died)
 
     # -- models ------------------------------------------------------------------------------------
 
@@ -173,17 +191,61 @@ class MainWindow(QMainWindow):
             self.model_status.setText(f"Not loaded: {verdict.message}")
             return False
         self.model_loaded = False
+        self._show_engine_problem(False)
         self.host.load(entry.path)
         return True
 
-    def _on_loaded(self, info) -> None:
+    def cancel_load(self) -> None:
+        self.host.cancel_load()
+        self._loading_done("Loading cancelled.")
+
+    def restart_engine(self) -> None:
+        self._show_engine_problem(False)
+        self.model_loaded = False
+        self.host.restart()
+
+    def _on_loading(self, text: str, step: int, steps: int) -> None:
+        self.model_status.setText(text)
+        self.load_progress.setRange(0, steps)
+        self.load_progress.setValue(step - 1)
+        self.load_progress.setVisible(True)
+        self.cancel_load_button.setVisible(True)
+
+    def _loading_done(self, text: str) -> None:
+        self.model_status.setText(text)
+        self.load_progress.setVisible(False)
+        self.cancel_load_button.setVisible(False)
+
+    def _on_loaded(self, info: dict) -> None:
         self.model_loaded = True
-        kinds = ", ".join(sorted(info.modalities))
-        self.model_status.setText(f"Ready: {info.variant} ({kinds}), context {info.context_length} tokens")
+        self.model_info = info
+        kinds = ", ".join(info["modalities"])
+        self._loading_done(f"Ready: {Path(info['folder']).name} ({info['variant']}; {kinds}), "
+                           f"context {info['context_length']} tokens")
 
     def _on_load_failed(self, message: str) -> None:
         self.model_loaded = False
-        self.model_status.setText(f"Could not load the model: {message}")
+        self._loading_done(f"Could not load the model: {message}")
+        self.render_conversation(MessageState(None, "notice", "", error=f"Could not load the model: {message}"))
+
+    def _show_engine_problem(self, shown: bool) -> None:
+        self.restart_button.setVisible(shown)
+        self.other_model_button.setVisible(shown)
+
+    def _on_engine_died(self, message: str) -> None:
+        """Keep what was written so far, say what happened, offer a restart or another model."""
+        self.model_loaded = False
+        self._loading_done(message)
+        self._show_engine_problem(True)
+        if self.pending is not None:
+            pending, self.pending = self.pending, None
+            self._set_busy(False)
+            Conversation(self.library, pending.conversation_id).add_answer(
+                pending.user_id, pending.text, pending.thinking, {"stop_reason": "engine stopped", "error": message})
+            if self.conversation is not None:
+                self.conversation.reload()
+        self.render_conversation()
+        self.statusBar().showMessage(message, 15000)
 
     # -- conversations -----------------------------------------------------------------------------
 
@@ -255,7 +317,8 @@ class MainWindow(QMainWindow):
             for message in self.conversation.path:
                 variant = tree.variant(message.id)
                 states.append(MessageState(message.id, message.role, message.content, message.thinking,
-                                           message.stats, (variant.position, variant.count)))
+                                           message.stats, (variant.position, variant.count),
+                                           error=message.stats.get("error", "")))
         if self.pending is not None and self.conversation and self.pending.conversation_id == self.conversation.id:
             states.append(MessageState(None, "assistant", self.pending.text, self.pending.thinking))
         if trailing is not None:
@@ -316,7 +379,8 @@ class MainWindow(QMainWindow):
         conversation = self.conversation
         options = {**self.options, **conversation.settings}
         user_text = conversation.tree.by_id[user_id].content
-        turn_id = self.host.start_turn(conversation.id, conversation.history_before(user_id), user_text, options)
+        history = [{"role": role, "text": text} for role, text in conversation.history_before(user_id)]
+        turn_id = self.host.start_turn(conversation.id, history, user_text, options)
         self.pending = PendingTurn(turn_id, conversation.id, user_id)
         self._set_busy(True)
         self.render_conversation()
@@ -337,13 +401,12 @@ class MainWindow(QMainWindow):
         if self.pending is not None and self.pending.turn_id == turn_id:
             self.pending.add(kind, text)
 
-    def _on_finished(self, turn_id: int, stats) -> None:
+    def _on_finished(self, turn_id: int, stats: dict) -> None:
         if self.pending is None or self.pending.turn_id != turn_id:
             return
         pending, self.pending = self.pending, None
-        stats_dict = dataclasses.asdict(stats) if stats is not None else {}
         conversation = Conversation(self.library, pending.conversation_id)
-        conversation.add_answer(pending.user_id, pending.text, pending.thinking, stats_dict)
+        conversation.add_answer(pending.user_id, pending.text, pending.thinking, stats)
         self._set_busy(False)
         if self.conversation and self.conversation.id == pending.conversation_id:
             self.conversation.reload()
@@ -369,5 +432,6 @@ class MainWindow(QMainWindow):
 
     def closeEvent(self, event) -> None:
         QSettings().setValue("window/geometry", self.saveGeometry())
-        self.host.shutdown()
+        if self.owns_host:
+            self.host.stop()
         super().closeEvent(event)

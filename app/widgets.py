@@ -26,6 +26,9 @@ def format_stats(stats: dict) -> str:
     return " · ".join(parts)
 
 
+SPEAKERS = {"user": "You", "assistant": "Gemma", "notice": "Lantern"}
+
+
 class ChatInput(QPlainTextEdit):
     """Enter sends, Shift+Enter starts a new line."""
 
@@ -103,7 +106,7 @@ class MessageWidget(QFrame):
 
     def _header(self) -> QHBoxLayout:
         row = QHBoxLayout()
-        row.addWidget(QLabel("You" if self.state.role == "user" else "Gemma"))
+        row.addWidget(QLabel(SPEAKERS.get(self.state.role, "Gemma")))
         row.addStretch(1)
         position, count = self.state.variant
         message_id = self.state.message_id
@@ -136,7 +139,8 @@ class MessageWidget(QFrame):
         """Re-render only this bubble (used at a throttled rate while it streams)."""
         self.thoughts_toggle.setVisible(bool(self.state.thinking))
         self.thoughts.set_markdown(self.state.thinking)
-        content = self.state.content or ("…" if self.state.message_id is None else "")
+        waiting = self.state.message_id is None and self.state.role == "assistant"
+        content = self.state.content or ("…" if waiting else "")
         if self.state.error:
             content += f"\n\n**Error:** {self.state.error}"
         self.body.set_markdown(content)

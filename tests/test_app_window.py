@@ -1,6 +1,7 @@
 """The main window on real widgets (offscreen) with the tiny E2B fixture on the real engine thread."""
 
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -8,6 +9,7 @@ from pathlib import Path
 import pytest
 from PySide6.QtCore import QSettings, Qt
 
+from app.engine_host import EngineHost
 from app.main_window import MainWindow
 from app.storage import Library
 from app.widgets import MessageState, MessageWidget
@@ -18,18 +20,28 @@ REPO = Path(__file__).resolve().parents[1]
 TINY = MODELS / "tiny-e2b"
 
 
+@pytest.fixture(scope="module")
+def shared_host(qapp):
+    """One engine process for the module: starting one and its first turn cost seconds each time."""
+    host = EngineHost()
+    yield host
+    host.stop()
+
+
 @pytest.fixture
-def window(qtbot, tmp_path, monkeypatch):
+def window(qtbot, tmp_path, monkeypatch, shared_host):
     monkeypatch.setenv("LANTERN_DATA_DIR", str(tmp_path / "data"))
     monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "empty-hub"))
     QSettings.setPath(QSettings.Format.NativeFormat, QSettings.Scope.UserScope, str(tmp_path / "settings"))
     library = Library()
-    win = MainWindow(library, model_folders=[MODELS], options={"max_tokens": 6, "temperature": 0.0})
+    win = MainWindow(library, host=shared_host, model_folders=[MODELS],
+                     options={"max_tokens": 6, "temperature": 0.0})
     qtbot.addWidget(win)
     win.show()
     assert win.select_model(TINY)
-    assert win.load_selected_model()
-    qtbot.waitUntil(lambda: win.model_loaded, timeout=20000)
+    if not win.model_loaded or shared_host.info["folder"] != str(TINY):
+        assert win.load_selected_model()
+        qtbot.waitUntil(lambda: win.model_loaded, timeout=20000)
     yield win
     win.close()
     library.close()
@@ -46,7 +58,7 @@ def test_send_streams_a_reply_with_stats_and_saves_it(qtbot, window):
     qtbot.keyClick(window.input, Qt.Key.Key_Return, Qt.KeyboardModifier.ShiftModifier)
     assert window.pending is None and "\n" in window.input.toPlainText()  # Shift+Enter: new line only
     streamed = []
-    window.host.worker.event.connect(lambda turn, kind, text: streamed.append(text))
+    window.host.event.connect(lambda turn, kind, text: streamed.append(text))
     qtbot.keyClicks(window.input, "Hello there")
     qtbot.keyClick(window.input, Qt.Key.Key_Return)
     qtbot.waitUntil(lambda: window.pending is None, timeout=20000)
@@ -64,7 +76,7 @@ def test_send_streams_a_reply_with_stats_and_saves_it(qtbot, window):
 def test_escape_stops_a_long_generation_and_keeps_the_partial_reply(qtbot, window):
     window.options["max_tokens"] = 100000
     started = []
-    window.host.worker.event.connect(lambda *args: started.append(args))
+    window.host.event.connect(lambda *args: started.append(args))
     window.input.setPlainText("Tell me a long story")
     qtbot.keyClick(window.input, Qt.Key.Key_Return)
     qtbot.waitUntil(lambda: len(started) > 0, timeout=20000)
@@ -139,6 +151,9 @@ def test_a_broken_model_folder_shows_an_error_and_the_app_keeps_working(qtbot, w
     assert window.select_model(broken)
     window.load_selected_model()
     qtbot.waitUntil(lambda: "Could not load" in window.model_status.text(), timeout=20000)
+    notice = window.view.bubbles[-1]
+    assert notice.state.role == "notice" and "Could not load the model" in notice.body.toPlainText()
+    assert "safetensors" in notice.body.toPlainText()
     assert window.select_model(TINY) and window.load_selected_model()
     qtbot.waitUntil(lambda: window.model_loaded, timeout=20000)
     send(qtbot, window, "still alive?")
@@ -173,3 +188,47 @@ def test_self_test_command_sends_one_message_and_saves_a_screenshot(tmp_path):
     assert result.returncode == 0, result.stderr
     assert "self-test: reply of" in result.stdout
     assert shot.stat().st_size > 1000
+
+
+def test_killing_the_engine_mid_reply_keeps_the_app_the_partial_reply_and_restarts(qtbot, window):
+    window.options["max_tokens"] = 100000
+    streamed = []
+    window.host.event.connect(lambda turn, kind, text: streamed.append(text))
+    window.input.setPlainText("Write forever")
+    qtbot.keyClick(window.input, Qt.Key.Key_Return)
+    qtbot.waitUntil(lambda: len(streamed) >= 3, timeout=20000)
+    os.kill(window.host.pid(), signal.SIGKILL)
+    qtbot.waitUntil(lambda: window.restart_button.isVisible(), timeout=20000)
+    assert window.pending is None and window.isVisible() and not window.model_loaded
+    answer = window.conversation.path[-1]
+    assert answer.role == "assistant" and answer.content and "".join(streamed).startswith(answer.content)
+    assert answer.stats["stop_reason"] == "engine stopped"
+    assert "crashed" in window.model_status.text()
+    assert "Error:" in window.view.bubbles[-1].body.toPlainText()
+    reopened = Library(window.library.folder)   # what was written survives on disk
+    assert reopened.messages(window.conversation.id)[-1].content == answer.content
+    reopened.close()
+
+    window.restart_button.click()
+    qtbot.waitUntil(lambda: window.model_loaded, timeout=20000)
+    assert not window.restart_button.isVisible()
+    window.options["max_tokens"] = 4
+    send(qtbot, window, "Are you back?")
+    assert window.conversation.path[-1].stats["generated_tokens"] == 4
+
+
+def test_loading_shows_stages_and_can_be_cancelled(qtbot, window):
+    stages = []
+    window.host.loading.connect(lambda text, step, steps: stages.append((step, steps)))
+    assert window.load_selected_model()
+    qtbot.waitUntil(lambda: window.model_loaded, timeout=20000)
+    assert [step for step, _ in stages] == [1, 2, 3] and {steps for _, steps in stages} == {3}
+    assert not window.load_progress.isVisible() and not window.cancel_load_button.isVisible()
+
+    window.load_selected_model()
+    qtbot.waitUntil(lambda: window.cancel_load_button.isVisible(), timeout=20000)
+    window.cancel_load_button.click()
+    assert window.model_status.text() == "Loading cancelled." and not window.host.running
+    assert not window.model_loaded and not window.restart_button.isVisible()
+    assert window.load_selected_model()
+    qtbot.waitUntil(lambda: window.model_loaded, timeout=20000)
