@@ -124,8 +124,9 @@ def test_remove_button_and_errors_for_broken_files(qtbot, composer, tmp_path):
     assert errors[0].startswith(f"{broken}") and ("damaged" in errors[0] or "not an image" in errors[0])
     assert errors[1] == "memo.wav is not an audio file: it holds text"
     assert [item.name for item in attachments.items] == ["image_wide.png"]
-    qtbot.mouseClick(tray.cards[0].remove_button, Qt.MouseButton.LeftButton)
-    assert attachments.items == [] and tray.cards == [] and tray.isHidden()
+    card = tray.cards[0]
+    qtbot.mouseClick(card.remove_button, Qt.MouseButton.LeftButton)
+    assert attachments.items == [] and tray.cards == [] and tray.isHidden() and card.isHidden()
 
 
 def test_file_open_event_on_the_application_attaches(qtbot, composer):

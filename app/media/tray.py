@@ -142,15 +142,17 @@ class AttachmentTray(QWidget):
         self.rebuild()
 
     def rebuild(self) -> None:
-        """Cards for the current items; a budget change only refreshes them, so focus stays put."""
-        if [card.item for card in self.cards] != self.attachments.items:
-            for card in self.cards:
-                self.row.removeWidget(card)
-                card.deleteLater()
-            self.cards = [self._card(item) for item in self.attachments.items]
-            for index, card in enumerate(self.cards):
-                self.row.insertWidget(index, card)
+        """Cards for the current items: existing cards are kept (a budget change keeps focus), new
+        items get one, removed items lose theirs at once (hidden now, deleted by the event loop)."""
+        kept = {id(card.item): card for card in self.cards}
         for card in self.cards:
+            self.row.removeWidget(card)
+            if card.item not in self.attachments.items:
+                card.hide()
+                card.deleteLater()
+        self.cards = [kept.get(id(item)) or self._card(item) for item in self.attachments.items]
+        for index, card in enumerate(self.cards):
+            self.row.insertWidget(index, card, alignment=Qt.AlignmentFlag.AlignTop)
             if isinstance(card, ImageCard):
                 card.refresh()
         self.summary.setText(self.summary_text())
