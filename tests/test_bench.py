@@ -2,13 +2,16 @@
 
 import json
 
+import mlx.core as mx
 import pytest
 
 from engine.bench.__main__ import main
+from engine.bench.runner import compare_logits
+from engine.bench.step_probe import StepProbe, count_primitives
 from engine.bench.writer import tensor_plan
 from engine.bench.variants import text_config
 
-FIGURES = ("ttft_s", "prefill_tps", "decode_tps", "peak_memory_bytes")
+FIGURES = ("ttft_s", "prefill_tps", "decode_tps", "peak_memory_bytes", "graph_build_ms", "dispatch_ms")
 
 
 def test_one_cell_passes_the_gate_and_appends_a_json_line(tmp_path):
@@ -18,10 +21,15 @@ def test_one_cell_passes_the_gate_and_appends_a_json_line(tmp_path):
     record = json.loads(results.read_text().splitlines()[-1])
     assert record["gate_passed"] and record["status"] == "ok"
     assert record["ours_tokens"] == record["mlx_lm_tokens"] and len(record["ours_tokens"]) == 6
+    assert record["distinct_tokens"] >= 4, "random weights must not make greedy decoding repeat one token"
+    assert record["logits_rel_diff"] <= record["logits_tol"] == 1e-3 and record["logits_argmax_equal"]
+    assert record["logits_scale"] > 3, "the final norm level spreads the logits"
     for side in ("ours", "mlx_lm"):
         assert all(record[side][key] > 0 for key in FIGURES)
         assert record[side]["prompt_tokens"] == 40
-    assert set(record["ratio"]) == set(FIGURES)
+        assert record[side]["ops_per_step"] >= 8 * 10, "every layer adds primitives to a decode step"
+        assert sum(record[side]["top_ops"].values()) <= record[side]["ops_per_step"]
+    assert set(record["ratio"]) == {*FIGURES, "ops_per_step"}
     assert record["bound_tps"] * record["bytes_per_token"] == pytest.approx(record["bandwidth_gbps"] * 1e9)
     assert record["weight_bytes"] > 0 and record["layers"] == 8
 
@@ -34,3 +42,34 @@ def test_truncation_keeps_the_kv_shared_tail_behind_a_full_layer():
     shared_names = [s.name for s in tensor_plan(text) if f"layers.{owners}." in s.name]
     assert not any("k_proj" in name or "v_proj" in name for name in shared_names)
     assert text["hidden_size"] == 1536 and text["intermediate_size"] == 6144
+
+
+def test_primitive_count_sees_only_the_unevaluated_graph():
+    a = mx.random.normal((4, 4))
+    mx.eval(a)
+    lazy = mx.exp(a) @ a
+    assert count_primitives(lazy) == {"Exp": 1, "Matmul": 1}
+    mx.eval(lazy)
+    assert sum(count_primitives(lazy + 1).values()) == sum(count_primitives(a + 1).values())
+
+
+def test_probe_times_each_async_eval_and_restores_it():
+    original = mx.async_eval
+    a = mx.ones((8,))
+    with StepProbe(count_ops=True) as probe:
+        for _ in range(3):
+            probe.consumer_waits()
+            mx.async_eval(mx.sin(a) * 2)
+    assert mx.async_eval is original
+    figures = probe.decode_figures()
+    assert len(probe.dispatch_s) == len(probe.build_s) == 3
+    assert figures["ops_per_step"] == sum(probe.ops[1].values()) and probe.ops[1]["Sin"] == 1
+
+
+def test_logits_comparison_is_relative_to_the_reference_scale():
+    reference = mx.array([10.0, -20.0, 5.0])
+    result = compare_logits(reference + mx.array([0.0, 0.01, 0.0]), reference)
+    assert result["logits_max_abs_diff"] == pytest.approx(0.01, rel=1e-4)
+    assert result["logits_rel_diff"] == pytest.approx(0.01 / 20, rel=1e-4)
+    assert result["logits_argmax_equal"]
+    assert not compare_logits(mx.array([0.0, 0.0, 30.0]), reference)["logits_argmax_equal"]

@@ -31,18 +31,30 @@ def checkpoint_folder(out: Path, variant: str, bits: int | None, layers: int | N
     return folder
 
 
-def _figure(record: dict, side: str, key: str) -> str:
-    return f"{record[side][key]:.4g}" if side in record else "-"
+CELL_FIGURES = ("ttft_s", "prefill_tps", "decode_tps", "peak_memory_bytes", "graph_build_ms", "dispatch_ms",
+                "ops_per_step")
+
+
+def _figure(values: dict | None, key: str) -> str:
+    return f"{values[key]:.4g}" if values and key in values else "-"
+
+
+def print_table(columns: tuple[str, str], rows: dict[str, tuple[dict | None, dict | None, dict | None]]) -> None:
+    """One line per figure: left, right and their ratio (left/right)."""
+    print(f"{'figure':<22}{columns[0]:>12}{columns[1]:>12}{columns[0] + '/' + columns[1]:>16}")
+    for key, (left, right, ratio) in rows.items():
+        print(f"{key:<22}{_figure(left, key):>12}{_figure(right, key):>12}{_figure(ratio, key):>16}")
 
 
 def print_cell(record: dict) -> None:
     print(f"\n{record['variant']}  status={record['status']}  prompt={record['prompt']} gen={record['gen']} "
           f"weights={record['weight_bytes'] / 1e9:.3f} GB  bytes/token={record['bytes_per_token'] / 1e9:.3f} GB  "
           f"bound@{record['bandwidth_gbps']:g}GB/s={record['bound_tps']:.1f} tok/s")
-    print(f"{'figure':<22}{'ours':>12}{'mlx-lm':>12}{'ours/mlx-lm':>14}")
-    for key in ("ttft_s", "prefill_tps", "decode_tps", "peak_memory_bytes"):
-        ratio = f"{record['ratio'][key]:.3f}" if "ratio" in record else "-"
-        print(f"{key:<22}{_figure(record, 'ours', key):>12}{_figure(record, 'mlx_lm', key):>12}{ratio:>14}")
+    print(f"gate: {record['gate_tokens']} greedy tokens equal={record['ours_tokens'] == record['mlx_lm_tokens']} "
+          f"({record['distinct_tokens']} distinct); last-token logits max|diff|={record['logits_max_abs_diff']:.3g} "
+          f"= {record['logits_rel_diff']:.3g} x scale {record['logits_scale']:.3g} (tol {record['logits_tol']:g})")
+    sides = (record.get("ours"), record.get("mlx_lm"), record.get("ratio"))
+    print_table(("ours", "mlx-lm"), {key: sides for key in CELL_FIGURES})
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -57,6 +69,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("-g", "--gen", type=int, default=16)
     ap.add_argument("--trials", type=int, default=1)
     ap.add_argument("--gate", type=int, default=8, help="greedy tokens that must equal mlx-lm's")
+    ap.add_argument("--logits-tol", type=float, default=1e-3,
+                    help="largest last-token logits difference, relative to the logits' largest magnitude")
     ap.add_argument("--bandwidth", type=_bandwidth, default=BANDWIDTHS["m4pro"])
     ap.add_argument("--out", type=Path, default=Path.home() / ".cache" / "lantern-bench")
     ap.add_argument("--json", type=Path, help="append one JSON line per cell")
@@ -82,7 +96,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
         folder = checkpoint_folder(args.out, args.variant, bits, args.layers or None, args.tiny, args.dtype)
         for prompt in args.prompt:
             record = run_cell(folder, prompt_len=prompt, gen=args.gen, trials=args.trials, gate_tokens=args.gate,
-                              bandwidth_gbps=args.bandwidth)
+                              bandwidth_gbps=args.bandwidth, logits_tol=args.logits_tol)
             print_cell(record)
             _append(args.json, record)
             records.append(record)

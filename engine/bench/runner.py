@@ -13,8 +13,11 @@ import mlx.core as mx
 import engine
 
 from .analytic import kv_bytes_per_token, weight_bytes_per_token
+from .step_probe import StepProbe
 
 TokenStream = Callable[[list[int], int], Iterator[int]]
+Forward = Callable[[list[int]], mx.array]
+TIMED = ("ttft_s", "prefill_tps", "decode_tps", "peak_memory_bytes", "graph_build_ms", "dispatch_ms")
 
 
 @dataclass
@@ -24,34 +27,62 @@ class Timing:
     prefill_tps: float
     decode_tps: float
     peak_memory_bytes: int
+    graph_build_ms: float   # host time per decode step building its graph (step_probe.py)
+    dispatch_ms: float      # host time per decode step inside mx.async_eval
 
 
-def time_stream(stream: TokenStream, prompt: list[int], gen: int) -> tuple[Timing, list[int]]:
+@dataclass
+class Engine:
+    """One side of a cell: a greedy token stream and an uncached forward returning last-position logits."""
+    stream: TokenStream
+    forward: Forward
+
+
+def time_stream(stream: TokenStream, prompt: list[int], gen: int,
+                probe: StepProbe | None = None) -> tuple[Timing, list[int]]:
     """TTFT = submit to first id on the host; decode rate over the remaining ids (as mlx-lm reports)."""
+    probe = probe or StepProbe()
     mx.synchronize()
     mx.reset_peak_memory()
-    started = time.perf_counter()
-    first_at, tokens = None, []
-    for token in stream(prompt, gen):
-        if first_at is None:
-            first_at = time.perf_counter()
-        tokens.append(int(token))
-    ended = time.perf_counter()
+    tokens: list[int] = []
+    with probe:
+        started = time.perf_counter()
+        first_at = None
+        iterator = stream(prompt, gen)
+        while True:
+            probe.consumer_waits()
+            token = next(iterator, None)
+            if token is None:
+                break
+            if first_at is None:
+                first_at = time.perf_counter()
+            tokens.append(int(token))
+        ended = time.perf_counter()
     ttft = first_at - started
     decode = (len(tokens) - 1) / (ended - first_at) if len(tokens) > 1 else float("nan")
-    return Timing(len(prompt), ttft, len(prompt) / ttft, decode, int(mx.get_peak_memory())), tokens
+    host = probe.decode_figures()
+    return Timing(len(prompt), ttft, len(prompt) / ttft, decode, int(mx.get_peak_memory()),
+                  host.get("graph_build_ms", float("nan")), host.get("dispatch_ms", float("nan"))), tokens
 
 
-def ours_stream(folder: Path) -> tuple[TokenStream, object]:
+def ops_per_step(stream: TokenStream, prompt: list[int], steps: int = 4) -> dict:
+    """Primitives in one decode step's graph (untimed: counting walks the graph)."""
+    probe = StepProbe(count_ops=True)
+    time_stream(stream, prompt, steps + 1, probe)
+    figures = probe.decode_figures()
+    return {k: figures[k] for k in ("ops_per_step", "top_ops") if k in figures}
+
+
+def ours_engine(folder: Path):
     model = engine.load(folder)
 
     def stream(prompt: list[int], gen: int) -> Iterator[int]:
         return model.generate_ids(prompt, max_tokens=gen, temperature=0.0, stop_ids=[])
 
-    return stream, model
+    return Engine(stream, lambda prompt: model.logits(prompt)[-1]), model
 
 
-def mlx_lm_stream(folder: Path, dtype: mx.Dtype) -> TokenStream:
+def mlx_lm_engine(folder: Path, dtype: mx.Dtype) -> Engine:
     """mlx-lm in the activation dtype our engine picked, so both run the same arithmetic."""
     from mlx_lm.generate import generate_step
     from mlx_lm.utils import load_model
@@ -63,7 +94,18 @@ def mlx_lm_stream(folder: Path, dtype: mx.Dtype) -> TokenStream:
         for token, _ in generate_step(mx.array(prompt, dtype=mx.uint32), model, max_tokens=gen):
             yield int(token)
 
-    return stream
+    def forward(prompt: list[int]) -> mx.array:
+        return model(mx.array(prompt, dtype=mx.uint32)[None])[0, -1].astype(mx.float32)
+
+    return Engine(stream, forward)
+
+
+def compare_logits(ours: mx.array, reference: mx.array) -> dict:
+    """Max abs difference of last-position logits, also relative to the reference's largest magnitude."""
+    diff = mx.abs(ours.astype(mx.float32) - reference.astype(mx.float32)).max().item()
+    scale = mx.abs(reference).max().item()
+    return dict(logits_max_abs_diff=diff, logits_scale=scale, logits_rel_diff=diff / scale,
+                logits_argmax_equal=bool(mx.argmax(ours).item() == mx.argmax(reference).item()))
 
 
 def random_prompt(length: int, vocab: int, seed: int = 0) -> list[int]:
@@ -75,37 +117,44 @@ def _median(timings: list[Timing]) -> Timing:
     def mid(values: list) -> float:
         return sorted(values)[len(values) // 2]
 
-    return Timing(timings[0].prompt_tokens, *(mid([getattr(t, f) for t in timings])
-                                               for f in ("ttft_s", "prefill_tps", "decode_tps",
-                                                         "peak_memory_bytes")))
+    return Timing(timings[0].prompt_tokens, *(mid([getattr(t, f) for t in timings]) for f in TIMED))
+
+
+def gate(ours: Engine, theirs: Engine, prompt: list[int], gate_tokens: int, logits_tol: float) -> dict:
+    """Greedy tokens equal and last-token logits close; the token runs double as warm-up."""
+    _, our_tokens = time_stream(ours.stream, prompt, gate_tokens)
+    _, their_tokens = time_stream(theirs.stream, prompt, gate_tokens)
+    logits = compare_logits(ours.forward(prompt), theirs.forward(prompt))
+    passed = our_tokens == their_tokens and logits["logits_rel_diff"] <= logits_tol
+    return dict(gate_tokens=gate_tokens, logits_tol=logits_tol, gate_passed=passed, ours_tokens=our_tokens,
+                mlx_lm_tokens=their_tokens, distinct_tokens=len(set(our_tokens)), **logits)
 
 
 def run_cell(folder: Path, *, prompt_len: int, gen: int, trials: int, gate_tokens: int,
-             bandwidth_gbps: float) -> dict:
+             bandwidth_gbps: float, logits_tol: float = 1e-3) -> dict:
     config = json.loads((folder / "config.json").read_text())
     text = config["text_config"]
     bits = (config.get("quantization") or {}).get("bits")
-    ours, model = ours_stream(folder)
-    theirs = mlx_lm_stream(folder, model.dtype)
+    ours, model = ours_engine(folder)
+    theirs = mlx_lm_engine(folder, model.dtype)
     prompt = random_prompt(prompt_len, text["vocab_size"])
-    _, our_tokens = time_stream(ours, prompt, gate_tokens)  # gate run doubles as warm-up
-    _, their_tokens = time_stream(theirs, prompt, gate_tokens)
-    gate = our_tokens == their_tokens
+    checked = gate(ours, theirs, prompt, gate_tokens, logits_tol)
     runs: dict[str, list[Timing]] = {"ours": [], "mlx_lm": []}
-    for _ in range(trials if gate else 0):
-        for name, stream in (("ours", ours), ("mlx_lm", theirs)):  # alternate so drift hits both
-            runs[name].append(time_stream(stream, prompt, gen)[0])
+    for _ in range(trials if checked["gate_passed"] else 0):
+        for name, side in (("ours", ours), ("mlx_lm", theirs)):  # alternate so drift hits both
+            runs[name].append(time_stream(side.stream, prompt, gen)[0])
     float_bytes = mx.array(0, dtype=model.dtype).itemsize
     per_token = weight_bytes_per_token(text, bits, 2 if text.get("dtype") == "bfloat16" else 4)
     per_token += kv_bytes_per_token(text, prompt_len + gen // 2, float_bytes)
     record = dict(variant=folder.name, bits=bits, layers=text["num_hidden_layers"], prompt=prompt_len, gen=gen,
                   trials=trials, mlx=mx.__version__, device=str(mx.default_device()),
                   weight_bytes=model.info.weight_bytes, bytes_per_token=per_token, bandwidth_gbps=bandwidth_gbps,
-                  bound_tps=bandwidth_gbps * 1e9 / per_token, gate_tokens=gate_tokens, gate_passed=gate,
-                  ours_tokens=our_tokens, mlx_lm_tokens=their_tokens, status="ok" if gate else "FAILED")
-    if gate:
+                  bound_tps=bandwidth_gbps * 1e9 / per_token, status="ok" if checked["gate_passed"] else "FAILED",
+                  **checked)
+    if checked["gate_passed"]:
         ours_t, theirs_t = _median(runs["ours"]), _median(runs["mlx_lm"])
-        record.update(ours=asdict(ours_t), mlx_lm=asdict(theirs_t),
-                      ratio={k: getattr(ours_t, k) / getattr(theirs_t, k) for k in
-                             ("ttft_s", "prefill_tps", "decode_tps", "peak_memory_bytes")})
+        ours_ops, their_ops = ops_per_step(ours.stream, prompt), ops_per_step(theirs.stream, prompt)
+        record.update(ours=dict(asdict(ours_t), **ours_ops), mlx_lm=dict(asdict(theirs_t), **their_ops))
+        record["ratio"] = {k: record["ours"][k] / record["mlx_lm"][k] for k in (*TIMED, "ops_per_step")
+                           if record["mlx_lm"].get(k)}
     return record

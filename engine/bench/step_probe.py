@@ -1,0 +1,97 @@
+"""Host-side cost of one decode step, measured the same way for every engine.
+
+Both engines pipeline decoding the same way: build step n+1's lazy graph, hand it to `mx.async_eval`, then
+wait for step n's token. So while a token stream runs, `mx.async_eval` is wrapped (the attribute on
+`mlx.core`, which is what both call) and each call is one step's dispatch. Per call we record:
+
+* build time: from the moment the consumer asked for the next token (or the previous dispatch returned,
+  whichever is later) until the call: the Python work that constructs the step's graph, sampling included;
+* dispatch time: the duration of the `async_eval` call itself (graph traversal and scheduling);
+* optionally the primitives in the graph handed over, counted from `mx.export_to_dot` (one rectangle per
+  primitive; a multi-output primitive counts once, an `mx.compile`d group counts as one `Compiled…` node).
+  Arrays already evaluated, weights and cache contents, are leaves and are not counted.
+
+The first call of a stream carries the prompt's last chunk, so decode figures use calls 1 onwards.
+"""
+
+from __future__ import annotations
+
+import collections
+import re
+import statistics
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import mlx.core as mx
+
+_PRIMITIVE = re.compile(r'\[label ="([^"]+)", shape=rectangle\]')
+
+
+def count_primitives(*outputs: mx.array) -> collections.Counter:
+    """Primitives by name in the not-yet-evaluated graph behind `outputs`."""
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / "step.dot"
+        mx.export_to_dot(str(path), *outputs)
+        return collections.Counter(_PRIMITIVE.findall(path.read_text()))
+
+
+@dataclass
+class StepProbe:
+    count_ops: bool = False
+    build_s: list[float] = field(default_factory=list)
+    dispatch_s: list[float] = field(default_factory=list)
+    ops: list[collections.Counter] = field(default_factory=list)
+    _ready_at: float | None = None
+    _original = None
+
+    def __enter__(self) -> "StepProbe":
+        self._original = mx.async_eval
+        mx.async_eval = self._wrapped
+        return self
+
+    def __exit__(self, *exc) -> None:
+        mx.async_eval = self._original
+
+    def consumer_waits(self) -> None:
+        """Called right before the consumer asks the stream for its next token."""
+        self._ready_at = time.perf_counter()
+
+    def _wrapped(self, *arrays, **kwargs):
+        called = time.perf_counter()
+        if self._ready_at is not None:
+            self.build_s.append(called - self._ready_at)
+        if self.count_ops:
+            self.ops.append(count_primitives(*_flatten(arrays)))
+        started = time.perf_counter()
+        result = self._original(*arrays, **kwargs)
+        returned = time.perf_counter()
+        self.dispatch_s.append(returned - started)
+        self._ready_at = returned
+        return result
+
+    def decode_figures(self) -> dict:
+        """Medians over the decode steps (every call after the first)."""
+        builds, dispatches, ops = self.build_s[1:], self.dispatch_s[1:], self.ops[1:]
+        figures: dict = {}
+        if builds:
+            figures["graph_build_ms"] = 1e3 * statistics.median(builds)
+            figures["dispatch_ms"] = 1e3 * statistics.median(dispatches)
+        if ops:
+            totals = [sum(c.values()) for c in ops]
+            figures["ops_per_step"] = int(statistics.median(totals))
+            figures["top_ops"] = dict(ops[totals.index(figures["ops_per_step"])].most_common(8))
+        return figures
+
+
+def _flatten(arrays) -> list[mx.array]:
+    flat: list[mx.array] = []
+    for item in arrays:
+        if isinstance(item, mx.array):
+            flat.append(item)
+        elif isinstance(item, (list, tuple)):
+            flat += _flatten(item)
+        elif isinstance(item, dict):
+            flat += _flatten(list(item.values()))
+    return flat
