@@ -27,3 +27,34 @@ def test_prompt_image_and_audio_tokens_equal_the_tray_counts(qtbot):
     assert events[-1].kind == "done"
     assert stats.image_tokens == sum(promised) == attachments.image_tokens > 0
     assert stats.audio_tokens == attachments.audio_tokens > 0
+
+
+def test_composer_files_for_send_store_pasted_images_and_recordings_losslessly(qtbot, tmp_path):
+    from PySide6.QtGui import QImage
+    from PySide6.QtWidgets import QWidget
+
+    import numpy as np
+    from app.media.composer import MediaComposer
+    from engine.audio import read_audio
+    from engine.vision import open_image
+
+    window = QWidget()
+    qtbot.addWidget(window)
+    composer = MediaComposer(window)
+    composer.drop.attach_paths([MEDIA / "image_wide.png"])
+    composer.drop.attach_image(QImage(str(MEDIA / "image_tall.png")))
+    tone = (0.3 * np.sin(np.arange(16_000) * 0.1)).astype(np.float32)
+    with qtbot.waitSignal(composer.recorded):
+        composer.recorder.finished.emit(tone, "ask")
+    composer.attachments.set_budget(composer.attachments.images[0], 560)
+    composer.attachments.set_budget(composer.attachments.images[1], 70)
+    assert "all images go at 560" in composer.tray.summary.text()
+
+    images, audio, budget = composer.files_for_send(tmp_path / "media")
+    assert images[0] == str(MEDIA / "image_wide.png") and images[1].startswith(str(tmp_path / "media"))
+    assert open_image(images[1]).tobytes() == open_image(MEDIA / "image_tall.png").tobytes()
+    assert np.array_equal(read_audio(audio[0]), tone) and budget == 560
+    assert composer.attachments.items == [] and composer.tray.isHidden()
+    with qtbot.waitSignal(composer.dictated) as dictated:
+        composer.recorder.finished.emit(tone, "dictate")
+    assert dictated.args[0] is tone and composer.attachments.items == []

@@ -82,6 +82,8 @@ class ImageAttachment:
     size: tuple[int, int]                   # upright (EXIF applied) width, height
     auto: int                               # what Auto resolves to for this image
     choice: int | str = AUTO
+    path: Path | None = None                # the file it came from, or None when pasted
+    data: bytes | None = None               # the pasted bytes, or None when it came from a file
 
     @property
     def budget(self) -> int:
@@ -106,6 +108,7 @@ class AudioAttachment:
     name: str
     waveform: np.ndarray                    # mono float32 at `sample_rate`
     sample_rate: int
+    path: Path | None = None                # the file it came from, or None when recorded
 
     @property
     def seconds(self) -> float:
@@ -168,7 +171,7 @@ class Attachments:
         if suffix in AUDIO_SUFFIXES:
             self.require("audio")
             waveform, rate = load_audio(path)
-            return self._add(AudioAttachment(path.name, waveform, rate))
+            return self._add(AudioAttachment(path.name, waveform, rate, path))
         if suffix in IMAGE_SUFFIXES:
             return self.add_image(path, path.name)
         raise EngineError(f"{path.name}: Lantern attaches images ({', '.join(sorted(IMAGE_SUFFIXES))}) and "
@@ -177,7 +180,9 @@ class Attachments:
     def add_image(self, source: str | Path | bytes, name: str) -> ImageAttachment:
         self.require("image")
         image = open_image(source)
-        return self._add(ImageAttachment(name, image, upright_size(image), auto_budget(image)))
+        pasted = isinstance(source, (bytes, bytearray))
+        return self._add(ImageAttachment(name, image, upright_size(image), auto_budget(image),
+                                         path=None if pasted else Path(source), data=bytes(source) if pasted else None))
 
     def add_audio(self, waveform: np.ndarray, sample_rate: int, name: str) -> AudioAttachment:
         self.require("audio")

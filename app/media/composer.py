@@ -1,0 +1,97 @@
+"""Everything media the main window needs, in one object: state, tray, buttons, drop/paste, microphone.
+
+The engine runs in its own process and takes media as file paths, so `files_for_send` writes pasted
+images and recordings into the app's media folder (named by content, so the same image is stored
+once) and hands back paths for everything attached.
+
+The engine takes one image budget per message; when the images of a message were given different
+budgets, all of them go at the largest one, and the tray says so.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import numpy as np
+import soundfile
+from PySide6.QtCore import QObject, Signal
+from PySide6.QtWidgets import QWidget
+
+from engine.audio import SAMPLE_RATE
+from engine.vision import DEFAULT_BUDGET
+
+from .attachments import Attachments, AudioAttachment, ImageAttachment
+from .controls import MediaControls
+from .drop import MediaDrop
+from .recorder import Recorder
+from .tray import AttachmentTray
+
+
+def _content_path(folder: Path, data: bytes, suffix: str) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder / (hashlib.sha256(data).hexdigest()[:24] + suffix)
+
+
+def image_file(item: ImageAttachment, folder: Path) -> Path:
+    """The attached file itself, or the pasted image's bytes stored under `folder`."""
+    if item.path is not None:
+        return item.path
+    path = _content_path(folder, item.data, ".png")
+    if not path.exists():
+        path.write_bytes(item.data)
+    return path
+
+
+def audio_file(item: AudioAttachment, folder: Path) -> Path:
+    """The attached file itself, or the recording stored under `folder` as float WAV (lossless)."""
+    if item.path is not None:
+        return item.path
+    wave = np.ascontiguousarray(item.waveform, dtype=np.float32)
+    path = _content_path(folder, wave.tobytes() + str(item.sample_rate).encode(), ".wav")
+    if not path.exists():
+        soundfile.write(path, wave, item.sample_rate, subtype="FLOAT")
+    return path
+
+
+class MediaComposer(QObject):
+    recorded = Signal()            # an "ask" recording was attached: the window sends the message
+    dictated = Signal(object)      # a "dictate" recording (16 kHz waveform) for a transcription turn
+
+    def __init__(self, parent: QWidget):
+        super().__init__(parent)
+        self.attachments = Attachments()
+        self.tray = AttachmentTray(self.attachments)
+        self.recorder = Recorder(self)
+        self.controls = MediaControls(self.attachments, self.recorder)
+        self.drop = MediaDrop(self.attachments, self)
+        self.controls.attach_requested.connect(lambda: self.drop.pick_files(parent))
+        self.recorder.finished.connect(self._on_recording)
+        self._recordings = 0
+
+    def install(self, *widgets: QWidget) -> None:
+        for widget in widgets:
+            self.drop.install(widget)
+
+    def set_model(self, modalities, variant: str = "") -> list[str]:
+        return self.controls.set_model(frozenset(modalities), variant)
+
+    def _on_recording(self, waveform: np.ndarray, mode: str) -> None:
+        if mode == "dictate":
+            self.dictated.emit(waveform)
+            return
+        self._recordings += 1
+        self.attachments.add_audio(waveform, SAMPLE_RATE, f"Recording {self._recordings}")
+        self.recorded.emit()
+
+    @property
+    def message_budget(self) -> int:
+        return max(self.attachments.budgets, default=DEFAULT_BUDGET)
+
+    def files_for_send(self, folder: Path) -> tuple[list[str], list[str], int]:
+        """(image paths, audio paths, image budget) for the message, and an empty tray afterwards."""
+        images = [str(image_file(item, folder)) for item in self.attachments.images]
+        audio = [str(audio_file(item, folder)) for item in self.attachments.audio]
+        budget = self.message_budget
+        self.attachments.clear()
+        return images, audio, budget
