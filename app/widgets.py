@@ -5,11 +5,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from PySide6.QtCore import Qt, Signal
-from PySide6.QtGui import QKeyEvent
+from PySide6.QtGui import QFontDatabase, QGuiApplication, QKeyEvent, QPalette
 from PySide6.QtWidgets import (QFrame, QHBoxLayout, QLabel, QLineEdit, QListWidget, QListWidgetItem,
                                QPlainTextEdit, QPushButton, QScrollArea, QSizePolicy, QTextBrowser, QToolButton,
                                QVBoxLayout, QWidget)
 
+from .highlight import CodeHighlighter
+from .rich_text import Block, split_blocks
 from .storage import ConversationRow, SearchHit
 
 
@@ -42,6 +44,132 @@ class ChatInput(QPlainTextEdit):
                 self.submitted.emit(text)
             return
         super().keyPressEvent(event)
+
+
+def is_dark(widget: QWidget) -> bool:
+    return widget.palette().color(QPalette.ColorRole.Window).lightness() < 128
+
+
+class CodeBlock(QFrame):
+    """A fenced code block: language, a copy button, monospaced coloured text sized to its content."""
+
+    def __init__(self, code: str, language: str, parent: QWidget | None = None):
+        super().__init__(parent)
+        self.setObjectName("code-block")
+        self.setFrameShape(QFrame.Shape.StyledPanel)
+        layout = QVBoxLayout(self)
+        layout.setContentsMargins(6, 4, 6, 6)
+        header = QHBoxLayout()
+        self.language_label = QLabel(language or "code")
+        self.language_label.setObjectName("code-language")
+        self.copy_button = QToolButton(text="Copy")
+        self.copy_button.setAccessibleName(f"Copy {language or 'code'} block")
+        self.copy_button.clicked.connect(self.copy_code)
+        header.addWidget(self.language_label)
+        header.addStretch(1)
+        header.addWidget(self.copy_button)
+        layout.addLayout(header)
+        self.editor = QPlainTextEdit(readOnly=True, frameShape=QFrame.Shape.NoFrame)
+        self.editor.setAccessibleName(f"{language or 'Code'} code")
+        self.editor.setFont(QFontDatabase.systemFont(QFontDatabase.SystemFont.FixedFont))
+        self.editor.setLineWrapMode(QPlainTextEdit.LineWrapMode.NoWrap)
+        self.editor.setVerticalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
+        self.highlighter = CodeHighlighter(self.editor.document(), language, dark=is_dark(self))
+        layout.addWidget(self.editor)
+        self.language = language
+        self.set_code(code)
+
+    def set_code(self, code: str) -> None:
+        if code != self.editor.toPlainText():
+            self.editor.setPlainText(code)
+        lines = max(1, self.editor.document().blockCount())
+        scrollbar = self.editor.horizontalScrollBar().sizeHint().height()
+        self.editor.setFixedHeight(lines * self.editor.fontMetrics().lineSpacing() + scrollbar + 10)
+
+    def code(self) -> str:
+        return self.editor.toPlainText()
+
+    def copy_code(self) -> None:
+        QGuiApplication.clipboard().setText(self.code())
+        self.copy_button.setText("Copied")
+
+
+class MathBlock(QLabel):
+    """Display math as readable Unicode in a monospaced, centred line."""
+
+    def __init__(self, text: str, parent: QWidget | None = None):
+        super().__init__(text, parent)
+        self.setObjectName("math-block")
+        self.setFont(QFontDatabase.systemFont(QFontDatabase.SystemFont.FixedFont))
+        self.setAlignment(Qt.AlignmentFlag.AlignCenter)
+        self.setWordWrap(True)
+        self.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        self.setAccessibleName("Formula")
+
+
+class RichText(QWidget):
+    """A reply as prose, code and math blocks. While it streams only the blocks that changed are
+    touched (normally the last one), so a long reply never re-lays out from the top per update."""
+
+    def __init__(self, parent: QWidget | None = None):
+        super().__init__(parent)
+        self.column = QVBoxLayout(self)
+        self.column.setContentsMargins(0, 0, 0, 0)
+        self.blocks: list[Block] = []
+        self.widgets: list[QWidget] = []
+
+    def set_markdown(self, markdown: str) -> None:
+        blocks = split_blocks(markdown)
+        for index, block in enumerate(blocks):
+            if index < len(self.blocks) and block == self.blocks[index]:
+                continue
+            if index >= len(self.widgets) or not self._update_in_place(self.widgets[index], self.blocks[index],
+                                                                       block):
+                self._put(index, self._make(block))
+        for stale in self.widgets[len(blocks):]:
+            self.column.removeWidget(stale)
+            stale.deleteLater()
+        self.widgets = self.widgets[:len(blocks)]
+        self.blocks = blocks
+
+    def _put(self, index: int, widget: QWidget) -> None:
+        if index < len(self.widgets):
+            self.column.replaceWidget(self.widgets[index], widget)
+            self.widgets[index].deleteLater()
+            self.widgets[index] = widget
+        else:
+            self.column.addWidget(widget)
+            self.widgets.append(widget)
+
+    @staticmethod
+    def _update_in_place(widget: QWidget, old: Block, new: Block) -> bool:
+        if old.kind != new.kind or old.language != new.language:
+            return False
+        if new.kind == "code":
+            widget.set_code(new.text)
+        elif new.kind == "math":
+            widget.setText(new.text)
+        else:
+            widget.set_markdown(new.text)
+        return True
+
+    @staticmethod
+    def _make(block: Block) -> QWidget:
+        if block.kind == "code":
+            return CodeBlock(block.text, block.language)
+        if block.kind == "math":
+            return MathBlock(block.text)
+        return MarkdownBlock(block.text)
+
+    def toPlainText(self) -> str:
+        parts = []
+        for widget in self.widgets:
+            parts.append(widget.code() if isinstance(widget, CodeBlock)
+                         else widget.text() if isinstance(widget, MathBlock) else widget.toPlainText())
+        return "\n".join(parts)
+
+    def code_blocks(self) -> list[CodeBlock]:
+        return [widget for widget in self.widgets if isinstance(widget, CodeBlock)]
 
 
 class MarkdownBlock(QTextBrowser):
@@ -91,12 +219,12 @@ class MessageWidget(QFrame):
         layout.addLayout(self._header())
         self.thoughts_toggle = QToolButton(text="Thoughts", checkable=True)
         self.thoughts_toggle.setAccessibleName("Show the model's thoughts")
-        self.thoughts = MarkdownBlock()
+        self.thoughts = RichText()
         self.thoughts.setVisible(False)
         self.thoughts_toggle.toggled.connect(self.thoughts.setVisible)
         layout.addWidget(self.thoughts_toggle)
         layout.addWidget(self.thoughts)
-        self.body = MarkdownBlock()
+        self.body = RichText()
         self.body.setAccessibleName(f"{state.role} message")
         layout.addWidget(self.body)
         self.stats_label = QLabel()
