@@ -16,6 +16,9 @@ from .prompt_cache import PromptCache
 from .sampling import SamplingOptions, make_token_sampler
 
 DEFAULT_PREFILL_CHUNK = 512
+# The full layers' attention scores ([heads, chunk, context] in float32) may take at most this much.
+SCORE_BUDGET_BYTES = 256 * 1024 * 1024
+_MIN_CHUNK = 32
 
 
 @dataclass
@@ -125,7 +128,7 @@ class Generator:
                                                                   tail.audio, tail.frames, tail.frame_budget)
         image_runs, _, frame_runs = tail.runs(config)
         bidirectional = config.text.use_bidirectional_attention == "vision"
-        ends = _chunk_bounds(tail.ids.size, self.prefill_chunk, [s - reused for s in snapshot_at],
+        ends = _chunk_bounds(tail.ids.size, self._chunk_size(prompt.ids.size), [s - reused for s in snapshot_at],
                              image_runs + frame_runs if bidirectional else [])
         text = self.model.net.text
         begin = 0
@@ -142,6 +145,12 @@ class Generator:
                 self.cache.snapshot()
             begin = end
         raise AssertionError("a prefill always ends with the prompt's last position")
+
+    def _chunk_size(self, context: int) -> int:
+        """The prefill chunk, shrunk for long contexts so the score matrix stays within its budget."""
+        heads = self.model.config.text.num_attention_heads
+        fitting = SCORE_BUDGET_BYTES // (heads * context * 4)
+        return max(_MIN_CHUNK, min(self.prefill_chunk, fitting))
 
     def _step(self, token: mx.array) -> mx.array:
         text = self.model.net.text

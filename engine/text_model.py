@@ -128,6 +128,8 @@ class _MaskMemo:
 
     def _build(self, kind: str, key_positions: mx.array) -> mx.array | None:
         sliding = kind == SLIDING
+        if not sliding and self.positions.shape[0] == 1:
+            return None  # a full layer's only query is the newest position: it sees every cached key
         window = self.config.sliding_window if sliding else None
         if not sliding or self.query_groups is None:
             return attention_mask(self.positions, key_positions, window)

@@ -69,3 +69,15 @@ def test_bad_sampling_settings_are_refused():
     model = engine.load(MODELS / "tiny-e2b")
     with pytest.raises(engine.EngineError, match="top-p"):
         next(model.generate_ids([2, 3], top_p=1.5))
+
+
+def test_prefill_chunks_shrink_so_long_contexts_keep_the_score_matrix_bounded():
+    from engine.generate import SCORE_BUDGET_BYTES, Generator
+
+    model = engine.load(MODELS / "tiny-31b")
+    generator = Generator(model, prefill_chunk=512)
+    heads = model.config.text.num_attention_heads
+    assert generator._chunk_size(1000) == 512
+    long_context = 4_000_000
+    chunk = generator._chunk_size(long_context)
+    assert chunk < 512 and heads * chunk * long_context * 4 <= max(SCORE_BUDGET_BYTES, heads * 32 * long_context * 4)
