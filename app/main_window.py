@@ -12,8 +12,9 @@ from PySide6.QtWidgets import (QCheckBox, QComboBox, QFileDialog, QHBoxLayout, Q
 
 from .conversation import Conversation
 from .engine_host import EngineHost
+from .media.composer import MediaComposer
 from .models import ModelEntry, check_memory, discover
-from .storage import Library
+from .storage import Library, data_dir
 from .widgets import ChatInput, ConversationView, MessageState, MessageWidget, Sidebar
 
 RENDER_INTERVAL_MS = 33   # re-render the streaming reply at most ~30 times a second
@@ -75,6 +76,8 @@ class MainWindow(QMainWindow):
         self.input = ChatInput()
         self.input.setAccessibleName("Message")
         self.input.setPlaceholderText("Message Gemma (Enter sends, Shift+Enter for a new line)")
+        self.media = MediaComposer(self)
+        self.media.controls.dictate_button.hide()  # dictation needs a side turn the window does not run yet
         self.send_button = QPushButton("Send", accessibleName="Send message")
         self.stop_button = QPushButton("Stop", accessibleName="Stop generating", enabled=False)
         self.thinking_box = QCheckBox("Thinking", accessibleName="Thinking mode for this chat")
@@ -96,7 +99,7 @@ class MainWindow(QMainWindow):
         top.setStretch(0, 1)
         bottom = QHBoxLayout()
         bottom.addWidget(self.input, 1)
-        for widget in (self.send_button, self.stop_button):
+        for widget in (self.media.controls, self.send_button, self.stop_button):
             bottom.addWidget(widget)
         self.input.setMaximumHeight(120)
         right = QWidget()
@@ -108,6 +111,7 @@ class MainWindow(QMainWindow):
             status_row.addWidget(widget)
         column.addLayout(status_row)
         column.addWidget(self.view, 1)
+        column.addWidget(self.media.tray)
         column.addLayout(bottom)
         splitter = QSplitter()
         splitter.addWidget(self.sidebar)
@@ -119,6 +123,10 @@ class MainWindow(QMainWindow):
 
     def _wire_widgets(self) -> None:
         self.input.submitted.connect(self.send)
+        self.media.install(self, self.input, self.view)
+        self.media.drop.install_file_open(QGuiApplication.instance())
+        self.media.drop.error.connect(self.model_status.setText)
+        self.media.recorded.connect(lambda: self.send(self.input.toPlainText().strip() or "Listen to this."))
         self.send_button.clicked.connect(lambda: self.input.submitted.emit(self.input.toPlainText().strip()))
         self.stop_button.clicked.connect(self.stop)
         self.thinking_box.toggled.connect(self._set_thinking)
@@ -219,6 +227,7 @@ class MainWindow(QMainWindow):
     def _on_loaded(self, info: dict) -> None:
         self.model_loaded = True
         self.model_info = info
+        self.media.set_model(info["modalities"], info["variant"])
         kinds = ", ".join(info["modalities"])
         self._loading_done(f"Ready: {Path(info['folder']).name} ({info['variant']}; {kinds}), "
                            f"context {info['context_length']} tokens")
@@ -358,7 +367,7 @@ class MainWindow(QMainWindow):
             user_id = self.conversation.add_user_message(text)
         self.input.clear()
         self.refresh_sidebar()
-        self._start_turn(user_id)
+        self._start_turn(user_id, *self.media.files_for_send(data_dir() / "media"))
 
     def begin_edit(self, message_id: int) -> None:
         """Put a user message back in the input box; sending it makes a new branch."""
@@ -375,12 +384,13 @@ class MainWindow(QMainWindow):
             self.conversation.switch_variant(message_id, step)
             self.render_conversation()
 
-    def _start_turn(self, user_id: int) -> None:
+    def _start_turn(self, user_id: int, images: list[str] = (), audio: list[str] = (),
+                    image_budget: int | None = None) -> None:
         conversation = self.conversation
-        options = {**self.options, **conversation.settings}
+        options = {**self.options, **conversation.settings, **({"image_budget": image_budget} if images else {})}
         user_text = conversation.tree.by_id[user_id].content
         history = [{"role": role, "text": text} for role, text in conversation.history_before(user_id)]
-        turn_id = self.host.start_turn(conversation.id, history, user_text, options)
+        turn_id = self.host.start_turn(conversation.id, history, user_text, options, images, audio)
         self.pending = PendingTurn(turn_id, conversation.id, user_id)
         self._set_busy(True)
         self.render_conversation()
