@@ -20,7 +20,7 @@ from .rope import Rope
 class SharedKV(NamedTuple):
     keys: mx.array
     values: mx.array
-    positions: mx.array
+    positions: mx.array | None  # None: every key is visible to the current queries
 
 
 class Attention(nn.Module):
@@ -55,7 +55,7 @@ class Attention(nn.Module):
         return keys, values
 
     def __call__(self, x: mx.array, offset: int | mx.array, cache: LayerCache | None,
-                 shared: SharedKV | None, mask_for: Callable[[mx.array], mx.array | None]
+                 shared: SharedKV | None, mask_for: Callable[[mx.array | None], mx.array | None]
                  ) -> tuple[mx.array, SharedKV]:
         """Attend; return the output and the K/V that KV-shared layers of this type may reuse.
 

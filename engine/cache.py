@@ -2,8 +2,8 @@
 
 Only layers that own their K/V get a cache (KV-shared consumers read their producer's). Full layers
 keep every position; sliding layers keep a ring of `window` slots in which position p lives in slot
-p % window. Every cache reports the absolute position of each key it returns, so masks are built from
-positions and never depend on slot order.
+p % window. Every cache reports the absolute position of each key it returns (or that the single new
+query sees them all), so masks are built from positions and never depend on slot order.
 
 Updates are functional (new arrays, never writes into an array someone else holds), so a snapshot of
 a ring is just a reference to the arrays of the moment: later updates leave it untouched. A full
@@ -15,6 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import mlx.core as mx
+import numpy as np
 
 _GROWTH_STEP = 256
 
@@ -25,7 +26,6 @@ class CacheState:
 
     keys: mx.array | None
     values: mx.array | None
-    positions: mx.array | None
     length: int
 
 
@@ -64,7 +64,7 @@ class FullCache:
     def snapshot(self) -> CacheState:
         # Only the length: holding the arrays would force a copy of the whole history on the next
         # append. Restoring is a trim, valid while the caller knows the prefix is unchanged.
-        return CacheState(None, None, None, self.length)
+        return CacheState(None, None, self.length)
 
     def restore(self, state: CacheState) -> None:
         self.trim_to(state.length)
@@ -82,39 +82,50 @@ class FullCache:
 
 
 class SlidingCache:
-    """The last `window` positions of a sliding-attention layer, as a ring of slots."""
+    """The last `window` positions of a sliding-attention layer, as a ring of slots.
+
+    Slot s holds the newest position p < length with p % window == s, so which position sits in which
+    slot follows from the length alone and is never stored.
+    """
 
     def __init__(self, window: int) -> None:
         self.window = window
         self.keys: mx.array | None = None
         self.values: mx.array | None = None
-        self.positions = mx.full((window,), -1, dtype=mx.int32)
         self.length = 0
 
-    def update(self, keys: mx.array, values: mx.array) -> tuple[mx.array, mx.array, mx.array]:
+    def slot_positions(self, length: int | None = None) -> np.ndarray:
+        """The position in each slot after `length` positions (-1 for a slot not yet written)."""
+        length = self.length if length is None else length
+        slots = np.arange(self.window)
+        newest = slots + self.window * ((length - 1 - slots) // self.window)
+        return np.where(slots < length, newest, -1).astype(np.int32)
+
+    def update(self, keys: mx.array, values: mx.array) -> tuple[mx.array, mx.array, mx.array | None]:
+        """Add [B, heads, T, d] keys/values; return the keys and values to attend over and their positions
+        (None when every returned key is visible to the single new query)."""
         start, count = self.length, keys.shape[2]
         if self.keys is None:
             shape = (*keys.shape[:2], self.window, keys.shape[3])
             self.keys, self.values = mx.zeros(shape, keys.dtype), mx.zeros(shape, values.dtype)
-        new_positions = mx.arange(start, start + count, dtype=mx.int32)
         if count == 1:
-            return self._write_one(keys, values, new_positions)
+            return self._write_one(keys, values)
         # A chunk's earliest queries still need the window before it: attend over ring + chunk.
         all_keys = mx.concatenate([self.keys, keys], axis=2)
         all_values = mx.concatenate([self.values, values], axis=2)
-        all_positions = mx.concatenate([self.positions, new_positions])
-        self._refill(all_keys, all_values, all_positions, start, count)
-        return all_keys, all_values, all_positions
+        positions = np.concatenate([self.slot_positions(), np.arange(start, start + count, dtype=np.int32)])
+        self._refill(all_keys, all_values, start, count)
+        return all_keys, all_values, mx.array(positions)
 
-    def _write_one(self, keys, values, positions):
+    def _write_one(self, keys: mx.array, values: mx.array) -> tuple[mx.array, mx.array, mx.array | None]:
         slot = mx.array([self.length % self.window])
         self.keys = mx.slice_update(self.keys, keys, slot, axes=(2,))
         self.values = mx.slice_update(self.values, values, slot, axes=(2,))
-        self.positions = mx.slice_update(self.positions, positions, slot, axes=(0,))
         self.length += 1
-        return self.keys, self.values, self.positions
+        full = self.length >= self.window  # every slot then holds one of the last `window` positions
+        return self.keys, self.values, None if full else mx.array(self.slot_positions())
 
-    def _refill(self, all_keys, all_values, all_positions, start: int, count: int) -> None:
+    def _refill(self, all_keys: mx.array, all_values: mx.array, start: int, count: int) -> None:
         """Rebuild the ring from the old ring followed by the chunk: slot s takes its newest position."""
         end = start + count
         source = list(range(self.window))
@@ -123,15 +134,13 @@ class SlidingCache:
         index = mx.array(source, dtype=mx.int32)
         self.keys = mx.take(all_keys, index, axis=2)
         self.values = mx.take(all_values, index, axis=2)
-        self.positions = mx.take(all_positions, index)
         self.length = end
 
     def snapshot(self) -> CacheState:
-        return CacheState(self.keys, self.values, self.positions, self.length)
+        return CacheState(self.keys, self.values, self.length)
 
     def restore(self, state: CacheState) -> None:
-        self.keys, self.values, self.positions, self.length = (
-            state.keys, state.values, state.positions, state.length)
+        self.keys, self.values, self.length = state.keys, state.values, state.length
 
     def trim_to(self, length: int) -> bool:
         """Only possible while nothing before `length` has been overwritten in the ring."""
@@ -140,14 +149,13 @@ class SlidingCache:
         if self.length > self.window:
             return False
         self.length = length
-        self.positions = mx.where(self.positions >= length, -1, self.positions)
         return True
 
     @property
     def nbytes(self) -> int:
         if self.keys is None:
             return 0
-        return self.keys.nbytes + self.values.nbytes + self.positions.nbytes
+        return self.keys.nbytes + self.values.nbytes
 
 
 LayerCache = FullCache | SlidingCache

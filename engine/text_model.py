@@ -126,7 +126,9 @@ class _MaskMemo:
             return self._built[kind]
         return mask_for
 
-    def _build(self, kind: str, key_positions: mx.array) -> mx.array | None:
+    def _build(self, kind: str, key_positions: mx.array | None) -> mx.array | None:
+        if key_positions is None:
+            return None  # the cache says every key it returned is visible
         sliding = kind == SLIDING
         if not sliding and self.positions.shape[0] == 1:
             return None  # a full layer's only query is the newest position: it sees every cached key
