@@ -10,7 +10,8 @@ import mlx.core as mx
 
 from .long_chat import long_chat
 from .runner import run_cell
-from .variants import text_config
+from .variants import media_config, text_config
+from .vlm import run_vlm
 from .writer import write_checkpoint
 
 BANDWIDTHS = {"m4pro": 273.0, "m4max": 546.0}
@@ -22,12 +23,13 @@ def _bandwidth(value: str) -> float:
 
 
 def checkpoint_folder(out: Path, variant: str, bits: int | None, layers: int | None, tiny: bool,
-                      dtype: str) -> Path:
+                      dtype: str, media: bool = False) -> Path:
     """Written once per shape; config.json is written last, so its presence means the folder is complete."""
     name = f"{variant}-{'q' + str(bits) if bits else dtype}-{'L' + str(layers) if layers else 'full'}-{dtype}"
-    folder = out / (name + ("-tiny" if tiny else ""))
+    folder = out / (name + ("-vlm" if media else "") + ("-tiny" if tiny else ""))
     if not (folder / "config.json").is_file():
-        write_checkpoint(folder, text_config(variant, layers, tiny), bits, getattr(mx, dtype))
+        write_checkpoint(folder, text_config(variant, layers, tiny), bits, getattr(mx, dtype),
+                         media=media_config(variant, tiny) if media else None)
     return folder
 
 
@@ -57,10 +59,36 @@ def print_cell(record: dict) -> None:
     print_table(("ours", "mlx-lm"), {key: sides for key in CELL_FIGURES})
 
 
+def _vlm_side(record: dict, side: str) -> dict | None:
+    return record.get(side) if isinstance(record.get(side), dict) else None
+
+
+def _vlm_ratio(record: dict) -> dict | None:
+    ours, theirs = _vlm_side(record, "ours"), _vlm_side(record, "mlx_vlm")
+    return {k: ours[k] / theirs[k] for k in ours if theirs.get(k)} if ours and theirs else None
+
+
+def print_vlm(record: dict) -> None:
+    print(f"\n{record['variant']}  vlm  trials={record['trials']}  mlx-vlm: {record['mlx_vlm']}")
+    for cell in record["images"]:
+        gate = (f"features rel diff={cell['image_features_rel_diff']:.3g}, first token equal="
+                f"{cell['first_token_equal']}" if "image_features_rel_diff" in cell else "no mlx-vlm gate")
+        print(f"image budget {cell['budget']}: {cell['soft_tokens']} soft tokens, prompt {cell['prompt_tokens']} "
+              f"tokens; {gate}")
+        print_table(("ours", "mlx-vlm"), {k: (_vlm_side(cell, "ours"), _vlm_side(cell, "mlx_vlm"), _vlm_ratio(cell))
+                                          for k in ("vision_encoder_s", "image_ttft_s")})
+    for cell in record["audio"]:
+        gate = (f"features rel diff={cell['audio_features_rel_diff']:.3g}" if "audio_features_rel_diff" in cell
+                else "no mlx-vlm gate")
+        print(f"audio {cell['clip_s']:g} s: {cell['audio_tokens']} tokens; {gate}")
+        print_table(("ours", "mlx-vlm"), {"audio_encoder_s": (_vlm_side(cell, "ours"), _vlm_side(cell, "mlx_vlm"),
+                                                              _vlm_ratio(cell))})
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(prog="python -m engine.bench", description=__doc__)
     ap.add_argument("--variant", default="e2b", choices=["e2b", "e4b", "26b-a4b", "31b"])
-    ap.add_argument("--bits", type=int, nargs="+", default=[4], choices=[4, 8])
+    ap.add_argument("--bits", type=int, nargs="+", default=[4], choices=[0, 4, 8], help="0 = unquantized")
     ap.add_argument("--layers", type=int, default=6, help="shape-true truncation; 0 = every layer")
     ap.add_argument("--tiny", action="store_true", help="shrunk widths (for smoke tests)")
     ap.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"],
@@ -74,6 +102,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--bandwidth", type=_bandwidth, default=BANDWIDTHS["m4pro"])
     ap.add_argument("--out", type=Path, default=Path.home() / ".cache" / "lantern-bench")
     ap.add_argument("--json", type=Path, help="append one JSON line per cell")
+    ap.add_argument("--vlm", action="store_true",
+                    help="image and audio encoders and image-prompt TTFT against mlx-vlm (towers added)")
+    ap.add_argument("--budgets", type=int, nargs="+", default=[70, 140, 280, 560, 1120])
+    ap.add_argument("--clips", type=float, nargs="+", default=[10.0, 30.0], help="audio clip lengths in seconds")
     ap.add_argument("--long-chat", type=int, metavar="TURNS", help="prompt-cache vs re-prefill on tiny-e2b")
     return ap.parse_args(argv)
 
@@ -93,7 +125,14 @@ def main(argv: list[str] | None = None) -> list[dict]:
         return [record]
     records = []
     for bits in args.bits:
-        folder = checkpoint_folder(args.out, args.variant, bits, args.layers or None, args.tiny, args.dtype)
+        folder = checkpoint_folder(args.out, args.variant, bits or None, args.layers or None, args.tiny, args.dtype,
+                                   media=args.vlm)
+        if args.vlm:
+            record = run_vlm(folder, args.budgets, args.clips, args.trials)
+            print_vlm(record)
+            _append(args.json, record)
+            records.append(record)
+            continue
         for prompt in args.prompt:
             record = run_cell(folder, prompt_len=prompt, gen=args.gen, trials=args.trials, gate_tokens=args.gate,
                               bandwidth_gbps=args.bandwidth, logits_tol=args.logits_tol)

@@ -90,3 +90,48 @@ def text_config(variant: str, layers: int | None = None, tiny: bool = False) -> 
     text["layer_types"] = _layer_types(text["num_hidden_layers"], period)
     text["layer_types"][-1] = FULL
     return _truncate(text, period, layers) if layers else text
+
+
+# Vision and audio configs (gemma4-architecture.md §1.3, §1.4): the small tower with clipped linears for
+# E2B/E4B, the large standardizing one for 26B/31B; the audio tower for E2B/E4B only.
+VISION_SMALL = dict(model_type="gemma4_vision", hidden_size=768, intermediate_size=3072, num_hidden_layers=16,
+                    num_attention_heads=12, num_key_value_heads=12, head_dim=64, global_head_dim=64, patch_size=16,
+                    pooling_kernel_size=3, position_embedding_size=10240, default_output_length=280,
+                    rope_parameters={"rope_type": "default", "rope_theta": 100.0}, use_clipped_linears=True,
+                    standardize=False, hidden_activation="gelu_pytorch_tanh", rms_norm_eps=1e-6)
+VISION_LARGE = dict(VISION_SMALL, hidden_size=1152, intermediate_size=4304, num_hidden_layers=27,
+                    num_attention_heads=16, num_key_value_heads=16, head_dim=72, global_head_dim=72,
+                    use_clipped_linears=False, standardize=True)
+AUDIO = dict(model_type="gemma4_audio", hidden_size=1024, num_hidden_layers=12, num_attention_heads=8,
+             hidden_act="silu", subsampling_conv_channels=[128, 32], conv_kernel_size=5, residual_weight=0.5,
+             attention_chunk_size=12, attention_context_left=13, attention_context_right=0,
+             attention_logit_cap=50.0, attention_invalid_logits_value=-1e9, use_clipped_linears=True,
+             gradient_clipping=1e10, rms_norm_eps=1e-6, output_proj_dims=1536)
+MEDIA_TOKENS = dict(boi_token_id=255_999, boa_token_id=256_000, image_token_id=258_880, audio_token_id=258_881,
+                    eoi_token_id=258_882, eoa_token_id=258_883, video_token_id=258_884)
+TINY_VISION = dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=2,
+                   num_key_value_heads=2, head_dim=32, global_head_dim=32, position_embedding_size=256)
+TINY_AUDIO = dict(hidden_size=64, num_hidden_layers=2, num_attention_heads=2, subsampling_conv_channels=[16, 8],
+                  output_proj_dims=64)
+
+
+def _tiny_tokens(vocab: int) -> dict:
+    """The media ids moved to the top of a shrunk vocabulary, in the same order."""
+    first = vocab - len(MEDIA_TOKENS)
+    return {name: first + i for i, name in enumerate(sorted(MEDIA_TOKENS, key=MEDIA_TOKENS.get))}
+
+
+_TOWERS = {"e2b": (VISION_SMALL, AUDIO), "e4b": (VISION_SMALL, AUDIO), "26b-a4b": (VISION_LARGE, None),
+           "31b": (VISION_LARGE, None)}
+
+
+def media_config(variant: str, tiny: bool = False) -> dict:
+    """The top-level config fields that add the variant's towers: vision_config, audio_config, token ids."""
+    if variant not in _TOWERS:
+        raise EngineError(f"unknown variant {variant!r}; choose one of {', '.join(_TOWERS)}")
+    vision, audio = _TOWERS[variant]
+    vision = dict(vision, **(TINY_VISION if tiny else {}))
+    audio = dict(audio, **(TINY_AUDIO if tiny else {})) if audio else None
+    tokens = _tiny_tokens(TINY["vocab_size"]) if tiny else dict(MEDIA_TOKENS)
+    return dict(vision_config=vision, audio_config=audio, **tokens, eoa_token_index=tokens["eoa_token_id"],
+                vision_soft_tokens_per_image=280)
