@@ -82,7 +82,7 @@ make_dmg() {
     step "make $DMG"
     local staging
     staging=$(mktemp -d)
-    cp -R "$APP" "$staging/"
+    ditto "$APP" "$staging/Lantern.app"  # keeps links, signatures and extended attributes intact
     ln -s /Applications "$staging/Applications"
     rm -f "$DMG"
     hdiutil create -volname "Lantern" -srcfolder "$staging" -ov -format UDZO "$DMG"

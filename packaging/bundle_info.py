@@ -16,6 +16,7 @@ EXECUTABLE = "lantern"
 ICON_PNG = ROOT / "resources" / "icons" / "lantern.png"
 ICON_ICNS = ROOT / "resources" / "icons" / "lantern.icns"
 ENTITLEMENTS = PACKAGING / "entitlements.plist"
+ENTRY_SCRIPT = PACKAGING / "lantern_main.py"
 
 
 def project_version(pyproject: Path = ROOT / "pyproject.toml") -> str:

@@ -152,3 +152,9 @@ def test_verifier_rejects_a_link_whose_target_was_dropped(tmp_path):
     bundle = make_bundle(tmp_path / "lantern", ["_internal/mlx/lib/libmlx.so"], [])
     (bundle / "_internal/libQt6Quick.so.6").symlink_to("PySide6/Qt/lib/libQt6Quick.so.6")
     assert verify.bundle_problems(bundle, ROOT / "pyproject.toml") == ["broken link: _internal/libQt6Quick.so.6"]
+
+
+def test_every_file_the_spec_is_given_exists():
+    info = load_packaging_module("bundle_info")
+    for path in (info.ICON_PNG, info.ICON_ICNS, info.ENTITLEMENTS, info.ENTRY_SCRIPT):
+        assert path.is_file(), path
