@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from dataclasses import dataclass
+from pathlib import Path
 
 from .storage import Library, MessageRow
 
@@ -74,26 +75,32 @@ class Conversation:
         self.library.set_settings(self.id, {**self.settings, **changes})
 
     def _add(self, parent_id: int | None, role: str, content: str, thinking: str = "",
-             stats: dict | None = None) -> int:
-        message_id = self.library.add_message(self.id, parent_id, role, content, thinking, stats)
+             stats: dict | None = None, attachments: list[tuple[str, Path]] = ()) -> int:
+        message_id = self.library.add_message(self.id, parent_id, role, content, thinking, stats, attachments)
         self.reload()
         return message_id
 
-    def add_user_message(self, text: str) -> int:
-        """A new user turn at the end of the active branch; names the chat after its first message."""
+    def add_user_message(self, text: str, attachments: list[tuple[str, Path]] = (),
+                         image_budget: int | None = None) -> int:
+        """A new user turn at the end of the active branch; names the chat after its first message.
+        `attachments` are ("image" | "audio", file) pairs, stored beside the history with the image
+        budget they were given, so a regenerated answer sees them the same way."""
         if not self.path:
             self.library.rename(self.id, _title_from(text))
-        return self._add(self.active_leaf, "user", text)
+        stats = {"image_budget": image_budget} if image_budget is not None else None
+        return self._add(self.active_leaf, "user", text, stats=stats, attachments=attachments)
 
     def add_answer(self, user_id: int, content: str, thinking: str = "", stats: dict | None = None) -> int:
         return self._add(user_id, "assistant", content, thinking, stats)
 
     def edit_user_message(self, message_id: int, text: str) -> int:
-        """A sibling of user message `message_id` carrying `text`; what followed the old one is kept."""
+        """A sibling of user message `message_id` carrying `text` and the same attachments; what followed
+        the old one is kept."""
         original = self.tree.by_id[message_id]
         if original.role != "user":
             raise ValueError(f"message {message_id} is not a user message")
-        return self._add(original.parent_id, "user", text)
+        kept = [(a.kind, a.path) for a in self.library.attachments(message_id)]
+        return self._add(original.parent_id, "user", text, stats=original.stats, attachments=kept)
 
     def regeneration_parent(self, message_id: int) -> int:
         """The user message a regenerated answer to assistant message `message_id` hangs under."""
@@ -113,6 +120,17 @@ class Conversation:
     def select_leaf(self, message_id: int) -> None:
         self.library.set_active_leaf(self.id, message_id)
         self.reload()
+
+    def media_of(self, message_id: int) -> dict[str, list[str]]:
+        """The stored attachment paths of a message, by kind, as the engine process takes them."""
+        found = self.library.attachments(message_id)
+        return {kind: [str(a.path) for a in found if a.kind == singular]
+                for kind, singular in (("images", "image"), ("audio", "audio"))}
+
+    def turns_before(self, message_id: int) -> list[dict]:
+        """The branch before `message_id` as the engine process takes it: answers only, with media."""
+        return [{"role": message.role, "text": message.content, **self.media_of(message.id)}
+                for message in self.tree.path_to(message_id)[:-1]]
 
     def history_before(self, message_id: int) -> list[tuple[str, str]]:
         """(role, text) of the turns before `message_id` on its branch: answers only, never thoughts."""

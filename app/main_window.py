@@ -356,18 +356,22 @@ class MainWindow(QMainWindow):
     # -- turns -------------------------------------------------------------------------------------
 
     def send(self, text: str) -> None:
+        """Send `text` with the attached media as a new turn, or as the edit of the message being edited
+        (which keeps that message's media)."""
         if not text or self.pending is not None:
             return
         if self.conversation is None:
             self.new_chat()
+        images, audio, budget = self.media.files_for_send(data_dir() / "media")
         if self.editing_id is not None:
             user_id = self.conversation.edit_user_message(self.editing_id, text)
             self.editing_id = None
         else:
-            user_id = self.conversation.add_user_message(text)
+            attachments = [("image", Path(p)) for p in images] + [("audio", Path(p)) for p in audio]
+            user_id = self.conversation.add_user_message(text, attachments, budget if images else None)
         self.input.clear()
         self.refresh_sidebar()
-        self._start_turn(user_id, *self.media.files_for_send(data_dir() / "media"))
+        self._start_turn(user_id)
 
     def begin_edit(self, message_id: int) -> None:
         """Put a user message back in the input box; sending it makes a new branch."""
@@ -384,13 +388,17 @@ class MainWindow(QMainWindow):
             self.conversation.switch_variant(message_id, step)
             self.render_conversation()
 
-    def _start_turn(self, user_id: int, images: list[str] = (), audio: list[str] = (),
-                    image_budget: int | None = None) -> None:
+    def _start_turn(self, user_id: int) -> None:
+        """Answer user message `user_id`; its media, their budget and the branch before it come from
+        the library."""
         conversation = self.conversation
-        options = {**self.options, **conversation.settings, **({"image_budget": image_budget} if images else {})}
-        user_text = conversation.tree.by_id[user_id].content
-        history = [{"role": role, "text": text} for role, text in conversation.history_before(user_id)]
-        turn_id = self.host.start_turn(conversation.id, history, user_text, options, images, audio)
+        user = conversation.tree.by_id[user_id]
+        options = {**self.options, **conversation.settings,
+                   **{k: v for k, v in user.stats.items() if k == "image_budget"}}
+        user_text = user.content
+        media = conversation.media_of(user_id)
+        turn_id = self.host.start_turn(conversation.id, conversation.turns_before(user_id), user_text, options,
+                                       media["images"], media["audio"])
         self.pending = PendingTurn(turn_id, conversation.id, user_id)
         self._set_busy(True)
         self.render_conversation()

@@ -6,8 +6,10 @@ change. The database runs in WAL mode, which keeps readers unblocked and survive
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
+import shutil
 import sqlite3
 import time
 from contextlib import contextmanager
@@ -17,6 +19,7 @@ from typing import Iterator
 
 DATA_DIR_ENV = "LANTERN_DATA_DIR"
 DATABASE_NAME = "history.sqlite3"
+ATTACHMENTS_DIR = "attachments"
 
 # Each entry upgrades the schema by one version; entries are never edited once released.
 MIGRATIONS: tuple[str, ...] = (
@@ -53,6 +56,21 @@ MIGRATIONS: tuple[str, ...] = (
         INSERT INTO messages_fts(messages_fts, rowid, content) VALUES ('delete', old.id, old.content);
         INSERT INTO messages_fts(rowid, content) VALUES (new.id, new.content);
     END;
+    """,
+    """
+    CREATE TABLE attachments (
+        id INTEGER PRIMARY KEY,
+        message_id INTEGER NOT NULL REFERENCES messages(id) ON DELETE CASCADE,
+        kind TEXT NOT NULL CHECK (kind IN ('image', 'audio')),
+        file TEXT NOT NULL,
+        name TEXT NOT NULL DEFAULT ''
+    );
+    CREATE INDEX attachments_by_message ON attachments(message_id);
+    CREATE TABLE presets (
+        id INTEGER PRIMARY KEY,
+        name TEXT NOT NULL UNIQUE,
+        settings TEXT NOT NULL DEFAULT '{}'
+    );
     """,
 )
 
@@ -92,6 +110,13 @@ class MessageRow:
 
 
 @dataclass(frozen=True)
+class Attachment:
+    kind: str      # "image" | "audio"
+    path: Path     # the stored copy beside the database
+    name: str      # what the user attached, for display
+
+
+@dataclass(frozen=True)
 class SearchHit:
     conversation_id: int
     message_id: int
@@ -116,18 +141,51 @@ def _fts_query(text: str) -> str:
 
 
 class Library:
-    """All conversations of one user, stored in `folder`/history.sqlite3."""
+    """All conversations of one user, stored in `folder`/history.sqlite3, attachments beside it."""
 
     def __init__(self, folder: Path | None = None):
         self.folder = Path(folder) if folder is not None else data_dir()
         self.folder.mkdir(parents=True, exist_ok=True)
         self.path = self.folder / DATABASE_NAME
+        self.attachments_dir = self.folder / ATTACHMENTS_DIR
         self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
         self._db.row_factory = sqlite3.Row
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA foreign_keys=ON")
         self._db.execute("PRAGMA synchronous=NORMAL")
+        # Cheap, and a checkpoint then reaches the disk on a Mac, not just the drive's cache.
+        self._db.execute("PRAGMA checkpoint_fullfsync=ON")
         self._migrate()
+
+    @classmethod
+    def open_checked(cls, folder: Path | None = None) -> tuple["Library", str | None]:
+        """Open the library after `PRAGMA quick_check`. A damaged file is moved aside (kept, never
+        deleted) and a fresh library starts; the second value then says so in plain words."""
+        folder = Path(folder) if folder is not None else data_dir()
+        damage = _damage(folder / DATABASE_NAME)
+        if damage is None:
+            return cls(folder), None
+        kept = _move_aside(folder / DATABASE_NAME)
+        return cls(folder), (f"The chat history could not be read ({damage}). A copy of the damaged file is "
+                             f"kept at {kept}; Lantern started with an empty history.")
+
+    def backup(self, target: Path) -> Path:
+        """A consistent copy of the whole library in folder `target` (the SQLite backup API, safe while
+        the app writes), checked before it takes its final name; attachments are copied beside it."""
+        target = Path(target)
+        target.mkdir(parents=True, exist_ok=True)
+        partial = target / (DATABASE_NAME + ".partial")
+        copy = sqlite3.connect(partial)
+        try:
+            self._db.backup(copy)
+            if copy.execute("PRAGMA integrity_check").fetchone()[0] != "ok":
+                raise sqlite3.DatabaseError("the backup copy failed its integrity check")
+        finally:
+            copy.close()
+        os.replace(partial, target / DATABASE_NAME)
+        if self.attachments_dir.is_dir():
+            shutil.copytree(self.attachments_dir, target / ATTACHMENTS_DIR, dirs_exist_ok=True)
+        return target / DATABASE_NAME
 
     def close(self) -> None:
         self._db.close()
@@ -212,22 +270,65 @@ class Library:
     # -- messages ----------------------------------------------------------------------------------
 
     def add_message(self, conversation_id: int, parent_id: int | None, role: str, content: str,
-                    thinking: str = "", stats: dict | None = None) -> int:
-        """Store a message under `parent_id` and make it the end of the conversation's active branch."""
+                    thinking: str = "", stats: dict | None = None,
+                    attachments: list[tuple[str, Path]] = ()) -> int:
+        """Store a message under `parent_id` and make it the end of the conversation's active branch.
+
+        `attachments` are (kind, file) pairs; the files are copied beside the database first, so a row
+        never points at a file that is not there.
+        """
+        stored = [(kind, self._store_file(Path(source)), Path(source).name) for kind, source in attachments]
         now = time.time()
         with self.transaction() as db:
             cursor = db.execute(
                 "INSERT INTO messages (conversation_id, parent_id, role, content, thinking, stats, created) "
                 "VALUES (?, ?, ?, ?, ?, ?, ?)",
-                (conversation_id, parent_id, role, content, thinking, json.dumps(stats or {}), now))
+                (conversation_id, parent_id, role, _clean(content), _clean(thinking), json.dumps(stats or {}), now))
+            db.executemany("INSERT INTO attachments (message_id, kind, file, name) VALUES (?, ?, ?, ?)",
+                           [(cursor.lastrowid, kind, file, name) for kind, file, name in stored])
             db.execute("UPDATE conversations SET active_leaf = ?, updated = ? WHERE id = ?",
                        (cursor.lastrowid, now, conversation_id))
         return cursor.lastrowid
 
+    def _store_file(self, source: Path) -> str:
+        """Copy `source` to attachments/<sha256><suffix> (written aside, synced, then renamed)."""
+        data = source.read_bytes()
+        name = hashlib.sha256(data).hexdigest() + source.suffix.lower()
+        final = self.attachments_dir / name
+        if not final.exists():
+            self.attachments_dir.mkdir(parents=True, exist_ok=True)
+            partial = final.with_name(name + ".partial")
+            with open(partial, "wb") as handle:
+                handle.write(data)
+                handle.flush()
+                os.fsync(handle.fileno())
+            os.replace(partial, final)
+        return name
+
+    def attachments(self, message_id: int) -> list[Attachment]:
+        rows = self._db.execute("SELECT kind, file, name FROM attachments WHERE message_id = ? ORDER BY id",
+                                (message_id,)).fetchall()
+        return [Attachment(row["kind"], self.attachments_dir / row["file"], row["name"]) for row in rows]
+
+    # -- presets -----------------------------------------------------------------------------------
+
+    def presets(self) -> dict[str, dict]:
+        rows = self._db.execute("SELECT name, settings FROM presets ORDER BY name").fetchall()
+        return {row["name"]: json.loads(row["settings"]) for row in rows}
+
+    def save_preset(self, name: str, settings: dict) -> None:
+        with self.transaction() as db:
+            db.execute("INSERT INTO presets (name, settings) VALUES (?, ?) "
+                       "ON CONFLICT(name) DO UPDATE SET settings = excluded.settings", (name, json.dumps(settings)))
+
+    def delete_preset(self, name: str) -> None:
+        with self.transaction() as db:
+            db.execute("DELETE FROM presets WHERE name = ?", (name,))
+
     def update_message(self, message_id: int, content: str, thinking: str, stats: dict) -> None:
         with self.transaction() as db:
             db.execute("UPDATE messages SET content = ?, thinking = ?, stats = ? WHERE id = ?",
-                       (content, thinking, json.dumps(stats), message_id))
+                       (_clean(content), _clean(thinking), json.dumps(stats), message_id))
 
     def messages(self, conversation_id: int) -> list[MessageRow]:
         rows = self._db.execute("SELECT * FROM messages WHERE conversation_id = ? ORDER BY id",
@@ -245,6 +346,37 @@ class Library:
             "JOIN conversations c ON c.id = m.conversation_id "
             "WHERE messages_fts MATCH ? AND c.deleted IS NULL ORDER BY rank LIMIT ?", (query, limit)).fetchall()
         return [SearchHit(row[0], row[1], row[2], row[3]) for row in rows]
+
+
+def _clean(text: str) -> str:
+    """Lone surrogates (possible in model output cut mid-character) make sqlite3 refuse the row."""
+    return text.encode("utf-8", "replace").decode("utf-8")
+
+
+def _damage(path: Path) -> str | None:
+    """Why the database at `path` cannot be trusted, or None when it reads fine (or does not exist)."""
+    if not path.exists():
+        return None
+    try:
+        connection = sqlite3.connect(path)
+        try:
+            verdict = connection.execute("PRAGMA quick_check").fetchone()[0]
+        finally:
+            connection.close()
+    except sqlite3.DatabaseError as error:
+        return str(error)
+    return None if verdict == "ok" else verdict
+
+
+def _move_aside(path: Path) -> Path:
+    """Rename a damaged database (and its WAL files) to <name>.corrupt-<time>; returns the new path."""
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    kept = path.with_name(f"{path.name}.corrupt-{stamp}")
+    for suffix in ("", "-wal", "-shm"):
+        companion = Path(str(path) + suffix)
+        if companion.exists():
+            os.replace(companion, Path(str(kept) + suffix))
+    return kept
 
 
 def _statements(script: str) -> list[str]:

@@ -143,3 +143,47 @@ def test_a_writer_killed_mid_transaction_loses_only_its_own_change(tmp_path):
     assert [m.content for m in reopened.messages(chat.id)] == ["kept message"]
     assert reopened.search("half") == []
     reopened.close()
+
+
+WRITER = textwrap.dedent("""
+    import sys
+    from app.conversation import Conversation
+    from app.storage import Library
+    lib = Library(sys.argv[1])
+    chat = Conversation(lib, lib.conversations()[0].id if lib.conversations() else lib.create_conversation())
+    while True:
+        user = chat.add_user_message("question " * 50)
+        answer = chat.add_answer(user, "")
+        for size in range(1, 6):   # a reply saved as it grows, as a streaming writer would
+            lib.update_message(answer, "word " * 200 * size, "", {"generated_tokens": size})
+        print(user, answer, flush=True)   # both rows are committed in full
+""")
+
+
+def test_killing_the_writer_many_times_loses_at_most_the_message_being_written(tmp_path):
+    import random
+    import signal
+
+    rng = random.Random(6)
+    committed: list[int] = []
+    in_flight: set[int] = set()
+    for _ in range(15):
+        writer = subprocess.Popen([sys.executable, "-c", WRITER, str(tmp_path)], cwd=REPO, stdout=subprocess.PIPE,
+                                  text=True)
+        for _ in range(rng.randint(1, 4)):
+            committed += [int(n) for n in writer.stdout.readline().split()]
+        time_to_kill = rng.random() * 0.02
+        subprocess.run(["sleep", f"{time_to_kill:.3f}"])
+        writer.send_signal(signal.SIGKILL)
+        writer.wait()
+        committed += [int(n) for line in writer.stdout for n in line.split()]   # confirmed before the kill
+        library = Library(tmp_path)
+        assert library.quick_check()
+        stored = {m.id: m for m in library.messages(library.conversations()[0].id)}
+        assert set(committed) <= set(stored)
+        assert all(stored[i].content.count("word") == 1000 for i in committed if stored[i].role == "assistant")
+        # Beyond what the writers confirmed: per kill at most the one turn in flight (a question, its answer).
+        unconfirmed = set(stored) - set(committed)
+        assert len(unconfirmed - in_flight) <= 2
+        in_flight = unconfirmed
+        library.close()

@@ -1,0 +1,107 @@
+"""Attachments beside the database, the start-up check, backups, and export to Markdown and JSON."""
+
+import json
+import sqlite3
+
+import pytest
+
+from app.conversation import Conversation
+from app.export import export_json, export_markdown, safe_name
+from app.storage import DATABASE_NAME, Library
+from tests.conftest import FIXTURES
+
+IMAGE = FIXTURES / "media" / "image_wide.png"
+
+
+@pytest.fixture
+def library(tmp_path):
+    lib = Library(tmp_path / "data")
+    yield lib
+    lib.close()
+
+
+def chat_with_an_image(library):
+    chat = Conversation(library, library.create_conversation())
+    user = chat.add_user_message("What is in this picture?", [("image", IMAGE)])
+    chat.add_answer(user, "A **wide** picture.", thinking="look closely", stats={"generated_tokens": 4})
+    return chat, user
+
+
+def test_attachments_are_copied_beside_the_database_and_kept_on_edit(library):
+    chat, user = chat_with_an_image(library)
+    [stored] = library.attachments(user)
+    assert stored.kind == "image" and stored.name == IMAGE.name
+    assert stored.path.parent == library.attachments_dir and stored.path.read_bytes() == IMAGE.read_bytes()
+    assert chat.media_of(user) == {"images": [str(stored.path)], "audio": []}
+    edited = chat.edit_user_message(user, "Describe it")
+    assert [a.path for a in library.attachments(edited)] == [stored.path]   # stored once, by content
+    assert chat.turns_before(chat.add_answer(edited, "ok")) == [
+        {"role": "user", "text": "Describe it", "images": [str(stored.path)], "audio": []}]
+
+
+def test_export_markdown_includes_images_as_files(library, tmp_path):
+    chat, _ = chat_with_an_image(library)
+    library.rename(chat.id, "Pictures: wide/tall?")
+    target = export_markdown(library, chat.id, tmp_path / "out")
+    assert target.name == "Pictures wide tall.md"
+    text = target.read_text(encoding="utf-8")
+    assert text.startswith("# Pictures: wide/tall?\n")
+    assert "## You" in text and "## Gemma" in text and "A **wide** picture." in text
+    assert "<summary>Thoughts</summary>" in text and "look closely" in text
+    link = next(line for line in text.splitlines() if line.startswith("!["))
+    relative = link[link.index("(") + 1:-1].replace("%20", " ")
+    assert (target.parent / relative).read_bytes() == IMAGE.read_bytes()
+
+
+def test_export_json_keeps_every_branch(library, tmp_path):
+    chat, user = chat_with_an_image(library)
+    chat.edit_user_message(user, "Another question")
+    data = json.loads(export_json(library, chat.id, tmp_path).read_text(encoding="utf-8"))
+    assert data["format"] == "lantern-chat" and data["title"] == "What is in this picture?"
+    assert [m["content"] for m in data["messages"]] == ["What is in this picture?", "A **wide** picture.",
+                                                       "Another question"]
+    assert data["messages"][1]["parent_id"] == data["messages"][0]["id"]
+    assert data["messages"][0]["attachments"][0]["kind"] == "image"
+    assert data["messages"][1]["stats"] == {"generated_tokens": 4}
+
+
+def test_backup_is_a_checked_copy_with_attachments(library, tmp_path):
+    chat, user = chat_with_an_image(library)
+    copy = library.backup(tmp_path / "backup")
+    restored = Library(copy.parent)
+    assert [m.content for m in restored.messages(chat.id)] == [m.content for m in library.messages(chat.id)]
+    assert restored.attachments(user)[0].path.read_bytes() == IMAGE.read_bytes()
+    assert not list(copy.parent.glob("*.partial"))
+    restored.close()
+
+
+def test_a_damaged_database_is_moved_aside_and_a_fresh_one_starts(tmp_path):
+    folder = tmp_path / "data"
+    lib = Library(folder)
+    Conversation(lib, lib.create_conversation()).add_user_message("precious")
+    lib.close()
+    with open(folder / DATABASE_NAME, "r+b") as handle:   # garbage over page 2 onwards
+        handle.seek(4096)
+        handle.write(b"\xde\xad" * 8192)
+    fresh, notice = Library.open_checked(folder)
+    assert notice is not None and "could not be read" in notice and "copy of the damaged file" in notice
+    assert fresh.conversations() == [] and fresh.quick_check()
+    kept = list(folder.glob(f"{DATABASE_NAME}.corrupt-*"))
+    assert len(kept) == 1 and str(kept[0]) in notice
+    with pytest.raises(sqlite3.DatabaseError):
+        sqlite3.connect(kept[0]).execute("PRAGMA quick_check").fetchall()
+    fresh.close()
+    again, notice = Library.open_checked(folder)
+    assert notice is None
+    again.close()
+
+
+def test_lone_surrogates_from_a_cut_token_are_stored_not_refused(library):
+    chat = Conversation(library, library.create_conversation())
+    user = chat.add_user_message("hi")
+    answer = chat.add_answer(user, "half \ud83d emoji")
+    assert library.messages(chat.id)[-1].content == "half ? emoji" and answer
+
+
+def test_safe_names():
+    assert safe_name("a/b:c") == "a b c" and safe_name("...") == "Chat" and len(safe_name("x" * 300)) == 80
