@@ -12,7 +12,7 @@ from typing import Callable, NamedTuple
 import mlx.core as mx
 import mlx.nn as nn
 
-from .cache import LayerCache
+from .cache import LayerCache, QuantizedKV
 from .config import TextConfig
 from .rope import Rope
 
@@ -21,6 +21,28 @@ class SharedKV(NamedTuple):
     keys: mx.array
     values: mx.array
     positions: mx.array | None  # None: every key is visible to the current queries
+
+
+def quantized_attention(queries: mx.array, keys: QuantizedKV, values: QuantizedKV, mask: mx.array | None) -> mx.array:
+    """Scale-1 attention over quantized keys and values, without dequantizing the cache.
+
+    Query heads are grouped under their KV head so both products run as quantized matmuls.
+    """
+    batch, heads, length, dim = queries.shape
+    kv_heads = keys.packed.shape[1]
+    grouped = queries.reshape(batch, kv_heads, heads // kv_heads, length, dim)
+
+    def per_head(q: QuantizedKV) -> tuple[mx.array, mx.array, mx.array]:
+        return q.packed[:, :, None], q.scales[:, :, None], q.biases[:, :, None]
+
+    scores = mx.quantized_matmul(grouped, *per_head(keys), transpose=True, group_size=keys.group_size,
+                                 bits=keys.bits)
+    if mask is not None:
+        scores = mx.where(mask, scores, mx.array(-mx.inf, scores.dtype))
+    weights = mx.softmax(scores.astype(mx.float32), axis=-1).astype(queries.dtype)
+    out = mx.quantized_matmul(weights, *per_head(values), transpose=False, group_size=values.group_size,
+                              bits=values.bits)
+    return out.reshape(batch, heads, length, dim)
 
 
 class Attention(nn.Module):
@@ -67,8 +89,11 @@ class Attention(nn.Module):
             keys, values = self.project_kv(x, offset)
             keys, values, key_positions = cache.update(keys, values)
             shared = SharedKV(keys, values, key_positions)
-        out = mx.fast.scaled_dot_product_attention(
-            queries, shared.keys, shared.values, scale=1.0, mask=mask_for(shared.positions))
+        mask = mask_for(shared.positions)
+        if isinstance(shared.keys, QuantizedKV):
+            out = quantized_attention(queries, shared.keys, shared.values, mask)
+        else:
+            out = mx.fast.scaled_dot_product_attention(queries, shared.keys, shared.values, scale=1.0, mask=mask)
         batch, _, length, _ = out.shape
         out = out.transpose(0, 2, 1, 3).reshape(batch, length, -1)
         return self.o_proj(out), shared

@@ -13,6 +13,7 @@ cache's snapshot is only its length, since appends never change earlier position
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import mlx.core as mx
 import numpy as np
@@ -29,37 +30,48 @@ class CacheState:
     length: int
 
 
-class FullCache:
-    """Every position of a full-attention layer, in a buffer that grows in steps."""
+class QuantizedKV(NamedTuple):
+    """Keys or values stored with affine group quantization along the head dim."""
 
-    def __init__(self) -> None:
-        self.keys: mx.array | None = None
-        self.values: mx.array | None = None
+    packed: mx.array
+    scales: mx.array
+    biases: mx.array
+    group_size: int
+    bits: int
+
+
+class FullCache:
+    """Every position of a full-attention layer, in buffers that grow in steps.
+
+    With `bits`, keys and values are stored quantized (packed words, scales, biases: three planes
+    each), which shrinks long contexts; sliding layers keep their small rings in full precision.
+    """
+
+    def __init__(self, bits: int | None = None, group_size: int = 64) -> None:
+        self.bits, self.group_size = bits, group_size
+        self.key_planes: list[mx.array] | None = None
+        self.value_planes: list[mx.array] | None = None
         self.length = 0
 
-    def update(self, keys: mx.array, values: mx.array) -> tuple[mx.array, mx.array, mx.array]:
+    def _planes(self, x: mx.array) -> list[mx.array]:
+        if self.bits is None:
+            return [x]
+        return list(mx.quantize(x, self.group_size, self.bits))
+
+    def _view(self, planes: list[mx.array]) -> mx.array | QuantizedKV:
+        used = [plane[:, :, : self.length] for plane in planes]
+        return used[0] if self.bits is None else QuantizedKV(*used, self.group_size, self.bits)
+
+    def update(self, keys: mx.array, values: mx.array) -> tuple[mx.array | QuantizedKV, mx.array | QuantizedKV,
+                                                                  mx.array]:
         """Append [B, heads, T, d] keys/values; return all keys, values and their positions."""
         start, count = self.length, keys.shape[2]
-        self._reserve(start + count, keys, values)
-        at = mx.array([start])
-        self.keys = mx.slice_update(self.keys, keys, at, axes=(2,))
-        self.values = mx.slice_update(self.values, values, at, axes=(2,))
+        new_keys, new_values = self._planes(keys), self._planes(values)
+        self.key_planes = _append(self.key_planes, new_keys, start)
+        self.value_planes = _append(self.value_planes, new_values, start)
         self.length = start + count
-        return (self.keys[:, :, : self.length], self.values[:, :, : self.length],
+        return (self._view(self.key_planes), self._view(self.value_planes),
                 mx.arange(self.length, dtype=mx.int32))
-
-    def _reserve(self, needed: int, keys: mx.array, values: mx.array) -> None:
-        capacity = 0 if self.keys is None else self.keys.shape[2]
-        if needed <= capacity:
-            return
-        grown = -(-needed // _GROWTH_STEP) * _GROWTH_STEP
-        extra_k = mx.zeros((*keys.shape[:2], grown - capacity, keys.shape[3]), keys.dtype)
-        extra_v = mx.zeros((*values.shape[:2], grown - capacity, values.shape[3]), values.dtype)
-        if self.keys is None:
-            self.keys, self.values = extra_k, extra_v
-        else:
-            self.keys = mx.concatenate([self.keys, extra_k], axis=2)
-            self.values = mx.concatenate([self.values, extra_v], axis=2)
 
     def snapshot(self) -> CacheState:
         # Only the length: holding the arrays would force a copy of the whole history on the next
@@ -75,10 +87,27 @@ class FullCache:
         return True
 
     @property
+    def state(self) -> list[mx.array]:
+        """Every array the cache holds (to evaluate them together)."""
+        return [] if self.key_planes is None else self.key_planes + self.value_planes
+
+    @property
     def nbytes(self) -> int:
-        if self.keys is None:
-            return 0
-        return self.keys.nbytes + self.values.nbytes
+        return sum(plane.nbytes for plane in self.state)
+
+
+def _append(planes: list[mx.array] | None, new: list[mx.array], start: int) -> list[mx.array]:
+    """Write `new` at position `start` of each growing plane, growing it in steps when full."""
+    needed = start + new[0].shape[2]
+    if planes is None:
+        planes = [mx.zeros((*x.shape[:2], 0, x.shape[3]), x.dtype) for x in new]
+    capacity = planes[0].shape[2]
+    if needed > capacity:
+        grown = -(-needed // _GROWTH_STEP) * _GROWTH_STEP
+        planes = [mx.concatenate([plane, mx.zeros((*x.shape[:2], grown - capacity, x.shape[3]), x.dtype)], axis=2)
+                  for plane, x in zip(planes, new)]
+    at = mx.array([start])
+    return [mx.slice_update(plane, x, at, axes=(2,)) for plane, x in zip(planes, new)]
 
 
 class SlidingCache:
@@ -152,10 +181,12 @@ class SlidingCache:
         return True
 
     @property
+    def state(self) -> list[mx.array]:
+        return [] if self.keys is None else [self.keys, self.values]
+
+    @property
     def nbytes(self) -> int:
-        if self.keys is None:
-            return 0
-        return self.keys.nbytes + self.values.nbytes
+        return sum(array.nbytes for array in self.state)
 
 
 LayerCache = FullCache | SlidingCache

@@ -95,6 +95,7 @@ class ChatOptions:
     image_budget: int = 280
     video_budget: int = 70
     tools: list[dict] | None = None
+    kv_bits: int | None = None
 
 
 class ChatSession:
@@ -108,7 +109,7 @@ class ChatSession:
         self.options = options or ChatOptions()
         self.sampling = self.options.sampling or generation_defaults(model.folder)
         self.messages: list[Message] = []
-        self.generator = Generator(model)
+        self.generator = Generator(model, kv_bits=self.options.kv_bits)
         self._cancel = threading.Event()
         self.last_stats = None
 

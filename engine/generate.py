@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import threading
+from functools import partial
 import time
 from dataclasses import dataclass, field
 from typing import Iterator, Sequence
@@ -11,6 +12,7 @@ from typing import Iterator, Sequence
 import mlx.core as mx
 import numpy as np
 
+from .errors import EngineError
 from .media import placeholder_runs
 from .prompt_cache import PromptCache
 from .sampling import SamplingOptions, make_token_sampler
@@ -108,9 +110,12 @@ def _chunk_bounds(length: int, chunk: int, cuts: Sequence[int], keep_together: l
 class Generator:
     """Runs prompts through a model against one PromptCache."""
 
-    def __init__(self, model, prompt_cache: PromptCache | None = None, prefill_chunk: int = DEFAULT_PREFILL_CHUNK):
+    def __init__(self, model, prompt_cache: PromptCache | None = None, prefill_chunk: int = DEFAULT_PREFILL_CHUNK,
+                 kv_bits: int | None = None):
+        if kv_bits not in (None, 4, 8):
+            raise EngineError(f"a quantized KV cache has 4 or 8 bits, not {kv_bits}")
         self.model = model
-        self.cache = prompt_cache or PromptCache(model.net.text.make_caches)
+        self.cache = prompt_cache or PromptCache(partial(model.net.text.make_caches, kv_bits))
         self.prefill_chunk = prefill_chunk
         self.stats = GenerationStats()
 
@@ -140,7 +145,7 @@ class Generator:
             self.cache.append(keys[reused + begin: reused + end])
             if last:
                 return text.logits(hidden[:, -1])
-            mx.eval([(c.keys, c.values) for c in self.cache.caches if c is not None])
+            mx.eval([c.state for c in self.cache.caches if c is not None])
             if reused + end in snapshot_at:
                 self.cache.snapshot()
             begin = end

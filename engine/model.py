@@ -124,8 +124,11 @@ class Model:
     def generate_ids(self, input_ids, max_tokens: int = 64, temperature: float = 0.0, images=None, audio=None,
                      image_budget: int = 280, *, videos=None, video_budget: int = 70, top_p: float | None = None, top_k: int | None = None,
                      min_p: float | None = None, repetition_penalty: float | None = None, seed: int | None = None,
-                     stop_ids=None, prefill_chunk: int | None = None):
-        """Cached generation of token ids; greedy when temperature == 0. Stops after a stop id."""
+                     stop_ids=None, prefill_chunk: int | None = None, kv_bits: int | None = None):
+        """Cached generation of token ids; greedy when temperature == 0. Stops after a stop id.
+
+        `kv_bits` (4 or 8) quantizes the full-attention layers' KV cache.
+        """
         from .generate import DEFAULT_PREFILL_CHUNK, Generator, Prompt
         from .sampling import generation_defaults
 
@@ -133,7 +136,7 @@ class Model:
         sampling = generation_defaults(self.folder).with_overrides(
             temperature=temperature, top_p=top_p, top_k=top_k, min_p=min_p,
             repetition_penalty=repetition_penalty, seed=seed)
-        generator = Generator(self, prefill_chunk=prefill_chunk or DEFAULT_PREFILL_CHUNK)
+        generator = Generator(self, prefill_chunk=prefill_chunk or DEFAULT_PREFILL_CHUNK, kv_bits=kv_bits)
         prompt = Prompt(ids, list(images or []), list(audio or []), image_budget, video_frames(videos), video_budget)
         yield from generator.run(prompt, max_tokens=max_tokens, sampling=sampling,
                                  stop_ids=self.stop_ids if stop_ids is None else stop_ids)
@@ -157,7 +160,7 @@ class Model:
         return self._template
 
     def chat(self, system: str | None = None, thinking: bool = False, *, max_tokens: int = 2048,
-             image_budget: int = 280, tools: list[dict] | None = None, **sampling):
+             image_budget: int = 280, tools: list[dict] | None = None, kv_bits: int | None = None, **sampling):
         """A chat session whose prompt cache survives between turns.
 
         `sampling` may set temperature, top_p, top_k, min_p, repetition_penalty and seed; the rest come
@@ -170,7 +173,7 @@ class Model:
         if unknown:
             raise EngineError(f"unknown chat option(s): {', '.join(sorted(unknown))}")
         options = ChatOptions(sampling=generation_defaults(self.folder).with_overrides(**sampling).validated(),
-                              max_tokens=max_tokens, image_budget=image_budget, tools=tools)
+                              max_tokens=max_tokens, image_budget=image_budget, tools=tools, kv_bits=kv_bits)
         return ChatSession(self, self.tokenizer, self.chat_template, system=system, thinking=thinking,
                            options=options)
 

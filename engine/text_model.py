@@ -28,11 +28,14 @@ class TextModel(nn.Module):
         self.layers = [DecoderLayer(config, i) for i in range(config.num_hidden_layers)]
         self.norm = nn.RMSNorm(hidden, eps=config.rms_norm_eps)
 
-    def make_caches(self) -> list[LayerCache | None]:
-        """One cache per layer that owns its K/V; None for KV-shared consumers."""
+    def make_caches(self, kv_bits: int | None = None) -> list[LayerCache | None]:
+        """One cache per layer that owns its K/V; None for KV-shared consumers.
+
+        `kv_bits` (4 or 8) stores the full layers' growing caches quantized.
+        """
         c = self.config
         return [None if c.is_kv_consumer(i) else
-                (SlidingCache(c.sliding_window) if c.layer_types[i] == SLIDING else FullCache())
+                (SlidingCache(c.sliding_window) if c.layer_types[i] == SLIDING else FullCache(kv_bits))
                 for i in range(c.num_hidden_layers)]
 
     def embed(self, ids: mx.array, dtype: mx.Dtype) -> mx.array:
