@@ -71,8 +71,9 @@ def info_plist_problems(app: Path, pyproject: Path) -> list[str]:
     problems = [f"Info.plist lacks {key}" for key in REQUIRED_PLIST_KEYS if not plist.get(key)]
     with pyproject.open("rb") as handle:
         version = tomllib.load(handle)["project"]["version"]
-    if plist.get("CFBundleShortVersionString") != version:
-        problems.append(f"Info.plist version {plist.get('CFBundleShortVersionString')!r} is not pyproject's {version!r}")
+    bundled = plist.get("CFBundleShortVersionString")
+    if bundled != version:
+        problems.append(f"Info.plist version {bundled!r} is not pyproject's {version!r}")
     return problems
 
 

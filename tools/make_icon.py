@@ -40,8 +40,8 @@ def box(left: float, top: float, right: float, bottom: float) -> tuple[int, int,
 
 def vertical_gradient(size: tuple[int, int], top: tuple[int, int, int], bottom: tuple[int, int, int]) -> Image.Image:
     column = Image.linear_gradient("L").resize((1, 256))
-    colours = Image.merge("RGB", [column.point(lambda v, a=a, b=b: a + (b - a) * v // 255) for a, b in zip(top, bottom)])
-    return colours.resize(size)
+    channels = [column.point(lambda v, a=a, b=b: a + (b - a) * v // 255) for a, b in zip(top, bottom)]
+    return Image.merge("RGB", channels).resize(size)
 
 
 def radial_glow(size: int, centre: tuple[float, float], radius: float, colour: tuple[int, int, int],
