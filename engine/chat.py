@@ -18,6 +18,7 @@ import numpy as np
 from .chat_template import ChatTemplate
 from .errors import EngineError
 from .generate import Generator, Prompt
+from .media import budgeted_images
 from .output_stream import ChatEvent, OutputStream
 from .sampling import SamplingOptions, generation_defaults
 from .tokenizer import Tokenizer
@@ -37,7 +38,7 @@ def _sentinel(index: int) -> str:
 class Message:
     role: str                                  # "system" | "user" | "assistant" | "tool"
     text: str = ""
-    images: list = field(default_factory=list)
+    images: list = field(default_factory=list)  # PIL images or (image, budget) pairs
     audio: list = field(default_factory=list)  # (waveform, sample_rate) clips of at most 30 s
     videos: list = field(default_factory=list)  # engine.vision.video.VideoFrames
     tool_calls: list[ToolCall] = field(default_factory=list)
@@ -118,6 +119,7 @@ class ChatSession:
     def send(self, text: str, images=None, audio=None, videos=None) -> Iterator[ChatEvent]:
         """Add a user turn and stream the model's answer.
 
+        `images`: PIL images, or (image, budget) pairs for images that need a budget of their own.
         `videos`: VideoFrames, lists of PIL frames, or paths of animated GIF / WebP / PNG files.
         """
         if audio:
@@ -197,7 +199,8 @@ class ChatSession:
         budget, frame_budget = self.options.image_budget, self.options.video_budget
         replacements = {
             config.image_token_id: iter([[config.boi_token_id, *[config.image_token_id] * n, config.eoi_token_id]
-                                         for n in (self.model.image_token_count(i, budget) for i in images)]),
+                                         for n in (self.model.image_token_count(image, image_budget)
+                                                   for image, image_budget in budgeted_images(images, budget))]),
             config.audio_token_id: iter([[config.boa_token_id, *[config.audio_token_id] * n, config.eoa_token_id]
                                          for n in (self.model.audio_token_count(w, r) for w, r in clips)]),
             config.video_token_id: iter([self._video_ids(video, frame_budget) for video in videos]),

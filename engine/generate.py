@@ -13,7 +13,7 @@ import mlx.core as mx
 import numpy as np
 
 from .errors import EngineError
-from .media import placeholder_runs
+from .media import budgeted_images, placeholder_runs
 from .prompt_cache import PromptCache
 from .sampling import SamplingOptions, make_token_sampler
 
@@ -56,7 +56,7 @@ class Prompt:
     """A prompt's token ids with its media, and the content keys that identify what a cache holds."""
 
     ids: np.ndarray
-    images: list = field(default_factory=list)
+    images: list = field(default_factory=list)   # PIL images or (image, budget) pairs
     audio: list = field(default_factory=list)
     image_budget: int = 280
     frames: list = field(default_factory=list)   # video frames, one placeholder run each
@@ -70,8 +70,8 @@ class Prompt:
     def keys(self, config) -> np.ndarray:
         keys = self.ids.astype(np.int64)
         image_runs, audio_runs, frame_runs = self.runs(config)
-        for (start, length), image in zip(image_runs, self.images):
-            keys[start:start + length] = _content_key(_image_bytes(image, self.image_budget))
+        for (start, length), (image, budget) in zip(image_runs, budgeted_images(self.images, self.image_budget)):
+            keys[start:start + length] = _content_key(_image_bytes(image, budget))
         for (start, length), clip in zip(audio_runs, self.audio):
             keys[start:start + length] = _content_key(_audio_bytes(clip))
         for (start, length), frame in zip(frame_runs, self.frames):

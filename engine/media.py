@@ -18,6 +18,11 @@ class MediaInputs:
     groups: mx.array | None         # per position: image group id, -1 elsewhere (vision-bidirectional models)
 
 
+def budgeted_images(images, default_budget: int) -> list[tuple[object, int]]:
+    """(image, budget) for each item: a PIL image takes the default budget, an (image, budget) pair its own."""
+    return [item if isinstance(item, tuple) else (item, default_budget) for item in images or []]
+
+
 def placeholder_runs(ids: np.ndarray, token_id: int | None) -> list[tuple[int, int]]:
     """(start, length) of every maximal run of `token_id` in ids."""
     if token_id is None:

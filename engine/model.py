@@ -81,15 +81,24 @@ class Model:
                               f"{modality}.{advice}")
 
     def encode_images(self, images, budget: int = 280) -> list[mx.array]:
-        """Soft tokens for each image; an image seen before at this budget is not encoded again."""
+        """Soft tokens for each image (a PIL image, or an (image, budget) pair with its own budget); an
+        image seen before at its budget is not encoded again."""
         from . import vision
+        from .media import budgeted_images
 
         self.require("image")
         self.check_thread()
         if self._image_cache is None:
             self._image_cache = vision.FeatureCache()
-        return vision.encode_images(self.net.vision_tower, self.net.embed_vision, list(images), budget,
-                                    cache=self._image_cache)
+        pairs = budgeted_images(images, budget)
+        features: list[mx.array | None] = [None] * len(pairs)
+        for each_budget in sorted({b for _, b in pairs}):
+            chosen = [i for i, (_, b) in enumerate(pairs) if b == each_budget]
+            encoded = vision.encode_images(self.net.vision_tower, self.net.embed_vision,
+                                           [pairs[i][0] for i in chosen], each_budget, cache=self._image_cache)
+            for index, rows in zip(chosen, encoded):
+                features[index] = rows
+        return features
 
     def embed_image(self, image, budget: int = 280) -> mx.array:
         """PIL image -> (N, text hidden) float32 soft tokens (preprocessing included)."""

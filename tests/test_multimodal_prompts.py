@@ -165,3 +165,16 @@ def test_video_frames_without_placeholders_are_refused():
     model = engine.load(MODELS / "tiny-e2b")
     with pytest.raises(engine.EngineError, match="0 video frame placeholder run.*3 video frame"):
         model.logits([2, 10, 11], videos=[[Image.new("RGB", (48, 48))] * 3], video_budget=BUDGET)
+
+
+def test_each_image_can_carry_its_own_budget():
+    model = engine.load(MODELS / "tiny-e2b")
+    wide, tall = Image.open(MEDIA / "image_wide.png"), Image.open(MEDIA / "image_tall.png")
+    session = model.chat(temperature=0.0, max_tokens=2, image_budget=70)
+    events = list(session.send("Compare", images=[(wide, 140), tall]))
+    expected = model.image_token_count(wide, 140) + model.image_token_count(tall, 70)
+    assert model.image_token_count(wide, 140) != model.image_token_count(wide, 70)
+    assert events[-1].stats.image_tokens == expected
+    features = model.encode_images([(wide, 140), tall], budget=70)
+    assert [f.shape[0] for f in features] == [model.image_token_count(wide, 140), model.image_token_count(tall, 70)]
+    np.testing.assert_array_equal(np.array(features[1]), np.array(model.embed_image(tall, 70)))
