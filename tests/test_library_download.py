@@ -6,6 +6,7 @@ import hashlib
 import json
 import re
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
@@ -31,6 +32,7 @@ class FakeHub:
         self.files = {path.name: path.read_bytes() for path in folder.iterdir()}
         self.files["README.md"] = b"# not wanted by Lantern\n"
         self.corrupt: set[str] = set()
+        self.chunk_delay = 0.0  # seconds between chunks, to let a test act in the middle of a transfer
         self.requests: list[tuple[str, str, str | None]] = []
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
         self.endpoint = f"http://127.0.0.1:{self.server.server_address[1]}"
@@ -99,6 +101,7 @@ class FakeHub:
                 if body:
                     for offset in range(0, len(payload), CHUNK):
                         self.wfile.write(payload[offset:offset + CHUNK])
+                        time.sleep(hub.chunk_delay)
 
         return Handler
 

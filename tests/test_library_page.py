@@ -1,0 +1,104 @@
+"""The library page: lists installed / downloading / available, downloads from a local Hub, converts,
+reveals and deletes."""
+
+import shutil
+
+import pytest
+from huggingface_hub import constants as hub_constants
+from PySide6.QtGui import QDesktopServices
+
+import engine
+from app.library.catalog import CatalogEntry
+from app.library.page import open_library
+
+from conftest import MODELS
+from test_library_download import CHUNK, COMMIT, REPO, FakeHub
+
+TINY = CatalogEntry(REPO, "e2b", 4, 4_000_000, 6_000_000, name_confirmed=True)
+
+
+@pytest.fixture
+def hub(monkeypatch):
+    monkeypatch.setattr(hub_constants, "HF_HUB_OFFLINE", True)
+    monkeypatch.setattr(hub_constants, "DOWNLOAD_CHUNK_SIZE", CHUNK)
+    server = FakeHub(MODELS / "tiny-e2b")
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def page(qtbot, tmp_path, hub):
+    models = tmp_path / "models"
+    models.mkdir()
+    shutil.copytree(MODELS / "tiny-e4b-bf16", models / "tiny-e4b-bf16")
+    widget = open_library(None, models_dir=models, cache=tmp_path / "hub", endpoint=hub.endpoint,
+                          catalog=(TINY,), confirm=lambda parent, question: True)
+    qtbot.addWidget(widget)
+    yield widget
+    widget.shutdown()
+
+
+def test_lists_installed_and_available(page, tmp_path):
+    assert page.items("installed") == [str(tmp_path / "models" / "tiny-e4b-bf16")]
+    assert page.items("available") == [REPO]
+    assert page.items("downloading") == []
+
+
+def test_download_emits_model_ready_and_moves_to_installed(page, qtbot, tmp_path):
+    page.select(REPO)
+    with qtbot.waitSignal(page.model_ready, timeout=20000) as ready:
+        page.download_selected()
+    snapshot = tmp_path / "hub" / f"models--{REPO.replace('/', '--')}" / "snapshots" / COMMIT
+    assert ready.args == [str(snapshot)]
+    assert str(snapshot) in page.items("installed")
+    assert page.items("available") == []
+
+
+def test_paused_download_is_listed_and_resumable(page, qtbot, hub):
+    hub.chunk_delay = 0.01
+    page.select(REPO)
+    page.download_selected()
+    job = page.downloads[REPO]
+    qtbot.waitUntil(lambda: job.progress is not None and job.progress.done > job.progress.total / 3, timeout=20000)
+    assert "left" in page.status.text()
+    page.select(REPO)
+    page.pause_selected()
+    qtbot.waitUntil(lambda: REPO not in page.downloads, timeout=20000)
+    assert page.items("downloading") == [REPO]
+    assert "paused" in page.status.text()
+    page.select(REPO)
+    with qtbot.waitSignal(page.model_ready, timeout=20000):
+        page.download_selected()
+    assert page.items("downloading") == []
+
+
+def test_convert_adds_a_loadable_quantized_model(page, qtbot, tmp_path):
+    page.select(str(tmp_path / "models" / "tiny-e4b-bf16"))
+    assert page.buttons["Convert to 4-bit"].isEnabled()
+    with qtbot.waitSignal(page.model_ready, timeout=30000) as ready:
+        page.convert_selected(4)
+    assert ready.args[0] in page.items("installed")
+    assert engine.load(ready.args[0]).info.quantization == (4, 64)
+    page.select(ready.args[0])
+    assert not page.buttons["Convert to 4-bit"].isEnabled()  # already quantized
+
+
+def test_reveal_opens_the_folder(page, monkeypatch, tmp_path):
+    opened = []
+    monkeypatch.setattr(QDesktopServices, "openUrl", lambda url: opened.append(url.toLocalFile()))
+    folder = str(tmp_path / "models" / "tiny-e4b-bf16")
+    page.select(folder)
+    page.reveal_selected()
+    assert opened == [folder]
+
+
+def test_delete_removes_a_hub_model_with_its_blobs(page, qtbot, tmp_path):
+    page.select(REPO)
+    with qtbot.waitSignal(page.model_ready, timeout=20000) as ready:
+        page.download_selected()
+    page.select(ready.args[0])
+    page.delete_selected()
+    assert not (tmp_path / "hub" / f"models--{REPO.replace('/', '--')}").exists()
+    assert ready.args[0] not in page.items("installed")
+    assert page.items("available") == [REPO]
+    assert (tmp_path / "models" / "tiny-e4b-bf16").is_dir()  # nothing else was touched
