@@ -12,6 +12,11 @@ wait for step n's token. So while a token stream runs, `mx.async_eval` is wrappe
   Arrays already evaluated, weights and cache contents, are leaves and are not counted.
 
 The first call of a stream carries the prompt's last chunk, so decode figures use calls 1 onwards.
+
+Backend caveat: a graph is recorded on the stream's device, and on the CPU the `mx.fast` operations
+(rms_norm, rope, scaled_dot_product_attention) are recorded as their fallback decomposition (Square, Sum,
+Rsqrt, ...), so CPU counts are several times the kernel launches a Metal or CUDA step makes. Compare
+engines on one backend only; both engines pay the same decomposition.
 """
 
 from __future__ import annotations
