@@ -14,6 +14,7 @@ import mlx.nn as nn
 
 from .cache import LayerCache, QuantizedKV
 from .config import TextConfig
+from .fused import RMSNorm, rms_norm
 from .rope import Rope
 
 
@@ -55,12 +56,12 @@ class Attention(nn.Module):
         self.eps = config.rms_norm_eps
         self.owns_kv = not config.is_kv_consumer(layer)
         self.q_proj = nn.Linear(hidden, heads * self.head_dim, bias=False)
-        self.q_norm = nn.RMSNorm(self.head_dim, eps=self.eps)
+        self.q_norm = RMSNorm(self.head_dim, eps=self.eps)
         if self.owns_kv:
             self.k_proj = nn.Linear(hidden, self.kv_heads * self.head_dim, bias=False)
             if config.has_value_proj(layer):
                 self.v_proj = nn.Linear(hidden, self.kv_heads * self.head_dim, bias=False)
-            self.k_norm = nn.RMSNorm(self.head_dim, eps=self.eps)
+            self.k_norm = RMSNorm(self.head_dim, eps=self.eps)
         self.o_proj = nn.Linear(heads * self.head_dim, hidden, bias=False)
         rope = config.rope_full if config.is_full(layer) else config.rope_sliding
         self.rope = Rope(self.head_dim, rope)
@@ -72,8 +73,8 @@ class Attention(nn.Module):
     def project_kv(self, x: mx.array, offset: int | mx.array) -> tuple[mx.array, mx.array]:
         raw_k = self._split_heads(self.k_proj(x), self.kv_heads)
         raw_v = self._split_heads(self.v_proj(x), self.kv_heads) if "v_proj" in self else raw_k
-        keys = self.rope(mx.fast.rms_norm(raw_k, self.k_norm.weight, self.eps), offset)
-        values = mx.fast.rms_norm(raw_v, None, self.eps)
+        keys = self.rope(rms_norm(raw_k, self.k_norm.weight, self.eps), offset)
+        values = rms_norm(raw_v, None, self.eps)
         return keys, values
 
     def __call__(self, x: mx.array, offset: int | mx.array, cache: LayerCache | None,
@@ -84,7 +85,7 @@ class Attention(nn.Module):
         `mask_for(key_positions)` gives this layer type's mask for the current queries.
         """
         queries = self._split_heads(self.q_proj(x), self.heads)
-        queries = self.rope(mx.fast.rms_norm(queries, self.q_norm.weight, self.eps), offset)
+        queries = self.rope(rms_norm(queries, self.q_norm.weight, self.eps), offset)
         if self.owns_kv:
             keys, values = self.project_kv(x, offset)
             keys, values, key_positions = cache.update(keys, values)

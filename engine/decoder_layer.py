@@ -10,6 +10,7 @@ import mlx.nn as nn
 from .attention import Attention, SharedKV
 from .cache import LayerCache
 from .config import TextConfig
+from .fused import RMSNorm, gelu_gate, on_main_thread
 from .mlp import MLP
 from .moe import Experts, Router
 
@@ -20,35 +21,45 @@ class DecoderLayer(nn.Module):
         hidden, eps = config.hidden_size, config.rms_norm_eps
         self.self_attn = Attention(config, layer)
         self.mlp = MLP(hidden, config.mlp_width(layer))
-        self.input_layernorm = nn.RMSNorm(hidden, eps=eps)
-        self.post_attention_layernorm = nn.RMSNorm(hidden, eps=eps)
-        self.pre_feedforward_layernorm = nn.RMSNorm(hidden, eps=eps)
-        self.post_feedforward_layernorm = nn.RMSNorm(hidden, eps=eps)
+        self.input_layernorm = RMSNorm(hidden, eps=eps)
+        self.post_attention_layernorm = RMSNorm(hidden, eps=eps)
+        self.pre_feedforward_layernorm = RMSNorm(hidden, eps=eps)
+        self.post_feedforward_layernorm = RMSNorm(hidden, eps=eps)
         self.layer_scalar = mx.ones((1,))
         self.has_moe = config.enable_moe_block
         if self.has_moe:
             self.router = Router(hidden, config.num_experts, config.top_k_experts, eps)
             self.experts = Experts(hidden, config.moe_intermediate_size, config.num_experts)
-            self.post_feedforward_layernorm_1 = nn.RMSNorm(hidden, eps=eps)
-            self.post_feedforward_layernorm_2 = nn.RMSNorm(hidden, eps=eps)
-            self.pre_feedforward_layernorm_2 = nn.RMSNorm(hidden, eps=eps)
+            self.post_feedforward_layernorm_1 = RMSNorm(hidden, eps=eps)
+            self.post_feedforward_layernorm_2 = RMSNorm(hidden, eps=eps)
+            self.pre_feedforward_layernorm_2 = RMSNorm(hidden, eps=eps)
         self.has_ple = config.has_ple
+        # One graph node per decode step for the dense layers' whole post-attention block (the MoE
+        # block reshapes by token count, which a shape-independent compile cannot follow).
+        self._compiled_after_attention = (None if self.has_moe else
+                                          mx.compile(self._after_attention, shapeless=True))
         if self.has_ple:
             width = config.hidden_size_per_layer_input
             self.per_layer_input_gate = nn.Linear(hidden, width, bias=False)
             self.per_layer_projection = nn.Linear(width, hidden, bias=False)
-            self.post_per_layer_input_norm = nn.RMSNorm(hidden, eps=eps)
+            self.post_per_layer_input_norm = RMSNorm(hidden, eps=eps)
 
     def __call__(self, x: mx.array, per_layer_input: mx.array | None, offset: int | mx.array,
                  cache: LayerCache | None, shared: SharedKV | None,
                  mask_for: Callable[[mx.array], mx.array | None]) -> tuple[mx.array, SharedKV]:
         attended, shared = self.self_attn(self.input_layernorm(x), offset, cache, shared, mask_for)
+        after = self._compiled_after_attention if (self._compiled_after_attention and on_main_thread()) \
+            else self._after_attention
+        return after(x, attended, per_layer_input), shared
+
+    def _after_attention(self, x: mx.array, attended: mx.array, per_layer_input: mx.array | None) -> mx.array:
+        """Everything a layer does after attention: residuals, feed-forward, PLE, layer scalar."""
         x = x + self.post_attention_layernorm(attended)
         x = x + self.post_feedforward_layernorm(self._feed_forward(x))
         if self.has_ple:
-            gate = nn.gelu_approx(self.per_layer_input_gate(x)) * per_layer_input
+            gate = gelu_gate(self.per_layer_input_gate(x), per_layer_input)
             x = x + self.post_per_layer_input_norm(self.per_layer_projection(gate))
-        return x * self.layer_scalar.astype(x.dtype), shared
+        return x * self.layer_scalar.astype(x.dtype)
 
     def _feed_forward(self, residual: mx.array) -> mx.array:
         dense = self.mlp(self.pre_feedforward_layernorm(residual))

@@ -5,6 +5,8 @@ from __future__ import annotations
 import mlx.core as mx
 import mlx.nn as nn
 
+from .fused import gelu_gate
+
 
 class MLP(nn.Module):
     def __init__(self, hidden: int, intermediate: int):
@@ -14,4 +16,4 @@ class MLP(nn.Module):
         self.down_proj = nn.Linear(intermediate, hidden, bias=False)
 
     def __call__(self, x: mx.array) -> mx.array:
-        return self.down_proj(nn.gelu_approx(self.gate_proj(x)) * self.up_proj(x))
+        return self.down_proj(gelu_gate(self.gate_proj(x), self.up_proj(x)))

@@ -13,6 +13,8 @@ import math
 import mlx.core as mx
 import mlx.nn as nn
 
+from .fused import gelu_gate, rms_norm
+
 # Below this many (token, expert) pairs, sorting costs more than it saves.
 _SORT_THRESHOLD = 64
 
@@ -29,7 +31,7 @@ class Router(nn.Module):
 
     def __call__(self, x: mx.array) -> tuple[mx.array, mx.array]:
         """x: [N, hidden] -> expert indices [N, k] and their weights [N, k] (float32)."""
-        z = mx.fast.rms_norm(x, None, self.eps) * (self.scale * self.root_size).astype(x.dtype)
+        z = rms_norm(x, None, self.eps) * (self.scale * self.root_size).astype(x.dtype)
         probabilities = mx.softmax(self.proj(z).astype(mx.float32), axis=-1)
         indices = mx.argpartition(-probabilities, self.top_k - 1, axis=-1)[:, : self.top_k]
         weights = mx.take_along_axis(probabilities, indices, axis=-1)
@@ -95,7 +97,7 @@ class SwitchGLU(nn.Module):
             flat = flat[order]
         else:
             rows = mx.repeat(x, top_k, axis=0)[:, None, :]
-        h = nn.gelu_approx(self.gate_proj(rows, flat, sort)) * self.up_proj(rows, flat, sort)
+        h = gelu_gate(self.gate_proj(rows, flat, sort), self.up_proj(rows, flat, sort))
         out = self.down_proj(h, flat, sort)[:, 0, :]
         if sort:
             out = out[mx.argsort(order)]

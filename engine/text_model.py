@@ -11,6 +11,7 @@ from .attention import SharedKV
 from .cache import FullCache, LayerCache, SlidingCache
 from .config import SLIDING, TextConfig
 from .decoder_layer import DecoderLayer
+from .fused import RMSNorm
 from .masks import attention_mask
 
 
@@ -24,9 +25,9 @@ class TextModel(nn.Module):
             width = config.num_hidden_layers * config.hidden_size_per_layer_input
             self.embed_tokens_per_layer = nn.Embedding(config.vocab_size_per_layer_input, width)
             self.per_layer_model_projection = nn.Linear(hidden, width, bias=False)
-            self.per_layer_projection_norm = nn.RMSNorm(config.hidden_size_per_layer_input, eps=config.rms_norm_eps)
+            self.per_layer_projection_norm = RMSNorm(config.hidden_size_per_layer_input, eps=config.rms_norm_eps)
         self.layers = [DecoderLayer(config, i) for i in range(config.num_hidden_layers)]
-        self.norm = nn.RMSNorm(hidden, eps=config.rms_norm_eps)
+        self.norm = RMSNorm(hidden, eps=config.rms_norm_eps)
 
     def make_caches(self, kv_bits: int | None = None) -> list[LayerCache | None]:
         """One cache per layer that owns its K/V; None for KV-shared consumers.

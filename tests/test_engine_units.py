@@ -139,3 +139,23 @@ def test_loading_is_lazy():
     assert after_load < 0.1 * model.info.weight_bytes
     model.logits([2, 5, 6, 7])
     assert mx.get_active_memory() - before > 0.5 * model.info.weight_bytes
+
+
+def test_worker_threads_take_the_uncompiled_path_with_identical_results():
+    # Compiled pieces run on the main thread only (MLX aborts at exit when a compile trace belongs to
+    # a finished thread); a model loaded and used on a worker thread must give the same logits.
+    import threading
+
+    from conftest import REFERENCE
+
+    ids = np.load(REFERENCE / "tiny-e2b.npz")["input_ids"].astype(int).tolist()
+    on_main = np.array(engine.load(MODELS / "tiny-e2b").logits(ids))
+    results = {}
+
+    def work():
+        results["worker"] = np.array(engine.load(MODELS / "tiny-e2b").logits(ids))
+
+    worker = threading.Thread(target=work)
+    worker.start()
+    worker.join()
+    np.testing.assert_allclose(results["worker"], on_main, rtol=0, atol=1e-5 * np.abs(on_main).max())
