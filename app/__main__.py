@@ -62,16 +62,21 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     from PySide6.QtWidgets import QApplication
 
+    from .appearance import follow_system_appearance
     from .main_window import MainWindow
     from .storage import Library
 
     app = QApplication(sys.argv[:1])
     app.setOrganizationName("Lantern")
     app.setApplicationName("Lantern")
+    follow_system_appearance(app)
+    library, notice = Library.open_checked()
     # A short reply is enough to prove the whole path works.
     options = {"max_tokens": 64} if args.self_test else None
-    window = MainWindow(Library(), model_folders=[args.model.resolve().parent] if args.model else [],
+    window = MainWindow(library, model_folders=[args.model.resolve().parent] if args.model else [],
                         options=options)
+    if notice:
+        window.show_notice(notice)
     selected = bool(args.model) and window.select_model(args.model.resolve())
     window.show()
     if args.self_test:

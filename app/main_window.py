@@ -6,19 +6,23 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from PySide6.QtCore import QSettings, QTimer
-from PySide6.QtGui import QGuiApplication, QKeySequence, QShortcut
-from PySide6.QtWidgets import (QCheckBox, QComboBox, QFileDialog, QHBoxLayout, QLabel, QMainWindow,
+from PySide6.QtGui import QAccessible, QAccessibleAnnouncementEvent, QGuiApplication, QKeySequence, QShortcut
+from PySide6.QtWidgets import (QCheckBox, QComboBox, QFileDialog, QHBoxLayout, QLabel, QMainWindow, QMessageBox,
                                QProgressBar, QPushButton, QSplitter, QVBoxLayout, QWidget)
 
+from .context_meter import TURN_OVERHEAD_TOKENS, ContextMeter, Usage, media_tokens
 from .conversation import Conversation
 from .engine_host import EngineHost
+from .export import export_json, export_markdown
 from .media.composer import MediaComposer
+from .menus import build_menus
 from .models import ModelEntry, check_memory, discover
+from .settings_dialog import ChatSettingsDialog, PresetsDialog, chat_options
 from .storage import Library, data_dir
 from .widgets import ChatInput, ConversationView, MessageState, MessageWidget, Sidebar
 
 RENDER_INTERVAL_MS = 33   # re-render the streaming reply at most ~30 times a second
-DEFAULT_OPTIONS = {"max_tokens": 1024, "temperature": 1.0, "top_p": 0.95, "top_k": 64}
+COUNT_DELAY_MS = 300
 
 
 @dataclass
@@ -48,7 +52,7 @@ class MainWindow(QMainWindow):
         self.owns_host = host is None
         self.host = host or EngineHost(self)
         self.host.start()   # the process starts while the window builds
-        self.options = {**DEFAULT_OPTIONS, **(options or {})}
+        self.options = dict(options or {})   # over every preset: the command line's and tests' choices
         self.ram_bytes = ram_bytes
         self.model_folders = list(model_folders or [])
         self.conversation: Conversation | None = None
@@ -62,6 +66,13 @@ class MainWindow(QMainWindow):
         self._connect_engine()
         self.render_timer = QTimer(self, interval=RENDER_INTERVAL_MS)
         self.render_timer.timeout.connect(self._render_stream)
+        # Counting waits for a pause in typing; the engine answers asynchronously.
+        self.count_timer = QTimer(self, singleShot=True, interval=COUNT_DELAY_MS)
+        self.count_timer.timeout.connect(self._request_count)
+        self.input.textChanged.connect(self.count_timer.start)
+        self.media.attachments.listeners.append(self.count_timer.start)
+        self._count_request = 0
+        self._media_tokens: dict[int, tuple[int, int]] = {}
         self.refresh_models()
         self.refresh_sidebar()
         self._restore_geometry()
@@ -112,6 +123,8 @@ class MainWindow(QMainWindow):
         column.addLayout(status_row)
         column.addWidget(self.view, 1)
         column.addWidget(self.media.tray)
+        self.context_meter = ContextMeter()
+        column.addWidget(self.context_meter)
         column.addLayout(bottom)
         splitter = QSplitter()
         splitter.addWidget(self.sidebar)
@@ -146,23 +159,107 @@ class MainWindow(QMainWindow):
             QShortcut(QKeySequence(keys), self, activated=self.stop)
 
     def _build_menus(self) -> None:
-        chat_menu = self.menuBar().addMenu("&Chat")
-        chat_menu.addAction("New Chat", QKeySequence.StandardKey.New, self.new_chat)
-        chat_menu.addAction("Search Chats", QKeySequence("Ctrl+K"), self.sidebar.search_box.setFocus)
-        chat_menu.addAction("Stop", QKeySequence("Ctrl+."), self.stop)
-        chat_menu.addAction("Close Window", QKeySequence.StandardKey.Close, self.close)
-        quit_action = chat_menu.addAction("Quit Lantern", QKeySequence.StandardKey.Quit, self.close)
-        quit_action.setMenuRole(quit_action.MenuRole.QuitRole)
+        self.actions_by_name = build_menus(self)
+
+    # -- menu commands -----------------------------------------------------------------------------
+
+    def focus_search(self) -> None:
+        self.sidebar.search_box.setFocus()
+        self.sidebar.search_box.selectAll()
+
+    def regenerate_last(self) -> None:
+        path = self.conversation.path if self.conversation else []
+        if path and path[-1].role == "assistant":
+            self.regenerate(path[-1].id)
+
+    def open_settings(self) -> PresetsDialog:
+        dialog = PresetsDialog(self.library, self)
+        dialog.finished.connect(lambda _result: self._sync_chat_controls())
+        dialog.open()
+        return dialog
+
+    def open_chat_settings(self) -> ChatSettingsDialog:
+        if self.conversation is None:
+            self.new_chat()
+        dialog = ChatSettingsDialog(self.library, self.conversation.settings, self)
+        dialog.accepted.connect(lambda: self.set_chat_settings(dialog.chat_settings()))
+        dialog.open()
+        return dialog
+
+    def set_chat_settings(self, chosen: dict) -> None:
+        """A chat's preset and overrides; the thinking toggle follows them."""
+        settings = {key: value for key, value in self.conversation.settings.items() if key != "thinking"}
+        self.library.set_settings(self.conversation.id, {**settings, **chosen})
+        self._sync_chat_controls()
+
+    def _sync_chat_controls(self) -> None:
+        if self.conversation is not None:
+            self.thinking_box.blockSignals(True)
+            self.thinking_box.setChecked(bool(self.chat_options().get("thinking", False)))
+            self.thinking_box.blockSignals(False)
+
+    def chat_options(self) -> dict:
+        """What the next turn of this chat uses: preset, the window's own options, the chat's overrides
+        and its thinking toggle."""
+        settings = self.conversation.settings if self.conversation else {}
+        options = {**chat_options(self.library, settings), **self.options, **settings.get("overrides", {})}
+        if "thinking" in settings:
+            options["thinking"] = settings["thinking"]
+        return options
+
+    def _choose_folder(self, title: str) -> Path | None:
+        folder = QFileDialog.getExistingDirectory(self, title)
+        return Path(folder) if folder else None
+
+    def export_chat_markdown(self, folder: Path | None = None) -> Path | None:
+        return self._export(export_markdown, folder)
+
+    def export_chat_json(self, folder: Path | None = None) -> Path | None:
+        return self._export(export_json, folder)
+
+    def _export(self, writer, folder: Path | None) -> Path | None:
+        if self.conversation is None:
+            return None
+        folder = folder or self._choose_folder("Export the chat to…")
+        if folder is None:
+            return None
+        target = writer(self.library, self.conversation.id, folder)
+        self.statusBar().showMessage(f"Exported to {target}", 8000)
+        return target
+
+    def backup_library(self, folder: Path | None = None) -> Path | None:
+        folder = folder or self._choose_folder("Back up the whole library to…")
+        if folder is None:
+            return None
+        target = self.library.backup(folder)
+        self.statusBar().showMessage(f"Library backed up to {target.parent}", 8000)
+        return target
+
+    def show_about(self) -> None:
+        QMessageBox.about(self, "About Lantern", "Lantern: private, offline Gemma 4 on your Mac.\n"
+                          "Nothing you type, attach or receive leaves this computer.")
+
+    def show_notice(self, text: str) -> None:
+        """A message from Lantern itself (not the model), shown in the chat area and the status bar."""
+        self.render_conversation(MessageState(None, "notice", "", error=text))
+        self.statusBar().showMessage(text, 15000)
+
+    def announce(self, text: str) -> None:
+        """Tell VoiceOver (or any screen reader) without moving the focus."""
+        self.statusBar().showMessage(text, 5000)
+        self.view.setAccessibleDescription(text)
+        QAccessible.updateAccessibility(QAccessibleAnnouncementEvent(self.view, text))
+
+    def _engine_links(self) -> list[tuple]:
+        host = self.host
+        return [(host.loading, self._on_loading), (host.loaded, self._on_loaded),
+                (host.load_failed, self._on_load_failed), (host.event, self._on_event),
+                (host.turn_finished, self._on_finished), (host.turn_failed, self._on_failed),
+                (host.died, self._on_engine_died), (host.counted, self._on_counted)]
 
     def _connect_engine(self) -> None:
-        host = self.host
-        host.loading.connect(self._on_loading)
-        host.loaded.connect(self._on_loaded)
-        host.load_failed.connect(self._on_load_failed)
-        host.event.connect(self._on_event)
-        host.turn_finished.connect(self._on_finished)
-        host.turn_failed.connect(self._on_failed)
-        host.died.connect(self._on_engine_died)
+        for signal, slot in self._engine_links():
+            signal.connect(slot)
 
     # -- models ------------------------------------------------------------------------------------
 
@@ -228,6 +325,7 @@ class MainWindow(QMainWindow):
         self.model_loaded = True
         self.model_info = info
         self.media.set_model(info["modalities"], info["variant"])
+        self.count_timer.start()
         kinds = ", ".join(info["modalities"])
         self._loading_done(f"Ready: {Path(info['folder']).name} ({info['variant']}; {kinds}), "
                            f"context {info['context_length']} tokens")
@@ -272,9 +370,7 @@ class MainWindow(QMainWindow):
 
     def open_conversation(self, conversation_id: int) -> None:
         self.conversation = Conversation(self.library, conversation_id)
-        self.thinking_box.blockSignals(True)
-        self.thinking_box.setChecked(bool(self.conversation.settings.get("thinking", False)))
-        self.thinking_box.blockSignals(False)
+        self._sync_chat_controls()
         self.editing_id = None
         self.render_conversation()
 
@@ -339,6 +435,36 @@ class MainWindow(QMainWindow):
             bubble.copy.connect(self.copy_text)
             bubble.switch_variant.connect(self.switch_variant)
         self.streaming_bubble = bubbles[-1] if self.pending is not None and states and states[-1].message_id is None else None
+        self.count_timer.start()
+
+    # -- context meter -----------------------------------------------------------------------------
+
+    def _request_count(self) -> None:
+        if not self.model_loaded:
+            return
+        path = self.conversation.path if self.conversation else []
+        self._count_path = path
+        self._count_request = self.host.count_tokens([m.content for m in path] + [self.input.toPlainText()])
+
+    def _path_media_tokens(self, path) -> tuple[int, int]:
+        images = audio = 0
+        for message in path:
+            if message.id not in self._media_tokens:
+                budget = message.stats.get("image_budget") or self.chat_options().get("image_budget", 280)
+                self._media_tokens[message.id] = media_tokens(self.library.attachments(message.id), budget)
+            images += self._media_tokens[message.id][0]
+            audio += self._media_tokens[message.id][1]
+        return images, audio
+
+    def _on_counted(self, request: int, counts: list[int] | None) -> None:
+        if request != self._count_request or counts is None or self.model_info is None:
+            return
+        images, audio = self._path_media_tokens(self._count_path)
+        attached = self.media.attachments
+        # Every message and the reply to come sit inside their turn markers.
+        text = sum(counts) + TURN_OVERHEAD_TOKENS * (len(counts) + 1)
+        self.context_meter.show_usage(Usage(text, images + attached.image_tokens, audio + attached.audio_tokens,
+                                            self.model_info["context_length"]))
 
     @staticmethod
     def copy_text(text: str) -> None:
@@ -393,8 +519,7 @@ class MainWindow(QMainWindow):
         the library."""
         conversation = self.conversation
         user = conversation.tree.by_id[user_id]
-        options = {**self.options, **conversation.settings,
-                   **{k: v for k, v in user.stats.items() if k == "image_budget"}}
+        options = {**self.chat_options(), **{k: v for k, v in user.stats.items() if k == "image_budget"}}
         user_text = user.content
         media = conversation.media_of(user_id)
         turn_id = self.host.start_turn(conversation.id, conversation.turns_before(user_id), user_text, options,
@@ -429,7 +554,7 @@ class MainWindow(QMainWindow):
         if self.conversation and self.conversation.id == pending.conversation_id:
             self.conversation.reload()
             self.render_conversation()
-        self.statusBar().showMessage("Reply finished", 5000)
+        self.announce(f"Gemma finished replying: {len(pending.text.split())} words.")
 
     def _on_failed(self, turn_id: int, message: str) -> None:
         if self.pending is None or self.pending.turn_id != turn_id:
@@ -450,6 +575,10 @@ class MainWindow(QMainWindow):
 
     def closeEvent(self, event) -> None:
         QSettings().setValue("window/geometry", self.saveGeometry())
+        self.count_timer.stop()
         if self.owns_host:
             self.host.stop()
+        else:   # a shared engine outlives this window: stop listening to it
+            for signal, slot in self._engine_links():
+                signal.disconnect(slot)
         super().closeEvent(event)

@@ -115,6 +115,8 @@ class RichText(QWidget):
         super().__init__(parent)
         self.column = QVBoxLayout(self)
         self.column.setContentsMargins(0, 0, 0, 0)
+        # As tall as its blocks, never stretched: spare room belongs below the last bubble.
+        self.setSizePolicy(QSizePolicy.Policy.Preferred, QSizePolicy.Policy.Maximum)
         self.blocks: list[Block] = []
         self.widgets: list[QWidget] = []
 

@@ -1,0 +1,44 @@
+"""The menu bar, with the roles macOS moves into the application menu and the usual Cmd shortcuts.
+
+Qt's default role guesses from the text ("Settings…" would move by accident), so every action gets
+an explicit role: About, Preferences and Quit go to the app menu, everything else stays put.
+"""
+
+from __future__ import annotations
+
+from PySide6.QtGui import QAction, QKeySequence
+
+
+def _action(menu, text: str, slot, shortcut: str | QKeySequence.StandardKey | None = None,
+            role: QAction.MenuRole = QAction.MenuRole.NoRole) -> QAction:
+    action = menu.addAction(text)
+    action.triggered.connect(lambda _checked=False: slot())
+    if shortcut is not None:
+        action.setShortcut(QKeySequence(shortcut))
+    action.setMenuRole(role)
+    return action
+
+
+def build_menus(window) -> dict[str, QAction]:
+    """Menus for `window` (a MainWindow); returns the actions by name, for tests and enabling."""
+    bar = window.menuBar()
+    file_menu, chat_menu, help_menu = bar.addMenu("&File"), bar.addMenu("&Chat"), bar.addMenu("&Help")
+    actions = {
+        "new": _action(file_menu, "New Chat", window.new_chat, QKeySequence.StandardKey.New),
+        "export_markdown": _action(file_menu, "Export Chat as Markdown…", window.export_chat_markdown),
+        "export_json": _action(file_menu, "Export Chat as JSON…", window.export_chat_json),
+        "backup": _action(file_menu, "Back Up Library…", window.backup_library),
+        "close": _action(file_menu, "Close Window", window.close, QKeySequence.StandardKey.Close),
+        "settings": _action(file_menu, "Settings…", window.open_settings, "Ctrl+,",
+                            QAction.MenuRole.PreferencesRole),
+        "quit": _action(file_menu, "Quit Lantern", window.close, QKeySequence.StandardKey.Quit,
+                        QAction.MenuRole.QuitRole),
+        "search": _action(chat_menu, "Search Chats", window.focus_search, "Ctrl+K"),
+        "stop": _action(chat_menu, "Stop", window.stop, "Ctrl+."),
+        "regenerate": _action(chat_menu, "Regenerate Answer", window.regenerate_last, "Ctrl+R"),
+        "chat_settings": _action(chat_menu, "Chat Settings…", window.open_chat_settings, "Ctrl+Shift+,"),
+        "about": _action(help_menu, "About Lantern", window.show_about, role=QAction.MenuRole.AboutRole),
+    }
+    for action in actions.values():
+        window.addAction(action)   # shortcuts work even where the menu bar is hidden (offscreen, tests)
+    return actions

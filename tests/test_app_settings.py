@@ -1,0 +1,101 @@
+"""Presets, per-chat overrides, the context meter, menus and appearance on the real window."""
+
+from PySide6.QtCore import Qt
+from PySide6.QtGui import QAction, QGuiApplication, QPalette
+
+from app.appearance import apply_scheme
+from app.context_meter import Usage, audio_tokens, image_tokens
+from app.settings_dialog import BUILT_IN_PRESETS, ChatSettingsDialog, chat_options, presets
+from tests.conftest import FIXTURES
+from tests.test_app_window import send, shared_host, window  # noqa: F401  (fixtures)
+
+
+def test_presets_are_seeded_edited_and_chosen_per_chat_with_overrides(qtbot, window):
+    library = window.library
+    assert set(presets(library)) == set(BUILT_IN_PRESETS)
+    dialog = window.open_settings()
+    qtbot.addWidget(dialog)
+    dialog.picker.setCurrentText("Precise")
+    dialog.form.temperature.setValue(0.55)
+    dialog.form.system.setPlainText("Be brief.")
+    dialog.save()
+    dialog.add("Mine")
+    assert presets(library)["Precise"]["temperature"] == 0.55 and presets(library)["Mine"]["system"] == "Be brief."
+
+    window.new_chat()
+    chat = ChatSettingsDialog(library, window.conversation.settings, window)
+    qtbot.addWidget(chat)
+    chat.preset.setCurrentText("Reasoning")
+    assert chat.form.thinking.isChecked()    # the form shows the preset's values
+    chat.form.top_k.setValue(7)
+    window.set_chat_settings(chat.chat_settings())
+    assert window.conversation.settings["overrides"] == {"top_k": 7}
+    assert window.thinking_box.isChecked()   # the toggle follows the preset
+    options = window.chat_options()
+    assert options["top_k"] == 7 and options["thinking"] is True
+    assert options["max_tokens"] == window.options["max_tokens"]   # the window's explicit choice wins
+    assert chat_options(library, {"preset": "gone"}) == presets(library)["Balanced"]
+    send(qtbot, window, "Hello with a preset")
+    assert window.conversation.path[-1].role == "assistant"
+
+
+def test_context_meter_counts_text_images_and_audio(qtbot, window):
+    window.new_chat()
+    window.input.setPlainText("some words to count " * 20)
+    qtbot.waitUntil(lambda: window.context_meter.usage is not None and window.context_meter.usage.text > 80,
+                    timeout=10000)
+    assert window.context_meter.usage.limit == window.model_info["context_length"]
+    assert "Context" in window.context_meter.label.text()
+    image, audio = FIXTURES / "media" / "image_wide.png", FIXTURES / "media" / "audio_16k.wav"
+    assert image_tokens(image, 70) < image_tokens(image, 280) <= 280 and audio_tokens(audio) > 0
+    window.input.clear()
+    send(qtbot, window, "Look at this")
+    window.conversation.reload()
+    nearly = Usage(text=900, images=0, audio=0, limit=1000)
+    assert nearly.warning and "Nearly full" in nearly.describe()
+    assert "Full" in Usage(1001, 0, 0, 1000).describe() and not Usage(10, 5, 5, 1000).warning
+    window.context_meter.show_usage(nearly)
+    assert window.context_meter.label.property("warning") is True
+
+
+def test_menus_have_mac_roles_and_shortcuts(qtbot, window, tmp_path):
+    actions = window.actions_by_name
+    assert actions["settings"].menuRole() == QAction.MenuRole.PreferencesRole
+    assert actions["about"].menuRole() == QAction.MenuRole.AboutRole
+    assert actions["quit"].menuRole() == QAction.MenuRole.QuitRole
+    assert actions["export_json"].menuRole() == QAction.MenuRole.NoRole
+    assert actions["settings"].shortcut().toString() == "Ctrl+,"
+    assert actions["search"].shortcut().toString() == "Ctrl+K"
+    assert actions["new"].shortcut().toString() == "Ctrl+N"
+    before = len(window.library.conversations())
+    actions["new"].trigger()
+    assert len(window.library.conversations()) == before + 1
+    send(qtbot, window, "export me")
+    markdown = window.export_chat_markdown(tmp_path / "md")
+    assert "export me" in markdown.read_text(encoding="utf-8")
+    assert window.backup_library(tmp_path / "backup").exists()
+    unnamed = [w for w in window.findChildren(type(window.send_button)) if not w.accessibleName()]
+    assert unnamed == []   # every push button has an accessible name
+
+
+def test_finished_reply_is_announced(qtbot, window):
+    send(qtbot, window, "announce me")
+    assert "Gemma finished replying" in window.view.accessibleDescription()
+    assert "Gemma finished replying" in window.statusBar().currentMessage()
+
+
+def test_palette_follows_the_chosen_scheme(qapp, monkeypatch):
+    original = qapp.palette()
+    try:
+        monkeypatch.setenv("LANTERN_APPEARANCE", "dark")
+        apply_scheme(qapp)
+        assert qapp.palette().color(QPalette.ColorRole.Window).lightness() < 80
+        monkeypatch.setenv("LANTERN_APPEARANCE", "light")
+        apply_scheme(qapp)
+        assert qapp.palette().color(QPalette.ColorRole.Window).lightness() > 200
+        monkeypatch.delenv("LANTERN_APPEARANCE")
+        apply_scheme(qapp)   # no override: whatever the platform reports (offscreen: not dark)
+        dark = QGuiApplication.styleHints().colorScheme() == Qt.ColorScheme.Dark
+        assert (qapp.palette().color(QPalette.ColorRole.Window).lightness() < 80) == dark
+    finally:
+        qapp.setPalette(original)
