@@ -36,7 +36,7 @@ def drop_on(widget, mime: QMimeData) -> QDropEvent:
     """A drag entering `widget` and dropped there, as the window system delivers it."""
     where, action = QPointF(5.5, 5.5), Qt.DropAction.CopyAction
     buttons, modifiers = Qt.MouseButton.LeftButton, Qt.KeyboardModifier.NoModifier
-    enter = QDragEnterEvent(where, action, mime, buttons, modifiers)
+    enter = QDragEnterEvent(where.toPoint(), action, mime, buttons, modifiers)
     QApplication.sendEvent(widget, enter)
     assert enter.isAccepted()
     event = QDropEvent(where, action, mime, buttons, modifiers)

@@ -38,9 +38,10 @@ def load(qtbot, win, name):
 def drop_files(widget, *paths):
     mime = QMimeData()
     mime.setUrls([QUrl.fromLocalFile(str(path)) for path in paths])
-    args = (QPointF(5.5, 5.5), Qt.DropAction.CopyAction, mime, Qt.MouseButton.LeftButton, Qt.KeyboardModifier.NoModifier)
-    QApplication.sendEvent(widget, QDragEnterEvent(*args))
-    QApplication.sendEvent(widget, QDropEvent(*args))
+    where = QPointF(5.5, 5.5)
+    rest = (Qt.DropAction.CopyAction, mime, Qt.MouseButton.LeftButton, Qt.KeyboardModifier.NoModifier)
+    QApplication.sendEvent(widget, QDragEnterEvent(where.toPoint(), *rest))  # enter events take a QPoint
+    QApplication.sendEvent(widget, QDropEvent(where, *rest))
 
 
 def test_two_dropped_images_reach_the_model_with_the_tray_token_count(qtbot, window):
