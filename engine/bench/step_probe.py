@@ -6,7 +6,10 @@ wait for step n's token. So while a token stream runs, `mx.async_eval` is wrappe
 
 * build time: from the moment the consumer asked for the next token (or the previous dispatch returned,
   whichever is later) until the call: the Python work that constructs the step's graph, sampling included;
-* dispatch time: the duration of the `async_eval` call itself (graph traversal and scheduling);
+* dispatch time: the duration of the `async_eval` call itself (graph traversal and scheduling). On the
+  CPU backend this call was measured to take about as long as the whole step (the CPU stream runs the
+  work before the call returns), so there it is kernel time, not host overhead; host overhead is the
+  build time, plus dispatch only on skeleton models or GPU backends;
 * optionally the primitives in the graph handed over, counted from `mx.export_to_dot` (one rectangle per
   primitive; a multi-output primitive counts once, an `mx.compile`d group counts as one `Compiled…` node).
   Arrays already evaluated, weights and cache contents, are leaves and are not counted.
