@@ -132,6 +132,17 @@ class ChatSession:
         self.messages.append(Message("user", text, list(images or []), clips, [_as_video(v) for v in videos or []]))
         return self._answer(notices)
 
+    def count_tokens(self, text: str, images=None, audio=None, videos=None) -> dict[str, int]:
+        """What sending this message would put into the prompt, without sending it: the whole prompt's
+        tokens and, among them, the image (video frames included) and audio soft tokens."""
+        clips, _ = _model_rate_clips(audio or [])
+        draft = Message("user", text, list(images or []), clips, [_as_video(v) for v in videos or []])
+        prompt, _ = self._prompt_for([*self.messages, draft])
+        image_runs, audio_runs, frame_runs = prompt.runs(self.model.config)
+        return {"total": int(prompt.ids.size),
+                "image": sum(length for _, length in image_runs + frame_runs),
+                "audio": sum(length for _, length in audio_runs)}
+
     def add_tool_result(self, name: str, result: str) -> Iterator[ChatEvent]:
         self.messages.append(Message("tool", result, name=name))
         return self._answer()

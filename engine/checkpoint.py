@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Callable
 
 import mlx.core as mx
 
@@ -17,6 +18,8 @@ from .errors import EngineError
 from .safetensors_header import TensorEntry, read_safetensors_header
 
 INDEX_FILE = "model.safetensors.index.json"
+# progress(stage, fraction of that stage done)
+Progress = Callable[[str, float], None]
 _TOWER_PREFIXES = ("vision_tower.", "audio_tower.", "embed_vision.", "embed_audio.")
 _KV_WEIGHTS = ("k_proj", "v_proj", "k_norm", "v_norm")
 
@@ -45,9 +48,11 @@ def weight_files(folder: Path) -> list[Path]:
     return files
 
 
-def read_headers(files: list[Path]) -> dict[str, tuple[Path, TensorEntry]]:
+def read_headers(files: list[Path], progress: Progress | None = None) -> dict[str, tuple[Path, TensorEntry]]:
     tensors: dict[str, tuple[Path, TensorEntry]] = {}
-    for path in files:
+    for done, path in enumerate(files):
+        if progress:
+            progress("checking weight files", done / len(files))
         for name, entry in read_safetensors_header(path).items():
             if name in tensors:
                 raise EngineError(f"tensor {name} appears in both {tensors[name][0].name} and {path.name}")
@@ -99,9 +104,10 @@ def _is_dead_weight(name: str, text: TextConfig) -> bool:
             and parts[1] == "self_attn" and parts[2] in _KV_WEIGHTS)
 
 
-def load_tensors(files: list[Path], text: TextConfig) -> tuple[dict[str, mx.array], int]:
+def load_tensors(files: list[Path], text: TextConfig,
+                 progress: Progress | None = None) -> tuple[dict[str, mx.array], int]:
     """Validate every header, then open the files lazily; return canonical tensors and their byte count."""
-    headers = read_headers(files)
+    headers = read_headers(files, progress)
     hf = is_hf_layout(headers)
     tensors: dict[str, mx.array] = {}
     total_bytes = 0

@@ -8,7 +8,7 @@ import mlx.core as mx
 import mlx.nn as nn
 from mlx.utils import tree_flatten
 
-from .checkpoint import load_tensors, weight_files
+from .checkpoint import Progress, load_tensors, weight_files
 from .config import ModelConfig, QuantConfig, read_config
 from .errors import EngineError
 from .network import Gemma4Network
@@ -75,9 +75,12 @@ def open_folder(path: str | Path) -> Path:
     return folder
 
 
-def build_network(config: ModelConfig, folder: Path) -> tuple[Gemma4Network, int, int]:
+def build_network(config: ModelConfig, folder: Path,
+                  progress: Progress | None = None) -> tuple[Gemma4Network, int, int]:
     """Build the module tree and bind the checkpoint's tensors to it (lazily: nothing is read yet)."""
-    tensors, nbytes = load_tensors(weight_files(folder), config.text)
+    tensors, nbytes = load_tensors(weight_files(folder), config.text, progress)
+    if progress:
+        progress("building the model", 0.0)
     net = Gemma4Network(config)
     _quantize_like_checkpoint(net, tensors, config.quantization)
     _check_names_and_shapes(net, tensors)
@@ -86,11 +89,15 @@ def build_network(config: ModelConfig, folder: Path) -> tuple[Gemma4Network, int
     return net, nbytes, _parameter_count(tensors, config.quantization)
 
 
-def load(path: str | Path, dtype: mx.Dtype | None = None):
-    """Load a Gemma 4 model folder (either layout, any precision). Never touches the network."""
+def load(path: str | Path, dtype: mx.Dtype | None = None, progress: Progress | None = None):
+    """Load a Gemma 4 model folder (either layout, any precision). Never touches the network.
+
+    Weights are mapped lazily; `Model.warm_up` reads them in with progress. `progress(stage, fraction)`
+    is told how far the checks have come.
+    """
     from .model import Model
 
     folder = open_folder(path)
     config = read_config(folder)
-    net, nbytes, params = build_network(config, folder)
+    net, nbytes, params = build_network(config, folder, progress)
     return Model(folder, config, net, weight_bytes=nbytes, parameter_count=params, dtype=dtype)

@@ -64,6 +64,27 @@ class Model:
             quantization=(quant.default.bits, quant.default.group_size) if quant else None,
         )
 
+    def warm_up(self, progress=None, cancel: threading.Event | None = None) -> None:
+        """Read every weight from disk (reporting progress, stoppable) and run one token through the model,
+        so the first real turn starts at full speed."""
+        self.check_thread()
+        modules = [*self.net.text.layers, self.net.text]
+        modules += [getattr(self.net, name) for name in ("vision_tower", "embed_vision", "audio_tower", "embed_audio")
+                    if name in self.net]
+        for done, module in enumerate(modules):
+            if cancel is not None and cancel.is_set():
+                raise EngineError("loading was cancelled")
+            if progress:
+                progress("reading weights", done / len(modules))
+            mx.eval(module.parameters())
+        text = self.net.text
+        ids = mx.array([[self.config.text.bos_token_id]])
+        h = text.embed(ids, self.dtype)
+        per_layer = text.per_layer_inputs(ids, h) if text.config.has_ple else None
+        mx.eval(text.logits(text(h, per_layer, text.make_caches(), offset=0)))
+        if progress:
+            progress("ready", 1.0)
+
     def check_thread(self) -> None:
         """MLX runs a thread's work on that thread's streams, and the lazily loaded weights belong to the
         loading thread: a model must be loaded and used on one thread (the app's engine thread)."""

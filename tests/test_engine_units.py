@@ -159,3 +159,20 @@ def test_worker_threads_take_the_uncompiled_path_with_identical_results():
     worker.start()
     worker.join()
     np.testing.assert_allclose(results["worker"], on_main, rtol=0, atol=1e-5 * np.abs(on_main).max())
+
+
+def test_load_and_warm_up_report_progress_and_warm_up_can_be_cancelled():
+    import threading
+
+    stages = []
+    model = engine.load(MODELS / "tiny-e2b-mlx", progress=lambda stage, done: stages.append((stage, done)))
+    assert [s for s, _ in stages][:2] == ["checking weight files"] * 2  # two shards
+    assert stages[-1][0] == "building the model"
+    readings = []
+    model.warm_up(progress=lambda stage, done: readings.append((stage, done)))
+    fractions = [done for stage, done in readings if stage == "reading weights"]
+    assert fractions == sorted(fractions) and len(fractions) > 10 and readings[-1] == ("ready", 1.0)
+    cancelled = threading.Event()
+    cancelled.set()
+    with pytest.raises(engine.EngineError, match="cancelled"):
+        engine.load(MODELS / "tiny-e2b").warm_up(cancel=cancelled)

@@ -178,3 +178,14 @@ def test_each_image_can_carry_its_own_budget():
     features = model.encode_images([(wide, 140), tall], budget=70)
     assert [f.shape[0] for f in features] == [model.image_token_count(wide, 140), model.image_token_count(tall, 70)]
     np.testing.assert_array_equal(np.array(features[1]), np.array(model.embed_image(tall, 70)))
+
+
+def test_a_draft_message_is_counted_exactly_as_it_will_be_sent():
+    model = engine.load(MODELS / "tiny-e2b")
+    session = model.chat(temperature=0.0, max_tokens=2, image_budget=BUDGET)
+    list(session.send("Hello"))
+    images = [Image.open(MEDIA / "image_wide.png")]
+    counted = session.count_tokens("What is this?", images=images, audio=_audio())
+    assert len(session.messages) == 2  # counting sends nothing
+    stats = list(session.send("What is this?", images=images, audio=_audio()))[-1].stats
+    assert counted == {"total": stats.prompt_tokens, "image": stats.image_tokens, "audio": stats.audio_tokens}
