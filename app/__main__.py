@@ -84,7 +84,7 @@ def main(argv: list[str] | None = None) -> int:
         window.close()
     else:
         if selected:
-            window.load_selected_model()
+            window.auto_load()
         status = app.exec()
     dispose(window)
     return status

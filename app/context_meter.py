@@ -1,54 +1,17 @@
 """How full the model's context window is: text, image and audio tokens of the branch plus the draft.
 
-Text is counted by the model's own tokenizer in the engine process (asked asynchronously, so typing
-never waits); image and audio tokens are computed here from file headers, without decoding pixels
-or samples and without MLX.
+The engine process counts the prompt that sending the draft would build (system prompt, branch, text,
+every image at its budget, every audio clip), exactly, with the model's own template and tokenizer;
+it is asked asynchronously, so typing never waits.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 
 from PySide6.QtWidgets import QHBoxLayout, QLabel, QProgressBar, QWidget
 
-from .storage import Attachment
-
-TURN_OVERHEAD_TOKENS = 4     # <|turn>role\n ... <turn|>\n around every message
 WARN_FRACTION = 0.85
-DEFAULT_IMAGE_BUDGET = 280
-
-
-def image_tokens(path: Path, budget: int) -> int:
-    from PIL import Image
-
-    from engine.vision import soft_token_count, upright_size
-
-    with Image.open(path) as image:
-        return soft_token_count(*upright_size(image), budget)
-
-
-def audio_tokens(path: Path) -> int:
-    import soundfile
-
-    from engine.audio.clips import token_count_at_rate
-
-    info = soundfile.info(str(path))
-    return token_count_at_rate(info.frames, info.samplerate)
-
-
-def media_tokens(attachments: list[Attachment], budget: int = DEFAULT_IMAGE_BUDGET) -> tuple[int, int]:
-    """(image tokens, audio tokens) of stored attachments; unreadable files count as nothing."""
-    images = audio = 0
-    for attachment in attachments:
-        try:
-            if attachment.kind == "image":
-                images += image_tokens(attachment.path, budget)
-            else:
-                audio += audio_tokens(attachment.path)
-        except (OSError, ValueError, RuntimeError):
-            continue
-    return images, audio
 
 
 @dataclass(frozen=True)

@@ -75,20 +75,18 @@ class Conversation:
         self.library.set_settings(self.id, {**self.settings, **changes})
 
     def _add(self, parent_id: int | None, role: str, content: str, thinking: str = "",
-             stats: dict | None = None, attachments: list[tuple[str, Path]] = ()) -> int:
+             stats: dict | None = None, attachments: list[tuple] = ()) -> int:
         message_id = self.library.add_message(self.id, parent_id, role, content, thinking, stats, attachments)
         self.reload()
         return message_id
 
-    def add_user_message(self, text: str, attachments: list[tuple[str, Path]] = (),
-                         image_budget: int | None = None) -> int:
+    def add_user_message(self, text: str, attachments: list[tuple] = ()) -> int:
         """A new user turn at the end of the active branch; names the chat after its first message.
-        `attachments` are ("image" | "audio", file) pairs, stored beside the history with the image
-        budget they were given, so a regenerated answer sees them the same way."""
+        `attachments` are ("image" | "audio", file[, image budget]) tuples, stored beside the history with
+        the budget each image was given, so a regenerated answer sees them the same way."""
         if not self.path:
             self.library.rename(self.id, _title_from(text))
-        stats = {"image_budget": image_budget} if image_budget is not None else None
-        return self._add(self.active_leaf, "user", text, stats=stats, attachments=attachments)
+        return self._add(self.active_leaf, "user", text, attachments=attachments)
 
     def add_answer(self, user_id: int, content: str, thinking: str = "", stats: dict | None = None) -> int:
         return self._add(user_id, "assistant", content, thinking, stats)
@@ -99,7 +97,7 @@ class Conversation:
         original = self.tree.by_id[message_id]
         if original.role != "user":
             raise ValueError(f"message {message_id} is not a user message")
-        kept = [(a.kind, a.path) for a in self.library.attachments(message_id)]
+        kept = [(a.kind, a.path, a.budget) for a in self.library.attachments(message_id)]
         return self._add(original.parent_id, "user", text, stats=original.stats, attachments=kept)
 
     def regeneration_parent(self, message_id: int) -> int:
@@ -121,20 +119,34 @@ class Conversation:
         self.library.set_active_leaf(self.id, message_id)
         self.reload()
 
-    def media_of(self, message_id: int) -> dict[str, list[str]]:
-        """The stored attachment paths of a message, by kind, as the engine process takes them."""
+    def media_of(self, message_id: int) -> dict[str, list]:
+        """The stored attachments of a message, by kind, as the engine process takes them: audio as
+        paths, images as [path, budget] (messages stored before images had budgets of their own carry
+        one budget for all in their stats) or as a path when the chat's default applies."""
         found = self.library.attachments(message_id)
-        return {kind: [str(a.path) for a in found if a.kind == singular]
-                for kind, singular in (("images", "image"), ("audio", "audio"))}
+        shared = self.tree.by_id[message_id].stats.get("image_budget") if message_id in self.tree.by_id else None
+        images = [_image_ref(a.path, a.budget or shared) for a in found if a.kind == "image"]
+        return {"images": images, "audio": [str(a.path) for a in found if a.kind == "audio"]}
 
     def turns_before(self, message_id: int) -> list[dict]:
         """The branch before `message_id` as the engine process takes it: answers only, with media."""
+        return self._wire(self.tree.path_to(message_id)[:-1])
+
+    def branch_turns(self) -> list[dict]:
+        """The whole active branch as the engine process takes it (the history a new message follows)."""
+        return self._wire(self.path)
+
+    def _wire(self, messages: list[MessageRow]) -> list[dict]:
         return [{"role": message.role, "text": message.content, **self.media_of(message.id)}
-                for message in self.tree.path_to(message_id)[:-1]]
+                for message in messages]
 
     def history_before(self, message_id: int) -> list[tuple[str, str]]:
         """(role, text) of the turns before `message_id` on its branch: answers only, never thoughts."""
         return [(message.role, message.content) for message in self.tree.path_to(message_id)[:-1]]
+
+
+def _image_ref(path: Path, budget: int | None) -> list | str:
+    return [str(path), budget] if budget else str(path)
 
 
 def _title_from(text: str, limit: int = 48) -> str:

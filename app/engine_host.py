@@ -39,13 +39,14 @@ def explain_exit(exit_code: int, crashed: bool, stderr_tail: list[str]) -> str:
 
 class EngineHost(QObject):
     ready = Signal()
-    loading = Signal(str, int, int)      # text, step, steps
+    loading = Signal(str, float)         # text, fraction of the whole load done
     loaded = Signal(dict)                # model info
     load_failed = Signal(str)
+    load_cancelled = Signal()
     event = Signal(int, str, str)        # turn id, kind, new text
     turn_finished = Signal(int, dict)    # turn id, stats
     turn_failed = Signal(int, str)
-    counted = Signal(int, object)        # request id, list of counts or None
+    counted = Signal(int, object)        # request id, {"total", "image", "audio"} or None
     died = Signal(str)                   # plain-words explanation
 
     def __init__(self, parent: QObject | None = None):
@@ -113,9 +114,10 @@ class EngineHost(QObject):
         self._send({"op": "load", "folder": self.folder})
 
     def cancel_load(self) -> None:
-        """Loading cannot be interrupted inside MLX, so the process goes; the next request starts another."""
-        self.kill()
+        """The engine stops between two weight reads and answers load_cancelled; the process stays."""
         self.folder = None
+        if self.running:
+            self.process.write(protocol.encode({"op": "cancel_load"}))
 
     def restart(self) -> None:
         """A fresh process with the last model (after it died)."""
@@ -125,8 +127,10 @@ class EngineHost(QObject):
         else:
             self.start()
 
-    def start_turn(self, conversation_id: int, history: list[dict], user_text: str, options: dict,
-                   images: list[str] = (), audio: list[str] = ()) -> int:
+    def start_turn(self, conversation_id: int | None, history: list[dict], user_text: str, options: dict,
+                   images: list = (), audio: list[str] = ()) -> int:
+        """A turn of conversation `conversation_id` (None: a side turn such as dictation); `images` are
+        paths or [path, budget] pairs."""
         self._next_turn += 1
         self._send({"op": "turn", "turn": self._next_turn, "conversation": conversation_id, "history": history,
                     "text": user_text, "options": options, "images": list(images), "audio": list(audio)})
@@ -136,10 +140,14 @@ class EngineHost(QObject):
         if self.running:
             self.process.write(protocol.encode({"op": "cancel", "turn": turn_id}))
 
-    def count_tokens(self, texts: list[str]) -> int:
+    def count_tokens(self, conversation_id: int | None, history: list[dict], text: str, options: dict,
+                     images: list = (), audio: list[str] = ()) -> int:
+        """Ask for the exact prompt size of sending this draft; `counted` answers with the returned id."""
         self._next_count += 1
         if self.running:
-            self.process.write(protocol.encode({"op": "count", "request": self._next_count, "texts": texts}))
+            self.process.write(protocol.encode({
+                "op": "count", "request": self._next_count, "conversation": conversation_id, "history": history,
+                "text": text, "options": options, "images": list(images), "audio": list(audio)}))
         return self._next_count
 
     # -- replies ----------------------------------------------------------------------------------
@@ -156,12 +164,14 @@ class EngineHost(QObject):
         if kind == "ready":
             self.ready.emit()
         elif kind == "stage":
-            self.loading.emit(message["text"], message["step"], message["steps"])
+            self.loading.emit(message["text"], message["fraction"])
         elif kind == "loaded":
             self.info = message["info"]
             self.loaded.emit(self.info)
         elif kind == "load_failed":
             self.load_failed.emit(message["error"])
+        elif kind == "load_cancelled":
+            self.load_cancelled.emit()
         elif kind == "event":
             self.event.emit(message["turn"], message["kind"], message["text"])
         elif kind == "done":

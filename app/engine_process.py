@@ -3,12 +3,14 @@
 It runs apart from the window so that an MLX abort (out of memory on a Mac) or any crash takes only
 this process down; the window notices, keeps the history and can start a new one. MLX streams belong
 to the thread that created them, so the main thread here both loads and generates. A second thread
-reads requests, so that cancel and token counts are answered at once, even mid-generation.
+reads requests, so that cancelling (a turn or a load) and token counts are answered at once, even
+mid-generation.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import os
 import queue
 import sys
@@ -20,30 +22,59 @@ from typing import BinaryIO
 from . import engine_protocol as protocol
 
 SESSION_OPTIONS = ("thinking", "max_tokens", "image_budget", "temperature", "top_p", "top_k", "seed")
-LOAD_STEPS = 3
+# Where each stage the engine reports sits in the whole load: (start, share). Reading the weights is
+# nearly all of the time on a real model; the warm-up token after it is the rest.
+LOAD_STAGES = {"checking weight files": (0.0, 0.04), "building the model": (0.04, 0.01),
+               "reading weights": (0.05, 0.9), "ready": (1.0, 0.0)}
+COUNT_CACHE_SIZE = 32
+
+
+ImageRef = tuple[str, int | None]   # (path, budget); None: the chat's default budget
+
+
+def image_refs(items) -> tuple[ImageRef, ...]:
+    """Wire images as (path, budget) pairs: a bare path, or a [path, budget] pair."""
+    return tuple((item, None) if isinstance(item, str) else (item[0], item[1]) for item in items or ())
 
 
 @dataclasses.dataclass(frozen=True)
 class Turn:
-    """One history item as the window sends it; media are file paths."""
+    """One history item as the window sends it; media are file paths, images with their budgets."""
     role: str
     text: str
-    images: tuple[str, ...] = ()
+    images: tuple[ImageRef, ...] = ()
     audio: tuple[str, ...] = ()
 
     @classmethod
     def from_wire(cls, item: dict) -> "Turn":
-        return cls(item["role"], item["text"], tuple(item.get("images", ())), tuple(item.get("audio", ())))
+        return cls(item["role"], item["text"], image_refs(item.get("images")), tuple(item.get("audio", ())))
 
 
-def open_media(images: tuple[str, ...], audio: tuple[str, ...]) -> tuple[list, list]:
-    from engine.audio.io import load_audio
+def open_media(images: tuple[ImageRef, ...], audio: tuple[str, ...], open_image=None, load_audio=None):
+    """(images, audio) as ChatSession takes them: an image with a budget of its own goes as a pair."""
+    from engine.audio.io import load_audio as read_audio
+    from engine.vision import open_image as read_image
+
+    open_image, load_audio = open_image or read_image, load_audio or read_audio
+    opened = [open_image(path) if budget is None else (open_image(path), budget) for path, budget in images]
+    return opened, [load_audio(path) for path in audio]
+
+
+@functools.lru_cache(maxsize=COUNT_CACHE_SIZE)
+def _cached_image(path: str):
     from engine.vision import open_image
 
-    return [open_image(path) for path in images], [load_audio(path) for path in audio]
+    return open_image(path)
 
 
-def reuse_messages(old: list, old_turns: list[Turn], history: list[Turn]) -> list:
+@functools.lru_cache(maxsize=COUNT_CACHE_SIZE)
+def _cached_audio(path: str):
+    from engine.audio.io import load_audio
+
+    return load_audio(path)
+
+
+def reuse_messages(old: list, old_turns: list[Turn], history: list[Turn], opener=open_media) -> list:
     """The session messages for `history`, keeping the old Message objects (and the token ids the
     prompt cache knows them by) for the leading turns that did not change."""
     from engine.chat import Message
@@ -52,44 +83,67 @@ def reuse_messages(old: list, old_turns: list[Turn], history: list[Turn]) -> lis
     for index, turn in enumerate(history):
         if index >= len(old) or index >= len(old_turns) or old_turns[index] != turn:
             for rest in history[index:]:
-                images, audio = open_media(rest.images, rest.audio)
+                images, audio = opener(rest.images, rest.audio)
                 messages.append(Message(rest.role, rest.text, images, audio))
             return messages
         messages.append(old[index])
     return messages
 
 
+def open_for_count(images: tuple[ImageRef, ...], audio: tuple[str, ...]):
+    """Like open_media, but remembering recent files: the draft is counted again at every pause in typing."""
+    return open_media(images, audio, _cached_image, _cached_audio)
+
+
+def user_turn(request: dict) -> Turn:
+    return Turn("user", request["text"], image_refs(request.get("images")), tuple(request.get("audio", ())))
+
+
+def load_fraction(stage: str, fraction: float, last: float) -> float:
+    """How far the whole load is, from the engine's (stage, fraction of that stage); never backwards."""
+    start, share = LOAD_STAGES.get(stage, (last, 0.0))
+    return max(last, min(1.0, start + share * fraction))
+
+
 class EngineService:
-    """The model and one chat session per conversation; every method but `cancel` and `count`
-    runs on the thread that loaded the model."""
+    """The model and one chat session per conversation; every method but `cancel`, `cancel_load` and
+    `count` runs on the thread that loaded the model."""
 
     def __init__(self, reply):
         self.reply = reply
         self.model = None
         self._sessions: dict[int, tuple[tuple, object, list[Turn]]] = {}
+        self._counting: dict[int | None, tuple[tuple, object, list[Turn]]] = {}
         self._running: tuple[int, object] | None = None
         self._cancelled: set[int] = set()
+        self._load_cancel = threading.Event()
         self._lock = threading.Lock()
 
     # -- loading ----------------------------------------------------------------------------------
 
-    def load(self, folder: str) -> None:
-        import engine
-        from engine.config import read_config
+    def expect_load(self) -> threading.Event:
+        """From the reader thread, in request order: the cancel switch of the load just read, so a
+        cancel that follows it at once is never lost."""
+        self._load_cancel = threading.Event()
+        return self._load_cancel
 
-        self.model, self._sessions = None, {}
+    def cancel_load(self) -> None:
+        self._load_cancel.set()
+
+    def load(self, folder: str, cancel: threading.Event) -> None:
+        import engine
+
+        self.model, self._sessions, self._counting = None, {}, {}
         name = Path(folder).name
+        progress = self._progress_reporter(name)
         try:
-            self._stage(1, f"Reading the headers of {name}…")
-            read_config(Path(folder))
-            self._stage(2, f"Mapping the weights of {name}…")
-            model = engine.load(folder)
-            self._stage(3, "Warming up (first forward pass)…")
-            # One real token through the whole chat path, so the user's first turn starts at full speed.
-            for _ in model.chat(max_tokens=1).send("Hello"):
-                pass
+            model = engine.load(folder, progress=progress)
+            if cancel.is_set():
+                raise engine.EngineError("loading was cancelled")
+            # Every weight read from disk and one token through the model: the first turn starts at full speed.
+            model.warm_up(progress=progress, cancel=cancel)
         except engine.EngineError as error:
-            self.reply({"ev": "load_failed", "error": str(error)})
+            self.reply({"ev": "load_cancelled"} if cancel.is_set() else {"ev": "load_failed", "error": str(error)})
             return
         except Exception as error:  # a broken file must end in a message, not a dead engine
             traceback.print_exc()
@@ -100,18 +154,26 @@ class EngineService:
         self.reply({"ev": "loaded", "info": {**dataclasses.asdict(info), "modalities": sorted(info.modalities),
                                              "folder": str(folder)}})
 
-    def _stage(self, step: int, text: str) -> None:
-        self.reply({"ev": "stage", "text": text, "step": step, "steps": LOAD_STEPS})
+    def _progress_reporter(self, name: str):
+        done = [0.0]
+
+        def report(stage: str, fraction: float) -> None:
+            done[0] = load_fraction(stage, fraction, done[0])
+            self.reply({"ev": "stage", "text": f"{stage.capitalize()} ({name})…", "fraction": done[0]})
+        return report
 
     # -- turns ------------------------------------------------------------------------------------
 
-    def _session_for(self, conversation: int, options: dict):
+    def _session_for(self, sessions: dict, conversation: int | None, options: dict, model):
+        """The conversation's session, new when its options changed. Conversation None is a side turn
+        (dictation): a fresh session each time, remembered nowhere."""
         chosen = {key: options[key] for key in SESSION_OPTIONS if options.get(key) is not None}
         key = (options.get("system") or None, tuple(sorted(chosen.items())))
-        known = self._sessions.get(conversation)
+        known = sessions.get(conversation) if conversation is not None else None
         if known is None or known[0] != key:
-            known = (key, self.model.chat(system=key[0], **chosen), [])
-            self._sessions[conversation] = known
+            known = (key, model.chat(system=key[0], **chosen), [])
+            if conversation is not None:
+                sessions[conversation] = known
         return known
 
     def turn(self, request: dict) -> None:
@@ -122,11 +184,14 @@ class EngineService:
         import engine
 
         try:
-            key, session, old_turns = self._session_for(request["conversation"], request.get("options", {}))
+            conversation = request.get("conversation")
+            key, session, old_turns = self._session_for(self._sessions, conversation, request.get("options", {}),
+                                                        self.model)
             history = [Turn.from_wire(item) for item in request.get("history", ())]
             session.messages = reuse_messages(session.messages, old_turns, history)
-            user = Turn("user", request["text"], tuple(request.get("images", ())), tuple(request.get("audio", ())))
-            self._sessions[request["conversation"]] = (key, session, history + [user])
+            user = user_turn(request)
+            if conversation is not None:
+                self._sessions[conversation] = (key, session, history + [user])
             images, audio = open_media(user.images, user.audio)
             with self._lock:
                 self._running = (turn_id, session)
@@ -160,23 +225,42 @@ class EngineService:
                 self._running[1].cancel()
 
     def count(self, request: dict) -> None:
-        """Token counts need only the tokenizer (no MLX), so any thread may answer them."""
+        """The exact prompt that sending the draft would build, counted (ChatSession.count_tokens needs
+        the tokenizer, the template and image sizes, no MLX, so the reader thread may answer)."""
         model = self.model
-        counts = None if model is None else [len(model.tokenizer.encode(text)) for text in request["texts"]]
+        try:
+            counts = None if model is None else self._count(model, request)
+        except (ValueError, OSError) as error:   # a draft file that went away: no count, no dead reader
+            print(f"count failed: {error}", file=sys.stderr)
+            counts = None
         self.reply({"ev": "counted", "request": request["request"], "counts": counts})
+
+    def _count(self, model, request: dict) -> dict:
+        conversation = request.get("conversation")
+        key, session, old_turns = self._session_for(self._counting, conversation, request.get("options", {}), model)
+        history = [Turn.from_wire(item) for item in request.get("history", ())]
+        session.messages = reuse_messages(session.messages, old_turns, history, open_for_count)
+        self._counting[conversation] = (key, session, history)
+        draft = user_turn(request)
+        images, audio = open_for_count(draft.images, draft.audio)
+        return session.count_tokens(draft.text, images=images, audio=audio)
 
 
 def read_requests(stream: BinaryIO, service: EngineService, work: queue.Queue) -> None:
-    """Reader thread: cancel and count at once, everything else in order to the engine thread."""
+    """Reader thread: cancels and counts at once, everything else in order to the engine thread."""
     for line in stream:
         if not line.strip():
             continue
         request = protocol.decode(line)
         if request["op"] == "cancel":
             service.cancel(request["turn"])
+        elif request["op"] == "cancel_load":
+            service.cancel_load()
         elif request["op"] == "count":
             service.count(request)
         else:
+            if request["op"] == "load":
+                request["cancel"] = service.expect_load()
             work.put(request)
             if request["op"] == "quit":
                 return   # nobody may still be reading stdin when the interpreter shuts down
@@ -200,7 +284,7 @@ def serve(requests: BinaryIO, replies: BinaryIO) -> int:
         if request["op"] == "quit":
             return 0
         if request["op"] == "load":
-            service.load(request["folder"])
+            service.load(request["folder"], request["cancel"])
         elif request["op"] == "turn":
             service.turn(request)
 

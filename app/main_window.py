@@ -10,15 +10,16 @@ from PySide6.QtGui import QAccessible, QAccessibleAnnouncementEvent, QGuiApplica
 from PySide6.QtWidgets import (QCheckBox, QComboBox, QFileDialog, QHBoxLayout, QLabel, QMainWindow, QMessageBox,
                                QProgressBar, QPushButton, QSplitter, QVBoxLayout, QWidget)
 
-from .context_meter import TURN_OVERHEAD_TOKENS, ContextMeter, Usage, media_tokens
+from .context_meter import ContextMeter, Usage
 from .conversation import Conversation
 from .engine_host import EngineHost
 from .export import export_json, export_markdown
+from .load_marker import LoadMarker
 from .media.composer import MediaComposer
 from .menus import build_menus
 from .models import ModelEntry, check_memory, discover
 from .settings_dialog import ChatSettingsDialog, PresetsDialog, chat_options
-from .storage import Library, data_dir
+from .storage import Library
 from .widgets import ChatInput, ConversationView, MessageState, MessageWidget, Sidebar
 
 RENDER_INTERVAL_MS = 33   # re-render the streaming reply at most ~30 times a second
@@ -62,6 +63,8 @@ class MainWindow(QMainWindow):
         self.last_deleted: int | None = None
         self.model_loaded = False
         self.model_info: dict | None = None
+        self.loading_model = False
+        self.load_marker = LoadMarker(library.folder)
         self._build()
         self._connect_engine()
         self.render_timer = QTimer(self, interval=RENDER_INTERVAL_MS)
@@ -72,12 +75,16 @@ class MainWindow(QMainWindow):
         self.input.textChanged.connect(self.count_timer.start)
         self.media.attachments.listeners.append(self.count_timer.start)
         self._count_request = 0
-        self._media_tokens: dict[int, tuple[int, int]] = {}
         self.refresh_models()
         self.refresh_sidebar()
         self._restore_geometry()
         if self.host.info is not None:   # a host shared with another window may have a model already
             self._on_loaded(self.host.info)
+
+    @property
+    def media_folder(self) -> Path:
+        """Where pasted images and recordings are written before they travel to the engine process."""
+        return self.library.folder / "media"
 
     # -- layout ------------------------------------------------------------------------------------
 
@@ -253,7 +260,8 @@ class MainWindow(QMainWindow):
     def _engine_links(self) -> list[tuple]:
         host = self.host
         return [(host.loading, self._on_loading), (host.loaded, self._on_loaded),
-                (host.load_failed, self._on_load_failed), (host.event, self._on_event),
+                (host.load_failed, self._on_load_failed), (host.load_cancelled, self._on_load_cancelled),
+                (host.event, self._on_event),
                 (host.turn_finished, self._on_finished), (host.turn_failed, self._on_failed),
                 (host.died, self._on_engine_died), (host.counted, self._on_counted)]
 
@@ -297,24 +305,55 @@ class MainWindow(QMainWindow):
             return False
         self.model_loaded = False
         self._show_engine_problem(False)
+        self._begin_load(entry.path)
         self.host.load(entry.path)
         return True
 
+    def auto_load(self) -> bool:
+        """Load the selected model at start, unless loading that model is what crashed last time."""
+        crashed = self.load_marker.crashed_model()
+        index = self.model_picker.currentIndex()
+        if crashed is not None and index >= 0 and Path(self.models[index].path) == crashed:
+            self.show_notice(f"Lantern stopped while loading {crashed.name} last time, so it was not loaded "
+                             "again by itself. Load it with the Load button, or choose a smaller model or a "
+                             "4-bit copy.")
+            return False
+        return self.load_selected_model()
+
+    def _begin_load(self, folder: Path) -> None:
+        self.loading_model = True
+        self.load_marker.begin(Path(folder))
+        self._on_loading("Starting the engine…", 0.0)
+
+    def _end_load(self) -> None:
+        self.loading_model = False
+        self.load_marker.end()
+
     def cancel_load(self) -> None:
+        """The engine stops between two weight reads; `load_cancelled` confirms."""
         self.host.cancel_load()
+        self.model_status.setText("Cancelling…")
+        self.cancel_load_button.setEnabled(False)
+
+    def _on_load_cancelled(self) -> None:
+        self._end_load()
         self._loading_done("Loading cancelled.")
 
     def restart_engine(self) -> None:
         self._show_engine_problem(False)
         self.model_loaded = False
+        if self.host.folder is not None:
+            self._begin_load(Path(self.host.folder))
         self.host.restart()
 
-    def _on_loading(self, text: str, step: int, steps: int) -> None:
-        self.model_status.setText(text)
-        self.load_progress.setRange(0, steps)
-        self.load_progress.setValue(step - 1)
+    def _on_loading(self, text: str, fraction: float) -> None:
+        percent = round(100 * fraction)
+        self.model_status.setText(f"{text} {percent}%")
+        self.load_progress.setRange(0, 100)
+        self.load_progress.setValue(percent)
         self.load_progress.setVisible(True)
         self.cancel_load_button.setVisible(True)
+        self.cancel_load_button.setEnabled(True)
 
     def _loading_done(self, text: str) -> None:
         self.model_status.setText(text)
@@ -322,6 +361,7 @@ class MainWindow(QMainWindow):
         self.cancel_load_button.setVisible(False)
 
     def _on_loaded(self, info: dict) -> None:
+        self._end_load()
         self.model_loaded = True
         self.model_info = info
         self.media.set_model(info["modalities"], info["variant"])
@@ -331,6 +371,7 @@ class MainWindow(QMainWindow):
                            f"context {info['context_length']} tokens")
 
     def _on_load_failed(self, message: str) -> None:
+        self._end_load()
         self.model_loaded = False
         self._loading_done(f"Could not load the model: {message}")
         self.render_conversation(MessageState(None, "notice", "", error=f"Could not load the model: {message}"))
@@ -340,8 +381,9 @@ class MainWindow(QMainWindow):
         self.other_model_button.setVisible(shown)
 
     def _on_engine_died(self, message: str) -> None:
-        """Keep what was written so far, say what happened, offer a restart or another model."""
-        self.model_loaded = False
+        """Keep what was written so far, say what happened, offer a restart or another model. A death
+        while loading leaves the load marker: that model is not loaded again by itself at the next start."""
+        self.model_loaded = self.loading_model = False
         self._loading_done(message)
         self._show_engine_problem(True)
         if self.pending is not None:
@@ -439,32 +481,30 @@ class MainWindow(QMainWindow):
 
     # -- context meter -----------------------------------------------------------------------------
 
+    def _draft_history(self) -> list[dict]:
+        """The branch the draft would follow: the whole active branch, or what precedes the message
+        being edited (the draft replaces it)."""
+        if self.conversation is None:
+            return []
+        if self.editing_id is not None:
+            return self.conversation.turns_before(self.editing_id)
+        return self.conversation.branch_turns()
+
     def _request_count(self) -> None:
+        """Ask the engine for the exact size of the prompt that sending the draft would build: system
+        prompt, branch, text, and each attached image at its own budget and each audio clip."""
         if not self.model_loaded:
             return
-        path = self.conversation.path if self.conversation else []
-        self._count_path = path
-        self._count_request = self.host.count_tokens([m.content for m in path] + [self.input.toPlainText()])
+        images, audio = self.media.draft_files(self.media_folder)
+        self._count_request = self.host.count_tokens(self.conversation.id if self.conversation else None,
+                                                     self._draft_history(), self.input.toPlainText(),
+                                                     self.chat_options(), images, audio)
 
-    def _path_media_tokens(self, path) -> tuple[int, int]:
-        images = audio = 0
-        for message in path:
-            if message.id not in self._media_tokens:
-                budget = message.stats.get("image_budget") or self.chat_options().get("image_budget", 280)
-                self._media_tokens[message.id] = media_tokens(self.library.attachments(message.id), budget)
-            images += self._media_tokens[message.id][0]
-            audio += self._media_tokens[message.id][1]
-        return images, audio
-
-    def _on_counted(self, request: int, counts: list[int] | None) -> None:
+    def _on_counted(self, request: int, counts: dict | None) -> None:
         if request != self._count_request or counts is None or self.model_info is None:
             return
-        images, audio = self._path_media_tokens(self._count_path)
-        attached = self.media.attachments
-        # Every message and the reply to come sit inside their turn markers.
-        text = sum(counts) + TURN_OVERHEAD_TOKENS * (len(counts) + 1)
-        self.context_meter.show_usage(Usage(text, images + attached.image_tokens, audio + attached.audio_tokens,
-                                            self.model_info["context_length"]))
+        text = counts["total"] - counts["image"] - counts["audio"]
+        self.context_meter.show_usage(Usage(text, counts["image"], counts["audio"], self.model_info["context_length"]))
 
     @staticmethod
     def copy_text(text: str) -> None:
@@ -488,13 +528,13 @@ class MainWindow(QMainWindow):
             return
         if self.conversation is None:
             self.new_chat()
-        images, audio, budget = self.media.files_for_send(data_dir() / "media")
+        images, audio = self.media.files_for_send(self.media_folder)
         if self.editing_id is not None:
             user_id = self.conversation.edit_user_message(self.editing_id, text)
             self.editing_id = None
         else:
-            attachments = [("image", Path(p)) for p in images] + [("audio", Path(p)) for p in audio]
-            user_id = self.conversation.add_user_message(text, attachments, budget if images else None)
+            attachments = [("image", Path(p), budget) for p, budget in images] + [("audio", Path(p)) for p in audio]
+            user_id = self.conversation.add_user_message(text, attachments)
         self.input.clear()
         self.refresh_sidebar()
         self._start_turn(user_id)
@@ -515,14 +555,12 @@ class MainWindow(QMainWindow):
             self.render_conversation()
 
     def _start_turn(self, user_id: int) -> None:
-        """Answer user message `user_id`; its media, their budget and the branch before it come from
+        """Answer user message `user_id`; its media, their budgets and the branch before it come from
         the library."""
         conversation = self.conversation
-        user = conversation.tree.by_id[user_id]
-        options = {**self.chat_options(), **{k: v for k, v in user.stats.items() if k == "image_budget"}}
-        user_text = user.content
         media = conversation.media_of(user_id)
-        turn_id = self.host.start_turn(conversation.id, conversation.turns_before(user_id), user_text, options,
+        turn_id = self.host.start_turn(conversation.id, conversation.turns_before(user_id),
+                                       conversation.tree.by_id[user_id].content, self.chat_options(),
                                        media["images"], media["audio"])
         self.pending = PendingTurn(turn_id, conversation.id, user_id)
         self._set_busy(True)

@@ -72,6 +72,9 @@ MIGRATIONS: tuple[str, ...] = (
         settings TEXT NOT NULL DEFAULT '{}'
     );
     """,
+    """
+    ALTER TABLE attachments ADD COLUMN budget INTEGER;
+    """,
 )
 
 
@@ -114,6 +117,7 @@ class Attachment:
     kind: str      # "image" | "audio"
     path: Path     # the stored copy beside the database
     name: str      # what the user attached, for display
+    budget: int | None = None   # an image's soft-token budget; None: the chat's default
 
 
 @dataclass(frozen=True)
@@ -271,21 +275,22 @@ class Library:
 
     def add_message(self, conversation_id: int, parent_id: int | None, role: str, content: str,
                     thinking: str = "", stats: dict | None = None,
-                    attachments: list[tuple[str, Path]] = ()) -> int:
+                    attachments: list[tuple] = ()) -> int:
         """Store a message under `parent_id` and make it the end of the conversation's active branch.
 
-        `attachments` are (kind, file) pairs; the files are copied beside the database first, so a row
-        never points at a file that is not there.
+        `attachments` are (kind, file) or (kind, file, image budget) tuples; the files are copied beside
+        the database first, so a row never points at a file that is not there.
         """
-        stored = [(kind, self._store_file(Path(source)), Path(source).name) for kind, source in attachments]
+        stored = [(kind, self._store_file(Path(source)), Path(source).name, budget[0] if budget else None)
+                  for kind, source, *budget in attachments]
         now = time.time()
         with self.transaction() as db:
             cursor = db.execute(
                 "INSERT INTO messages (conversation_id, parent_id, role, content, thinking, stats, created) "
                 "VALUES (?, ?, ?, ?, ?, ?, ?)",
                 (conversation_id, parent_id, role, _clean(content), _clean(thinking), json.dumps(stats or {}), now))
-            db.executemany("INSERT INTO attachments (message_id, kind, file, name) VALUES (?, ?, ?, ?)",
-                           [(cursor.lastrowid, kind, file, name) for kind, file, name in stored])
+            db.executemany("INSERT INTO attachments (message_id, kind, file, name, budget) VALUES (?, ?, ?, ?, ?)",
+                           [(cursor.lastrowid, *row) for row in stored])
             db.execute("UPDATE conversations SET active_leaf = ?, updated = ? WHERE id = ?",
                        (cursor.lastrowid, now, conversation_id))
         return cursor.lastrowid
@@ -306,9 +311,10 @@ class Library:
         return name
 
     def attachments(self, message_id: int) -> list[Attachment]:
-        rows = self._db.execute("SELECT kind, file, name FROM attachments WHERE message_id = ? ORDER BY id",
+        rows = self._db.execute("SELECT kind, file, name, budget FROM attachments WHERE message_id = ? ORDER BY id",
                                 (message_id,)).fetchall()
-        return [Attachment(row["kind"], self.attachments_dir / row["file"], row["name"]) for row in rows]
+        return [Attachment(row["kind"], self.attachments_dir / row["file"], row["name"], row["budget"])
+                for row in rows]
 
     # -- presets -----------------------------------------------------------------------------------
 

@@ -9,10 +9,17 @@ from engine.chat import Message
 from app import engine_protocol as protocol
 from app.engine_host import engine_command, explain_exit
 from app.engine_process import Turn, reuse_messages
-from tests.conftest import MODELS
+from tests.conftest import FIXTURES, MODELS
 
 REPO = Path(__file__).resolve().parents[1]
 TINY = MODELS / "tiny-e2b"
+MEDIA = FIXTURES / "media"
+
+
+def image_token_count(path: Path, budget: int) -> int:
+    from engine.vision import open_image, soft_token_count, upright_size
+
+    return soft_token_count(*upright_size(open_image(path)), budget)
 
 
 def replies_until(process, kind):
@@ -24,27 +31,56 @@ def replies_until(process, kind):
     raise AssertionError(f"the engine exited before {kind!r}; got {seen}")
 
 
-def test_engine_process_loads_counts_streams_and_quits():
-    process = subprocess.Popen(engine_command(), cwd=REPO, stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+def start_engine(**pipes):
+    process = subprocess.Popen(engine_command(), cwd=REPO, stdin=subprocess.PIPE, stdout=subprocess.PIPE, **pipes)
+    assert replies_until(process, "ready")[-1]["pid"] == process.pid
+    return process
+
+
+def test_engine_process_loads_with_progress_counts_the_draft_exactly_streams_and_quits():
+    process = start_engine()
     try:
-        assert replies_until(process, "ready")[-1]["pid"] == process.pid
-        protocol.write(process.stdin, {"op": "count", "request": 1, "texts": ["hello"]})
+        draft = {"conversation": 1, "history": [], "text": "Compare these", "options": {"image_budget": 280},
+                 "images": [[str(MEDIA / "image_wide.png"), 70], str(MEDIA / "image_tall.png")]}
+        protocol.write(process.stdin, {"op": "count", "request": 1, **draft})
         assert replies_until(process, "counted")[-1]["counts"] is None   # no model yet
         protocol.write(process.stdin, {"op": "load", "folder": str(TINY)})
         loading = replies_until(process, "loaded")
-        assert [m["step"] for m in loading if m["ev"] == "stage"] == [1, 2, 3]
+        fractions = [m["fraction"] for m in loading if m["ev"] == "stage"]
+        assert fractions == sorted(fractions) and fractions[-1] == 1.0 and len(set(fractions)) > 3
+        assert any("reading weights" in m["text"].lower() for m in loading if m["ev"] == "stage")
         assert loading[-1]["info"]["context_length"] > 0 and "text" in loading[-1]["info"]["modalities"]
-        protocol.write(process.stdin, {"op": "count", "request": 2, "texts": ["hello world", ""]})
+
+        protocol.write(process.stdin, {"op": "count", "request": 2, **draft})
         counted = replies_until(process, "counted")[-1]
-        assert counted["request"] == 2 and counted["counts"][0] > 0 and counted["counts"][1] == 0
-        protocol.write(process.stdin, {"op": "turn", "turn": 7, "conversation": 1, "history": [],
-                                       "text": "Hi", "options": {"max_tokens": 5, "temperature": 0.0}})
+        # Each image at its own budget: the wide one at 70, the tall one at the chat's 280.
+        expected = image_token_count(MEDIA / "image_wide.png", 70) + image_token_count(MEDIA / "image_tall.png", 280)
+        assert counted["request"] == 2 and counted["counts"]["image"] == expected
+        assert counted["counts"]["audio"] == 0 and counted["counts"]["total"] > expected
+        protocol.write(process.stdin, {"op": "turn", "turn": 7, **draft,
+                                       "options": {"max_tokens": 5, "temperature": 0.0, "image_budget": 280}})
         turn = replies_until(process, "done")
-        texts = [m["text"] for m in turn if m["ev"] == "event"]
-        assert all(m["turn"] == 7 for m in turn) and turn[-1]["stats"]["generated_tokens"] == 5
-        assert len(texts) >= 1
+        stats = turn[-1]["stats"]
+        assert all(m["turn"] == 7 for m in turn) and stats["generated_tokens"] == 5
+        assert stats["prompt_tokens"] == counted["counts"]["total"] and stats["image_tokens"] == expected
+        assert [m for m in turn if m["ev"] == "event"]
         protocol.write(process.stdin, {"op": "quit"})
         assert process.wait(timeout=20) == 0
+    finally:
+        process.kill()
+        process.wait()
+
+
+def test_a_load_cancelled_at_once_leaves_no_model_and_the_engine_loads_again():
+    process = start_engine()
+    try:
+        protocol.write(process.stdin, {"op": "load", "folder": str(TINY)})
+        protocol.write(process.stdin, {"op": "cancel_load"})
+        assert replies_until(process, "load_cancelled")[-1] == {"ev": "load_cancelled"}
+        protocol.write(process.stdin, {"op": "turn", "turn": 1, "conversation": 1, "history": [], "text": "x"})
+        assert "No model is loaded" in replies_until(process, "failed")[-1]["error"]
+        protocol.write(process.stdin, {"op": "load", "folder": str(TINY)})
+        assert replies_until(process, "loaded")[-1]["info"]["folder"] == str(TINY)
     finally:
         process.kill()
         process.wait()
@@ -53,8 +89,7 @@ def test_engine_process_loads_counts_streams_and_quits():
 def test_a_corrupt_model_is_a_load_failure_not_a_dead_engine(model_copy):
     broken = model_copy("tiny-e2b")
     (broken / "model.safetensors").write_bytes(b"not a safetensors file")
-    process = subprocess.Popen(engine_command(), cwd=REPO, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                               stderr=subprocess.DEVNULL)
+    process = start_engine(stderr=subprocess.DEVNULL)
     try:
         protocol.write(process.stdin, {"op": "load", "folder": str(broken)})
         failure = replies_until(process, "load_failed")[-1]
@@ -94,8 +129,10 @@ def test_unchanged_prefix_is_reused_and_the_rest_rebuilt():
 def test_a_changed_turn_or_new_media_rebuilds_everything_after_it():
     old = [Message("user", "a"), Message("assistant", "b")]
     old_turns = [Turn("user", "a"), Turn("assistant", "b")]
-    image = str(REPO / "tests" / "fixtures" / "media" / "image_wide.png")
-    new = reuse_messages(old, old_turns, [Turn("user", "a", images=(image,)), Turn("assistant", "b")])
+    image = str(MEDIA / "image_wide.png")
+    new = reuse_messages(old, old_turns, [Turn("user", "a", images=((image, None), (image, 560))),
+                                          Turn("assistant", "b")])
     assert all(n is not o for n, o in zip(new, old))
-    assert len(new[0].images) == 1 and new[0].images[0].size[0] > new[0].images[0].size[1]
+    assert len(new[0].images) == 2 and new[0].images[0].size[0] > new[0].images[0].size[1]
+    assert new[0].images[1][1] == 560 and new[0].images[1][0].size == new[0].images[0].size
     assert reuse_messages(old, old_turns, []) == []

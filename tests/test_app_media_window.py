@@ -44,18 +44,24 @@ def drop_files(widget, *paths):
     QApplication.sendEvent(widget, QDropEvent(where, *rest))
 
 
-def test_two_dropped_images_reach_the_model_with_the_tray_token_count(qtbot, window):
+def test_two_dropped_images_reach_the_model_each_at_its_own_budget(qtbot, window):
     load(qtbot, window, "tiny-e2b")
     assert window.media.controls.mic_button.isEnabled()
     drop_files(window.input.viewport(), MEDIA / "image_wide.png", MEDIA / "image_tall.png")
+    cards = window.media.tray.cards
+    for card, budget in zip(cards, (70, 560)):
+        card.budget_combo.setCurrentIndex(card.budget_combo.findData(budget))
+    per_image = [int(card.tokens_label.text().split()[0]) for card in cards]
     promised = window.media.attachments.image_tokens
-    assert len(window.media.tray.cards) == 2 and promised > 0
+    assert len(cards) == 2 and per_image[0] < per_image[1] and promised == sum(per_image)
     window.input.setPlainText("Compare these two pictures")
     qtbot.keyClick(window.input, Qt.Key.Key_Return)
     assert window.media.attachments.items == [] and window.media.tray.isHidden()
     qtbot.waitUntil(lambda: window.pending is None, timeout=30000)
     stats = window.conversation.path[-1].stats
     assert stats["image_tokens"] == promised and stats["audio_tokens"] == 0
+    user = window.conversation.path[0]
+    assert [a.budget for a in window.library.attachments(user.id)] == [70, 560]   # kept for regenerate
 
 
 def test_mic_and_audio_drop_are_refused_with_the_reason_on_tiny_31b(qtbot, window):

@@ -4,7 +4,7 @@ from PySide6.QtCore import Qt
 from PySide6.QtGui import QAction, QGuiApplication, QPalette
 
 from app.appearance import apply_scheme
-from app.context_meter import Usage, audio_tokens, image_tokens
+from app.context_meter import Usage
 from app.settings_dialog import BUILT_IN_PRESETS, ChatSettingsDialog, chat_options, presets
 from tests.conftest import FIXTURES
 from tests.test_app_window import send, shared_host, window  # noqa: F401  (fixtures)
@@ -39,18 +39,23 @@ def test_presets_are_seeded_edited_and_chosen_per_chat_with_overrides(qtbot, win
     assert window.conversation.path[-1].role == "assistant"
 
 
-def test_context_meter_counts_text_images_and_audio(qtbot, window):
+def test_context_meter_is_the_exact_prompt_that_sending_the_draft_builds(qtbot, window):
     window.new_chat()
+    window.set_chat_settings({"overrides": {"system": "Answer in one word."}})
+    send(qtbot, window, "A first turn, so the draft follows a branch")
+    window.media.drop.attach_paths([FIXTURES / "media" / "image_wide.png", FIXTURES / "media" / "image_tall.png"])
+    window.media.attachments.set_budget(window.media.attachments.images[0], 70)
+    tray_images = window.media.attachments.image_tokens
     window.input.setPlainText("some words to count " * 20)
-    qtbot.waitUntil(lambda: window.context_meter.usage is not None and window.context_meter.usage.text > 80,
-                    timeout=10000)
-    assert window.context_meter.usage.limit == window.model_info["context_length"]
-    assert "Context" in window.context_meter.label.text()
-    image, audio = FIXTURES / "media" / "image_wide.png", FIXTURES / "media" / "audio_16k.wav"
-    assert image_tokens(image, 70) < image_tokens(image, 280) <= 280 and audio_tokens(audio) > 0
-    window.input.clear()
-    send(qtbot, window, "Look at this")
-    window.conversation.reload()
+    qtbot.waitUntil(lambda: window.context_meter.usage is not None and window.context_meter.usage.text > 80
+                    and window.context_meter.usage.images == tray_images, timeout=10000)
+    promised = window.context_meter.usage
+    assert promised.limit == window.model_info["context_length"] and "images" in window.context_meter.label.text()
+    qtbot.keyClick(window.input, Qt.Key.Key_Return)
+    qtbot.waitUntil(lambda: window.pending is None, timeout=20000)
+    stats = window.conversation.path[-1].stats
+    assert stats["prompt_tokens"] == promised.total and stats["image_tokens"] == promised.images == tray_images
+
     nearly = Usage(text=900, images=0, audio=0, limit=1000)
     assert nearly.warning and "Nearly full" in nearly.describe()
     assert "Full" in Usage(1001, 0, 0, 1000).describe() and not Usage(10, 5, 5, 1000).warning

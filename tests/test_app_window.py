@@ -217,18 +217,36 @@ def test_killing_the_engine_mid_reply_keeps_the_app_the_partial_reply_and_restar
     assert window.conversation.path[-1].stats["generated_tokens"] == 4
 
 
-def test_loading_shows_stages_and_can_be_cancelled(qtbot, window):
-    stages = []
-    window.host.loading.connect(lambda text, step, steps: stages.append((step, steps)))
-    assert window.load_selected_model()
-    qtbot.waitUntil(lambda: window.model_loaded, timeout=20000)
-    assert [step for step, _ in stages] == [1, 2, 3] and {steps for _, steps in stages} == {3}
-    assert not window.load_progress.isVisible() and not window.cancel_load_button.isVisible()
+def test_loading_reports_progress_to_100_percent_and_cancels_without_killing_the_engine(qtbot, window):
+    shown = []
 
+    def record(_text, _fraction):
+        shown.append(window.load_progress.value())
+    window.host.loading.connect(record)
+    assert window.load_selected_model()
+    assert window.load_marker.crashed_model() == TINY   # written before the load, gone after it
+    qtbot.waitUntil(lambda: window.model_loaded, timeout=20000)
+    window.host.loading.disconnect(record)
+    assert shown == sorted(shown) and shown[-1] == 100 and len(set(shown)) > 3
+    assert not window.load_progress.isVisible() and not window.cancel_load_button.isVisible()
+    assert window.load_marker.crashed_model() is None
+
+    pid = window.host.pid()
     window.load_selected_model()
-    qtbot.waitUntil(lambda: window.cancel_load_button.isVisible(), timeout=20000)
+    assert window.cancel_load_button.isVisible()
     window.cancel_load_button.click()
-    assert window.model_status.text() == "Loading cancelled." and not window.host.running
-    assert not window.model_loaded and not window.restart_button.isVisible()
+    qtbot.waitUntil(lambda: window.model_status.text() == "Loading cancelled.", timeout=20000)
+    assert window.host.pid() == pid and not window.model_loaded and not window.restart_button.isVisible()
+    assert not window.load_progress.isVisible() and window.load_marker.crashed_model() is None
     assert window.load_selected_model()
     qtbot.waitUntil(lambda: window.model_loaded, timeout=20000)
+
+
+def test_a_model_that_crashed_while_loading_is_not_loaded_again_by_itself(qtbot, window):
+    window.load_marker.begin(TINY)   # as a load that never ended leaves it
+    window.model_loaded = False
+    assert not window.auto_load() and not window.loading_model
+    assert "stopped while loading tiny-e2b" in window.view.bubbles[-1].body.toPlainText()
+    assert window.select_model(MODELS / "tiny-31b") and window.auto_load()   # another model loads
+    qtbot.waitUntil(lambda: window.model_loaded, timeout=20000)
+    assert window.load_marker.crashed_model() is None

@@ -1,11 +1,8 @@
 """Everything media the main window needs, in one object: state, tray, buttons, drop/paste, microphone.
 
-The engine runs in its own process and takes media as file paths, so `files_for_send` writes pasted
+The engine runs in its own process and takes media as file paths, so `draft_files` writes pasted
 images and recordings into the app's media folder (named by content, so the same image is stored
-once) and hands back paths for everything attached.
-
-The engine takes one image budget per message; when the images of a message were given different
-budgets, all of them go at the largest one, and the tray says so.
+once) and hands back paths for everything attached, each image with the budget chosen in the tray.
 """
 
 from __future__ import annotations
@@ -19,7 +16,6 @@ from PySide6.QtCore import QObject, Signal
 from PySide6.QtWidgets import QWidget
 
 from engine.audio import SAMPLE_RATE
-from engine.vision import DEFAULT_BUDGET
 
 from .attachments import Attachments, AudioAttachment, ImageAttachment
 from .controls import MediaControls
@@ -84,14 +80,13 @@ class MediaComposer(QObject):
         self.attachments.add_audio(waveform, SAMPLE_RATE, f"Recording {self._recordings}")
         self.recorded.emit()
 
-    @property
-    def message_budget(self) -> int:
-        return max(self.attachments.budgets, default=DEFAULT_BUDGET)
+    def draft_files(self, folder: Path) -> tuple[list[list], list[str]]:
+        """([image path, budget] pairs, audio paths) of what the tray holds, as the engine process takes them."""
+        images = [[str(image_file(item, folder)), item.budget] for item in self.attachments.images]
+        return images, [str(audio_file(item, folder)) for item in self.attachments.audio]
 
-    def files_for_send(self, folder: Path) -> tuple[list[str], list[str], int]:
-        """(image paths, audio paths, image budget) for the message, and an empty tray afterwards."""
-        images = [str(image_file(item, folder)) for item in self.attachments.images]
-        audio = [str(audio_file(item, folder)) for item in self.attachments.audio]
-        budget = self.message_budget
+    def files_for_send(self, folder: Path) -> tuple[list[list], list[str]]:
+        """`draft_files`, and an empty tray afterwards."""
+        files = self.draft_files(folder)
         self.attachments.clear()
-        return images, audio, budget
+        return files

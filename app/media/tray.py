@@ -171,9 +171,6 @@ class AttachmentTray(QWidget):
         parts = []
         if self.attachments.images:
             parts.append(f"{len(self.attachments.images)} image(s): {self.attachments.image_tokens} tokens")
-        budgets = set(self.attachments.budgets)
-        if len(budgets) > 1:
-            parts.append(f"different budgets: the engine takes one per message, all images go at {max(budgets)}")
         if self.attachments.audio:
             parts.append(f"{len(self.attachments.audio)} audio: {self.attachments.audio_tokens} tokens")
         return " · ".join(parts)
