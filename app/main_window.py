@@ -16,14 +16,17 @@ from .engine_host import EngineHost
 from .export import export_json, export_markdown
 from .load_marker import LoadMarker
 from .media.composer import MediaComposer
+from .media.recorder import DICTATION_PROMPT
 from .menus import build_menus
 from .models import ModelEntry, check_memory, discover
 from .settings_dialog import ChatSettingsDialog, PresetsDialog, chat_options
 from .storage import Library
-from .widgets import ChatInput, ConversationView, MessageState, MessageWidget, Sidebar
+from .widgets import INTERRUPTED, ChatInput, ConversationView, MessageState, MessageWidget, NoticeBar, Sidebar
 
 RENDER_INTERVAL_MS = 33   # re-render the streaming reply at most ~30 times a second
+SAVE_INTERVAL_MS = 1000   # a crash of the window loses at most this much of a reply being written
 COUNT_DELAY_MS = 300
+DICTATION_MAX_TOKENS = 512
 
 
 @dataclass
@@ -34,14 +37,23 @@ class PendingTurn:
     user_id: int
     text: str = ""
     thinking: str = ""
-    dirty: bool = False
+    dirty: bool = False          # not yet rendered
+    unsaved: bool = False        # not yet written to the library
+    message_id: int | None = None   # the stored (partial) answer, once written
 
     def add(self, kind: str, text: str) -> None:
         if kind == "thinking":
             self.thinking += text
         else:
             self.text += text
-        self.dirty = True
+        self.dirty = self.unsaved = True
+
+
+@dataclass
+class Dictation:
+    """A side turn transcribing a recording; its text goes into the input box, never the history."""
+    turn_id: int
+    text: str = ""
 
 
 class MainWindow(QMainWindow):
@@ -58,6 +70,7 @@ class MainWindow(QMainWindow):
         self.model_folders = list(model_folders or [])
         self.conversation: Conversation | None = None
         self.pending: PendingTurn | None = None
+        self.dictation: Dictation | None = None
         self.streaming_bubble: MessageWidget | None = None
         self.editing_id: int | None = None
         self.last_deleted: int | None = None
@@ -69,6 +82,8 @@ class MainWindow(QMainWindow):
         self._connect_engine()
         self.render_timer = QTimer(self, interval=RENDER_INTERVAL_MS)
         self.render_timer.timeout.connect(self._render_stream)
+        self.save_timer = QTimer(self, interval=SAVE_INTERVAL_MS)
+        self.save_timer.timeout.connect(self._save_partial)
         # Counting waits for a pause in typing; the engine answers asynchronously.
         self.count_timer = QTimer(self, singleShot=True, interval=COUNT_DELAY_MS)
         self.count_timer.timeout.connect(self._request_count)
@@ -95,7 +110,7 @@ class MainWindow(QMainWindow):
         self.input.setAccessibleName("Message")
         self.input.setPlaceholderText("Message Gemma (Enter sends, Shift+Enter for a new line)")
         self.media = MediaComposer(self)
-        self.media.controls.dictate_button.hide()  # dictation needs a side turn the window does not run yet
+        self.notice_bar = NoticeBar()
         self.send_button = QPushButton("Send", accessibleName="Send message")
         self.stop_button = QPushButton("Stop", accessibleName="Stop generating", enabled=False)
         self.thinking_box = QCheckBox("Thinking", accessibleName="Thinking mode for this chat")
@@ -129,6 +144,7 @@ class MainWindow(QMainWindow):
             status_row.addWidget(widget)
         column.addLayout(status_row)
         column.addWidget(self.view, 1)
+        column.addWidget(self.notice_bar)
         column.addWidget(self.media.tray)
         self.context_meter = ContextMeter()
         column.addWidget(self.context_meter)
@@ -145,8 +161,10 @@ class MainWindow(QMainWindow):
         self.input.submitted.connect(self.send)
         self.media.install(self, self.input, self.view)
         self.media.drop.install_file_open(QGuiApplication.instance())
-        self.media.drop.error.connect(self.model_status.setText)
+        self.media.drop.error.connect(self.notice_bar.add)
+        self.media.recorder.failed.connect(self.notice_bar.add)
         self.media.recorded.connect(lambda: self.send(self.input.toPlainText().strip() or "Listen to this."))
+        self.media.dictated.connect(self.dictate)
         self.send_button.clicked.connect(lambda: self.input.submitted.emit(self.input.toPlainText().strip()))
         self.stop_button.clicked.connect(self.stop)
         self.thinking_box.toggled.connect(self._set_thinking)
@@ -386,11 +404,11 @@ class MainWindow(QMainWindow):
         self.model_loaded = self.loading_model = False
         self._loading_done(message)
         self._show_engine_problem(True)
+        self.dictation = None
         if self.pending is not None:
             pending, self.pending = self.pending, None
             self._set_busy(False)
-            Conversation(self.library, pending.conversation_id).add_answer(
-                pending.user_id, pending.text, pending.thinking, {"stop_reason": "engine stopped", "error": message})
+            self._store_answer(pending, {"stop_reason": "engine stopped", "error": message})
             if self.conversation is not None:
                 self.conversation.reload()
         self.render_conversation()
@@ -462,10 +480,13 @@ class MainWindow(QMainWindow):
         if self.conversation is not None:
             tree = self.conversation.tree
             for message in self.conversation.path:
+                if self.pending is not None and message.id == self.pending.message_id:
+                    continue   # its saved copy: the streaming bubble below shows it
                 variant = tree.variant(message.id)
                 states.append(MessageState(message.id, message.role, message.content, message.thinking,
                                            message.stats, (variant.position, variant.count),
-                                           error=message.stats.get("error", "")))
+                                           error=message.stats.get("error", ""),
+                                           attachments=self.library.attachments(message.id)))
         if self.pending is not None and self.conversation and self.pending.conversation_id == self.conversation.id:
             states.append(MessageState(None, "assistant", self.pending.text, self.pending.thinking))
         if trailing is not None:
@@ -536,6 +557,7 @@ class MainWindow(QMainWindow):
             attachments = [("image", Path(p), budget) for p, budget in images] + [("audio", Path(p)) for p in audio]
             user_id = self.conversation.add_user_message(text, attachments)
         self.input.clear()
+        self.notice_bar.dismiss()
         self.refresh_sidebar()
         self._start_turn(user_id)
 
@@ -573,21 +595,64 @@ class MainWindow(QMainWindow):
     def _set_busy(self, busy: bool) -> None:
         self.stop_button.setEnabled(busy)
         self.send_button.setEnabled(not busy)
-        if busy:
-            self.render_timer.start()
+        for timer in (self.render_timer, self.save_timer):
+            if busy:
+                timer.start()
+            else:
+                timer.stop()
+
+    def _save_partial(self) -> None:
+        """Write the reply so far, so that a crash of the window loses at most the last second of it."""
+        if self.pending is not None and self.pending.unsaved:
+            self._store_answer(self.pending, {"stop_reason": INTERRUPTED})
+
+    def _store_answer(self, pending: PendingTurn, stats: dict) -> None:
+        """The answer as it stands: a new message the first time, an update of that message after."""
+        pending.unsaved = False
+        if pending.message_id is None:
+            pending.message_id = Conversation(self.library, pending.conversation_id).add_answer(
+                pending.user_id, pending.text, pending.thinking, stats)
         else:
-            self.render_timer.stop()
+            self.library.update_message(pending.message_id, pending.text, pending.thinking, stats)
 
     def _on_event(self, turn_id: int, kind: str, text: str) -> None:
         if self.pending is not None and self.pending.turn_id == turn_id:
             self.pending.add(kind, text)
+        elif self.dictation is not None and self.dictation.turn_id == turn_id and kind == "text":
+            self.dictation.text += text
+
+    # -- dictation ---------------------------------------------------------------------------------
+
+    def dictate(self, waveform) -> None:
+        """Transcribe a recording in a side turn (outside every conversation); the text lands in the
+        input box for editing before it is sent."""
+        if self.dictation is not None:
+            return
+        clip = self.media.recording_file(waveform, self.media_folder)
+        options = {"thinking": False, "temperature": 0.0,
+                   "max_tokens": min(DICTATION_MAX_TOKENS, self.chat_options().get("max_tokens", DICTATION_MAX_TOKENS))}
+        turn_id = self.host.start_turn(None, [], DICTATION_PROMPT, options, audio=[clip])
+        self.dictation = Dictation(turn_id)
+        self.statusBar().showMessage("Transcribing what you said…")
+
+    def _finish_dictation(self, turn_id: int, error: str | None) -> bool:
+        """True when `turn_id` was the dictation (which then ends)."""
+        if self.dictation is None or self.dictation.turn_id != turn_id:
+            return False
+        dictation, self.dictation = self.dictation, None
+        if error is not None:
+            self.notice_bar.add(f"Dictation failed: {error}")
+            return True
+        self.input.textCursor().insertText(dictation.text.strip())
+        self.input.setFocus()
+        self.announce("Dictation is in the message box: edit it, then send.")
+        return True
 
     def _on_finished(self, turn_id: int, stats: dict) -> None:
-        if self.pending is None or self.pending.turn_id != turn_id:
+        if self._finish_dictation(turn_id, None) or self.pending is None or self.pending.turn_id != turn_id:
             return
         pending, self.pending = self.pending, None
-        conversation = Conversation(self.library, pending.conversation_id)
-        conversation.add_answer(pending.user_id, pending.text, pending.thinking, stats)
+        self._store_answer(pending, stats)
         self._set_busy(False)
         if self.conversation and self.conversation.id == pending.conversation_id:
             self.conversation.reload()
@@ -595,11 +660,17 @@ class MainWindow(QMainWindow):
         self.announce(f"Gemma finished replying: {len(pending.text.split())} words.")
 
     def _on_failed(self, turn_id: int, message: str) -> None:
-        if self.pending is None or self.pending.turn_id != turn_id:
+        if self._finish_dictation(turn_id, message) or self.pending is None or self.pending.turn_id != turn_id:
             return
         pending, self.pending = self.pending, None
         self._set_busy(False)
-        self.render_conversation(MessageState(None, "assistant", pending.text, pending.thinking, error=message))
+        if pending.message_id is None:   # nothing was written yet: show the failure without storing it
+            self.render_conversation(MessageState(None, "assistant", pending.text, pending.thinking, error=message))
+        else:
+            self._store_answer(pending, {"stop_reason": "failed", "error": message})
+            if self.conversation is not None:
+                self.conversation.reload()
+            self.render_conversation()
         self.statusBar().showMessage(f"Error: {message}", 10000)
 
     # -- window state ------------------------------------------------------------------------------

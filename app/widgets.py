@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from PySide6.QtCore import Qt, Signal
 from PySide6.QtGui import QFontDatabase, QGuiApplication, QKeyEvent, QPalette
@@ -11,18 +11,26 @@ from PySide6.QtWidgets import (QFrame, QHBoxLayout, QLabel, QLineEdit, QListWidg
                                QVBoxLayout, QWidget)
 
 from .highlight import CodeHighlighter
+from .media.history import AttachmentStrip
 from .rich_text import Block, split_blocks
-from .storage import ConversationRow, SearchHit
+from .storage import Attachment, ConversationRow, SearchHit
+
+INTERRUPTED = "interrupted"   # the stop reason of a reply saved while it was still being written
 
 
 def format_stats(stats: dict) -> str:
-    """One line under a reply: tokens, time to first token, decode speed, tokens reused from the cache."""
+    """One line under a reply: tokens, time to first token, decode speed, tokens reused from the cache,
+    and the image and audio tokens the prompt carried (did the model really get the attachments?)."""
     if not stats:
         return ""
+    if stats.get("stop_reason") == INTERRUPTED:
+        return "interrupted: Lantern closed while this reply was being written"
     parts = [f"{stats.get('generated_tokens', 0)} tokens",
              f"TTFT {stats.get('time_to_first_token', 0.0):.2f} s",
              f"{stats.get('decode_tokens_per_second', 0.0):.1f} tok/s",
              f"{stats.get('cached_tokens', 0)} cached"]
+    parts += [f"{stats[key]} {kind} tokens in the prompt" for key, kind in
+              (("image_tokens", "image"), ("audio_tokens", "audio")) if stats.get(key)]
     if stats.get("stop_reason") == "cancelled":
         parts.append("stopped")
     return " · ".join(parts)
@@ -44,6 +52,40 @@ class ChatInput(QPlainTextEdit):
                 self.submitted.emit(text)
             return
         super().keyPressEvent(event)
+
+
+class NoticeBar(QFrame):
+    """Problems with what the user just did (a file that could not be attached, no microphone), shown
+    above the input until dismissed or the next message goes out; the newest few lines are kept."""
+
+    KEPT_LINES = 3
+
+    def __init__(self, parent: QWidget | None = None):
+        super().__init__(parent)
+        self.setObjectName("notice-bar")
+        self.setFrameShape(QFrame.Shape.StyledPanel)
+        self.label = QLabel(wordWrap=True)
+        self.label.setAccessibleName("Notice")
+        self.close_button = QToolButton(text="✕", autoRaise=True)
+        self.close_button.setAccessibleName("Dismiss notice")
+        self.close_button.clicked.connect(self.dismiss)
+        row = QHBoxLayout(self)
+        row.setContentsMargins(8, 4, 4, 4)
+        row.addWidget(QLabel("⚠"))
+        row.addWidget(self.label, 1)
+        row.addWidget(self.close_button, alignment=Qt.AlignmentFlag.AlignTop)
+        self.lines: list[str] = []
+        self.setVisible(False)
+
+    def add(self, text: str) -> None:
+        self.lines = (self.lines + [text])[-self.KEPT_LINES:]
+        self.label.setText("\n".join(self.lines))
+        self.setVisible(True)
+
+    def dismiss(self) -> None:
+        self.lines = []
+        self.label.clear()
+        self.setVisible(False)
 
 
 def is_dark(widget: QWidget) -> bool:
@@ -202,6 +244,7 @@ class MessageState:
     stats: dict | None = None
     variant: tuple[int, int] = (1, 1)
     error: str = ""
+    attachments: list[Attachment] = field(default_factory=list)
 
 
 class MessageWidget(QFrame):
@@ -229,6 +272,9 @@ class MessageWidget(QFrame):
         self.body = RichText()
         self.body.setAccessibleName(f"{state.role} message")
         layout.addWidget(self.body)
+        self.attachment_strip = AttachmentStrip(state.attachments)
+        self.attachment_strip.setVisible(bool(state.attachments))
+        layout.addWidget(self.attachment_strip)
         self.stats_label = QLabel()
         self.stats_label.setObjectName("stats")
         layout.addWidget(self.stats_label)

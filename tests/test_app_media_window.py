@@ -1,9 +1,11 @@
 """Media in the main window: dropped images travel to the engine process and the reply's stats count them."""
 
+import numpy as np
 import pytest
+from PIL import Image
 from PySide6.QtCore import QMimeData, QPointF, QSettings, Qt, QUrl
-from PySide6.QtGui import QDragEnterEvent, QDropEvent
-from PySide6.QtWidgets import QApplication
+from PySide6.QtGui import QDragEnterEvent, QDropEvent, QTextCursor
+from PySide6.QtWidgets import QApplication, QDialog, QLabel
 
 from app.engine_host import EngineHost
 from app.main_window import MainWindow
@@ -60,13 +62,51 @@ def test_two_dropped_images_reach_the_model_each_at_its_own_budget(qtbot, window
     qtbot.waitUntil(lambda: window.pending is None, timeout=30000)
     stats = window.conversation.path[-1].stats
     assert stats["image_tokens"] == promised and stats["audio_tokens"] == 0
+    assert f"{promised} image tokens in the prompt" in window.view.bubbles[-1].stats_label.text()
     user = window.conversation.path[0]
     assert [a.budget for a in window.library.attachments(user.id)] == [70, 560]   # kept for regenerate
 
+    # A restart: a fresh library on the same folder and a new window show the images in the history.
+    library = Library(window.library.folder)
+    reopened = MainWindow(library, host=window.host, model_folders=[MODELS])
+    qtbot.addWidget(reopened)
+    reopened.open_conversation(window.conversation.id)
+    strip = reopened.view.bubbles[0].attachment_strip
+    assert len(strip.image_buttons) == 2 and strip.isVisibleTo(reopened.view.bubbles[0])
+    thumbs = [button.icon().pixmap(button.iconSize()) for button in strip.image_buttons]
+    assert all(not t.isNull() and max(t.width(), t.height()) <= 96 for t in thumbs)
+    strip.image_buttons[1].click()
+    [dialog] = strip.findChildren(QDialog)
+    full = dialog.findChild(QLabel).pixmap()
+    assert (full.width(), full.height()) == Image.open(MEDIA / "image_tall.png").size
+    dialog.close()
+    reopened.close()
+    library.close()
+
+
+def test_dictation_fills_the_input_box_and_leaves_the_history_alone(qtbot, window):
+    load(qtbot, window, "tiny-e2b")
+    window.new_chat()
+    window.input.setPlainText("Note: ")
+    window.input.moveCursor(QTextCursor.MoveOperation.End)
+    before = window.library.messages(window.conversation.id)
+    assert window.media.controls.dictate_button.isVisibleTo(window)
+    streamed = []
+    window.host.event.connect(lambda turn, kind, text: streamed.append(text))
+    tone = (0.3 * np.sin(np.arange(16_000) * 0.05)).astype(np.float32)
+    window.media.recorder.finished.emit(tone, "dictate")
+    assert window.dictation is not None and window.media.attachments.items == []
+    qtbot.waitUntil(lambda: window.dictation is None, timeout=30000)
+    assert streamed and window.input.toPlainText() == "Note: " + "".join(streamed).strip()
+    assert window.library.messages(window.conversation.id) == before == []
+    assert window.pending is None and len(window.view.bubbles) == 0
 
 def test_mic_and_audio_drop_are_refused_with_the_reason_on_tiny_31b(qtbot, window):
     load(qtbot, window, "tiny-31b")
     reason = window.media.controls.mic_button.toolTip()
     assert not window.media.controls.mic_button.isEnabled() and reason.startswith("Audio needs Gemma 4 E2B or E4B")
-    drop_files(window.input.viewport(), MEDIA / "audio_16k.wav")
-    assert window.media.attachments.items == [] and window.model_status.text() == reason
+    drop_files(window.input.viewport(), MEDIA / "audio_16k.wav", MEDIA / "image_wide.png")
+    assert [item.name for item in window.media.attachments.items] == ["image_wide.png"]
+    assert window.notice_bar.isVisible() and window.notice_bar.label.text() == reason
+    window.notice_bar.close_button.click()
+    assert not window.notice_bar.isVisible() and window.notice_bar.lines == []

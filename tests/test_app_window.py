@@ -73,17 +73,25 @@ def test_send_streams_a_reply_with_stats_and_saves_it(qtbot, window):
     assert window.sidebar.list.item(0).text() == "line one Hello there"
 
 
-def test_escape_stops_a_long_generation_and_keeps_the_partial_reply(qtbot, window):
+def test_the_reply_is_saved_while_it_streams_and_escape_stops_it(qtbot, window):
     window.options["max_tokens"] = 100000
     started = []
-    window.host.event.connect(lambda *args: started.append(args))
+    window.host.event.connect(lambda *args: started.append(args[2]))
     window.input.setPlainText("Tell me a long story")
     qtbot.keyClick(window.input, Qt.Key.Key_Return)
     qtbot.waitUntil(lambda: len(started) > 0, timeout=20000)
+    qtbot.wait(1300)   # past one save interval
+    on_disk = Library(window.library.folder)   # what a crash of the window right now would leave
+    saved = on_disk.messages(window.conversation.id)[-1]
+    on_disk.close()
+    assert saved.role == "assistant" and saved.content and "".join(started).startswith(saved.content)
+    assert saved.stats["stop_reason"] == "interrupted" and window.pending.message_id == saved.id
+    assert [b.state.message_id for b in window.view.bubbles] == [window.conversation.path[0].id, None]
     qtbot.keyClick(window, Qt.Key.Key_Escape)
     qtbot.waitUntil(lambda: window.pending is None, timeout=20000)
     answer = window.conversation.path[-1]
-    assert answer.role == "assistant"
+    assert answer.role == "assistant" and answer.id == saved.id   # the same message, completed
+    assert len(window.conversation.tree.by_id) == 2
     assert answer.stats["stop_reason"] == "cancelled"
     assert 0 < answer.stats["generated_tokens"] < 100000
     assert window.stop_button.isEnabled() is False and window.send_button.isEnabled()

@@ -80,6 +80,10 @@ class MediaComposer(QObject):
         self.attachments.add_audio(waveform, SAMPLE_RATE, f"Recording {self._recordings}")
         self.recorded.emit()
 
+    def recording_file(self, waveform: np.ndarray, folder: Path) -> str:
+        """A 16 kHz recording written under `folder` (for a dictation turn)."""
+        return str(audio_file(AudioAttachment("Dictation", waveform, SAMPLE_RATE), folder))
+
     def draft_files(self, folder: Path) -> tuple[list[list], list[str]]:
         """([image path, budget] pairs, audio paths) of what the tray holds, as the engine process takes them."""
         images = [[str(image_file(item, folder)), item.budget] for item in self.attachments.images]

@@ -52,6 +52,7 @@ class MediaDrop(QObject):
         super().__init__(parent)
         self.attachments = attachments
         self._pasted = 0
+        self._targets: list[QObject] = []
 
     def install(self, widget: QWidget) -> None:
         """Make `widget` (and its viewport, for text boxes and scroll areas) take drops and media pastes."""
@@ -59,6 +60,7 @@ class MediaDrop(QObject):
         for target in targets:
             target.setAcceptDrops(True)
             target.installEventFilter(self)
+            self._targets.append(target)
 
     def install_file_open(self, app: QGuiApplication) -> None:
         """Files dropped on the Dock icon or opened with Lantern (QFileOpenEvent, macOS) attach too."""
@@ -110,6 +112,11 @@ class MediaDrop(QObject):
 
     def eventFilter(self, watched: QObject, event: QEvent) -> bool:
         kind = event.type()
+        if kind == QEvent.Type.FileOpen and event.file():
+            self.attach_paths([event.file()])
+            return True
+        if watched not in self._targets:   # the application filter (file-open) sees every widget's events
+            return super().eventFilter(watched, event)
         if kind in _DRAG_EVENTS and carries_media(event.mimeData()):
             event.acceptProposedAction()
             return True
@@ -119,7 +126,4 @@ class MediaDrop(QObject):
             return True
         if kind == QEvent.Type.KeyPress and event.matches(QKeySequence.StandardKey.Paste):
             return self.paste()  # plain text falls through to the text box's own paste
-        if kind == QEvent.Type.FileOpen and event.file():
-            self.attach_paths([event.file()])
-            return True
         return super().eventFilter(watched, event)

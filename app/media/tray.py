@@ -31,6 +31,22 @@ def thumbnail(image: Image.Image, side: int = THUMBNAIL_SIDE) -> QPixmap:
     return QPixmap.fromImage(to_qimage(small))
 
 
+def picture_dialog(parent: QWidget, title: str, pixmap: QPixmap) -> QDialog:
+    """A window showing `pixmap` at its own size (scrolling when larger than the screen allows);
+    deleted when closed."""
+    dialog = QDialog(parent)
+    dialog.setAttribute(Qt.WidgetAttribute.WA_DeleteOnClose)
+    dialog.setWindowTitle(title)
+    picture = QLabel()
+    picture.setPixmap(pixmap)
+    picture.setAccessibleName(title)
+    scroll = QScrollArea()
+    scroll.setWidget(picture)
+    QVBoxLayout(dialog).addWidget(scroll)
+    dialog.resize(min(pixmap.width() + 40, 1000), min(pixmap.height() + 40, 800))
+    return dialog
+
+
 def budget_label(choice: int | str, item: ImageAttachment) -> str:
     return f"Auto ({item.auto})" if choice == AUTO else str(choice)
 
@@ -89,21 +105,12 @@ class ImageCard(QFrame):
 
     def preview_dialog(self) -> QDialog:
         """A window with the image exactly as the model receives it."""
-        dialog = QDialog(self)
         width, height = self.item.model_size
-        dialog.setWindowTitle(f"{self.item.name} as the model sees it: {width}×{height}, {self.item.tokens} tokens")
-        picture = QLabel()
-        picture.setPixmap(QPixmap.fromImage(to_qimage(self.item.model_view())))
-        scroll = QScrollArea()
-        scroll.setWidget(picture)
-        QVBoxLayout(dialog).addWidget(scroll)
-        dialog.resize(min(width + 40, 1000), min(height + 40, 800))
-        return dialog
+        return picture_dialog(self, f"{self.item.name} as the model sees it: {width}×{height}, "
+                                    f"{self.item.tokens} tokens", QPixmap.fromImage(to_qimage(self.item.model_view())))
 
     def show_preview(self) -> None:
-        dialog = self.preview_dialog()
-        dialog.setAttribute(Qt.WidgetAttribute.WA_DeleteOnClose)
-        dialog.show()
+        self.preview_dialog().show()
 
 
 class AudioChip(QFrame):
