@@ -1,7 +1,6 @@
 """The engine process on its own: the protocol over real pipes, and the history reuse inside it."""
 
 import subprocess
-import sys
 from pathlib import Path
 
 from engine.chat import Message

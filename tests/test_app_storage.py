@@ -187,3 +187,26 @@ def test_killing_the_writer_many_times_loses_at_most_the_message_being_written(t
         assert len(unconfirmed - in_flight) <= 2
         in_flight = unconfirmed
         library.close()
+
+
+def test_an_older_library_gains_per_image_budgets_and_keeps_its_message_wide_budget(tmp_path):
+    db = sqlite3.connect(tmp_path / "history.sqlite3")
+    db.execute("CREATE TABLE schema_migrations (version INTEGER PRIMARY KEY, applied REAL)")
+    for version, script in enumerate(MIGRATIONS[:2], start=1):   # a library written before budgets per image
+        db.executescript(script)
+        db.execute("INSERT INTO schema_migrations VALUES (?, 0)", (version,))
+    db.execute("INSERT INTO conversations (title, created, updated) VALUES ('old', 0, 0)")
+    db.execute("INSERT INTO messages (conversation_id, role, content, stats, created) "
+               "VALUES (1, 'user', 'look', '{\"image_budget\": 560}', 0)")
+    db.execute("INSERT INTO attachments (message_id, kind, file, name) VALUES (1, 'image', 'abc.png', 'a.png')")
+    db.commit()
+    db.close()
+    lib = Library(tmp_path)
+    assert lib.schema_version == len(MIGRATIONS) == 3 and lib.attachments(1)[0].budget is None
+    assert Conversation(lib, 1).media_of(1)["images"] == [[str(lib.attachments_dir / "abc.png"), 560]]
+    chat = Conversation(lib, 1)
+    new = chat.add_user_message("and these", [("image", REPO / "tests/fixtures/media/image_wide.png", 70),
+                                              ("image", REPO / "tests/fixtures/media/image_tall.png")])
+    assert [a.budget for a in lib.attachments(new)] == [70, None]
+    assert chat.media_of(new)["images"][0][1] == 70 and isinstance(chat.media_of(new)["images"][1], str)
+    lib.close()
