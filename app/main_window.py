@@ -155,6 +155,7 @@ class MainWindow(QMainWindow):
         splitter.setStretchFactor(1, 1)
         self.setCentralWidget(splitter)
         self._wire_widgets()
+        self.model_library = None
         self._build_menus()
 
     def _wire_widgets(self) -> None:
@@ -298,6 +299,24 @@ class MainWindow(QMainWindow):
     def add_model_folder(self, folder: Path) -> None:
         self.model_folders.append(Path(folder))
         self.refresh_models()
+
+    def open_model_library(self):
+        """The page that lists, downloads, converts and deletes models; a ready model is loaded here."""
+        from .library.page import open_library
+
+        if self.model_library is None:
+            self.model_library = open_library(None)
+            self.model_library.model_ready.connect(self.use_library_model)
+        self.model_library.show()
+        self.model_library.raise_()
+        return self.model_library
+
+    def use_library_model(self, folder: str) -> None:
+        path = Path(folder)
+        if not self.select_model(path):
+            self.add_model_folder(path)
+            self.select_model(path)
+        self.load_selected_model()
 
     def _ask_for_folder(self) -> None:
         folder = QFileDialog.getExistingDirectory(self, "Add a folder with Gemma 4 models")
@@ -684,6 +703,9 @@ class MainWindow(QMainWindow):
 
     def closeEvent(self, event) -> None:
         QSettings().setValue("window/geometry", self.saveGeometry())
+        if self.model_library is not None:
+            self.model_library.shutdown()
+            self.model_library.close()
         self.count_timer.stop()
         if self.owns_host:
             self.host.stop()

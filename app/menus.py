@@ -28,6 +28,7 @@ def build_menus(window) -> dict[str, QAction]:
         "export_markdown": _action(file_menu, "Export Chat as Markdown…", window.export_chat_markdown),
         "export_json": _action(file_menu, "Export Chat as JSON…", window.export_chat_json),
         "backup": _action(file_menu, "Back Up Library…", window.backup_library),
+        "models": _action(file_menu, "Model Library…", window.open_model_library, "Ctrl+Shift+L"),
         "close": _action(file_menu, "Close Window", window.close, QKeySequence.StandardKey.Close),
         "settings": _action(file_menu, "Settings…", window.open_settings, "Ctrl+,",
                             QAction.MenuRole.PreferencesRole),

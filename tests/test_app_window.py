@@ -258,3 +258,16 @@ def test_a_model_that_crashed_while_loading_is_not_loaded_again_by_itself(qtbot,
     assert window.select_model(MODELS / "tiny-31b") and window.auto_load()   # another model loads
     qtbot.waitUntil(lambda: window.model_loaded, timeout=20000)
     assert window.load_marker.crashed_model() is None
+
+
+def test_the_model_library_opens_from_the_menu_and_a_ready_model_is_loaded(qtbot, window, tmp_path):
+    import shutil
+
+    window.actions_by_name["models"].trigger()
+    page = window.model_library
+    assert page is not None and page.isVisible()
+    copy = tmp_path / "downloaded" / "tiny-e2b-copy"
+    shutil.copytree(TINY, copy)
+    page.model_ready.emit(str(copy))
+    qtbot.waitUntil(lambda: window.model_loaded and window.host.info.get("folder") == str(copy), timeout=20000)
+    assert window.model_picker.currentData() == str(copy)
