@@ -104,8 +104,28 @@ def scan_folder(folder: Path) -> list[ModelEntry]:
     return [entry for entry in map(read_entry, children) if entry is not None]
 
 
+def lm_studio_dirs() -> list[Path]:
+    """LM Studio's model folders (current and older default), which hold models/<publisher>/<model>."""
+    home = Path.home()
+    return [folder for folder in (home / ".lmstudio" / "models", home / ".cache" / "lm-studio" / "models")
+            if folder.is_dir()]
+
+
+def scan_publishers(root: Path) -> list[ModelEntry]:
+    """Model folders two levels down, as LM Studio lays them out, named `publisher/model` like a hub repo."""
+    folders = sorted(model for publisher in root.iterdir() if publisher.is_dir()
+                     for model in publisher.iterdir() if model.is_dir())
+    entries = (read_entry(folder, f"{folder.parent.name}/{folder.name}") for folder in folders)
+    return [entry for entry in entries if entry is not None]
+
+
+def lm_studio_models() -> list[ModelEntry]:
+    return [entry for root in lm_studio_dirs() for entry in scan_publishers(root)]
+
+
 def discover(extra_folders: list[Path]) -> list[ModelEntry]:
-    entries = scan_hf_cache()
+    """Gemma 4 models in the Hugging Face cache, LM Studio's folders and the folders the user added."""
+    entries = scan_hf_cache() + lm_studio_models()
     for folder in extra_folders:
         entries += scan_folder(Path(folder))
     return entries

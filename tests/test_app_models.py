@@ -53,3 +53,19 @@ def test_memory_check_refuses_with_a_suggestion_and_accepts_when_it_fits():
     assert "smaller variant" in check_memory(quantized, ram_bytes=quantized.size_bytes).message
     accepted = check_memory(entry, context=4096, ram_bytes=64 * 2**30)
     assert accepted.fits and accepted.needed_bytes == refused.needed_bytes
+
+
+def test_models_in_lm_studio_folders_are_found(tmp_path, monkeypatch):
+    import shutil
+
+    from app.models import discover
+    from tests.conftest import MODELS
+
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "empty-hub"))
+    target = tmp_path / ".lmstudio" / "models" / "mlx-community" / "gemma-4-tiny"
+    shutil.copytree(MODELS / "tiny-e2b-q4", target)
+    (tmp_path / ".lmstudio" / "models" / "someone" / "not-a-model").mkdir(parents=True)
+    found = discover([])
+    assert [entry.path for entry in found] == [target]
+    assert found[0].name == "mlx-community/gemma-4-tiny"  # matches the hub repo, so it is not downloaded again

@@ -15,7 +15,7 @@ from PySide6.QtGui import QDesktopServices
 from PySide6.QtWidgets import (QHBoxLayout, QLabel, QMessageBox, QProgressBar, QPushButton, QTreeWidget,
                                QTreeWidgetItem, QVBoxLayout, QWidget)
 
-from app.models import ModelEntry, format_bytes, hf_cache_dir, scan_folder, scan_hf_cache
+from app.models import ModelEntry, format_bytes, hf_cache_dir, lm_studio_models, scan_folder, scan_hf_cache
 
 from .catalog import CATALOG, CatalogEntry, describe, recommend
 from .download import HubDownload, partial_bytes, repo_folder
@@ -80,7 +80,8 @@ class LibraryPage(QWidget):
     # -- listing --
 
     def refresh(self) -> None:
-        self.installed = scan_hf_cache(self.cache) + (scan_folder(self.models_dir) if self.models_dir.is_dir() else [])
+        self.installed = (scan_hf_cache(self.cache) + lm_studio_models()
+                          + (scan_folder(self.models_dir) if self.models_dir.is_dir() else []))
         installed_repos = {entry.name for entry in self.installed}
         self.tree.clear()
         sections = {name: QTreeWidgetItem([name]) for name in SECTIONS}
