@@ -35,9 +35,10 @@ class DecoderLayer(nn.Module):
             self.pre_feedforward_layernorm_2 = RMSNorm(hidden, eps=eps)
         self.has_ple = config.has_ple
         # One graph node per decode step for the dense layers' whole post-attention block (the MoE
-        # block reshapes by token count, which a shape-independent compile cannot follow).
-        self._compiled_after_attention = (None if self.has_moe else
-                                          mx.compile(self._after_attention, shapeless=True))
+        # block reshapes by token count, which a shape-independent compile cannot follow). The layer's
+        # own arrays are inputs, not constants, so weights replaced later are seen.
+        self._compiled_after_attention = (
+            None if self.has_moe else mx.compile(self._after_attention, inputs=self.state, shapeless=True))
         if self.has_ple:
             width = config.hidden_size_per_layer_input
             self.per_layer_input_gate = nn.Linear(hidden, width, bias=False)

@@ -176,3 +176,18 @@ def test_load_and_warm_up_report_progress_and_warm_up_can_be_cancelled():
     cancelled.set()
     with pytest.raises(engine.EngineError, match="cancelled"):
         engine.load(MODELS / "tiny-e2b").warm_up(cancel=cancelled)
+
+
+def test_compiled_blocks_see_weights_replaced_after_the_first_call():
+    from conftest import REFERENCE
+
+    ids = np.load(REFERENCE / "tiny-e2b.npz")["input_ids"].astype(int).tolist()
+    model = engine.load(MODELS / "tiny-e2b")
+    before = np.array(model.logits(ids))
+    mlp = model.net.text.layers[0].mlp
+    mlp.down_proj.weight = mlp.down_proj.weight * 0
+    after = np.array(model.logits(ids))
+    fresh = engine.load(MODELS / "tiny-e2b")
+    fresh.net.text.layers[0].mlp.down_proj.weight = fresh.net.text.layers[0].mlp.down_proj.weight * 0
+    np.testing.assert_allclose(after, np.array(fresh.logits(ids)), rtol=0, atol=1e-5 * np.abs(after).max())
+    assert not np.allclose(before, after)
