@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 
 import mlx.core as mx
@@ -68,21 +69,26 @@ def _vlm_ratio(record: dict) -> dict | None:
     return {k: ours[k] / theirs[k] for k in ours if theirs.get(k)} if ours and theirs else None
 
 
-def print_vlm(record: dict) -> None:
-    print(f"\n{record['variant']}  vlm  trials={record['trials']}  mlx-vlm: {record['mlx_vlm']}")
-    for cell in record["images"]:
-        gate = (f"features rel diff={cell['image_features_rel_diff']:.3g}, first token equal="
-                f"{cell['first_token_equal']}" if "image_features_rel_diff" in cell else "no mlx-vlm gate")
-        print(f"image budget {cell['budget']}: {cell['soft_tokens']} soft tokens, prompt {cell['prompt_tokens']} "
-              f"tokens; {gate}")
-        print_table(("ours", "mlx-vlm"), {k: (_vlm_side(cell, "ours"), _vlm_side(cell, "mlx_vlm"), _vlm_ratio(cell))
-                                          for k in ("vision_encoder_s", "image_ttft_s")})
-    for cell in record["audio"]:
-        gate = (f"features rel diff={cell['audio_features_rel_diff']:.3g}" if "audio_features_rel_diff" in cell
-                else "no mlx-vlm gate")
-        print(f"audio {cell['clip_s']:g} s: {cell['audio_tokens']} tokens; {gate}")
-        print_table(("ours", "mlx-vlm"), {"audio_encoder_s": (_vlm_side(cell, "ours"), _vlm_side(cell, "mlx_vlm"),
-                                                              _vlm_ratio(cell))})
+def print_image_cell(cell: dict) -> None:
+    gate = (f"features rel diff={cell['image_features_rel_diff']:.3g}, first token equal="
+            f"{cell['first_token_equal']}" if "image_features_rel_diff" in cell else "no mlx-vlm gate")
+    print(f"image budget {cell['budget']}: {cell['soft_tokens']} soft tokens, prompt {cell['prompt_tokens']} "
+          f"tokens; {gate}")
+    print_table(("ours", "mlx-vlm"), {k: (_vlm_side(cell, "ours"), _vlm_side(cell, "mlx_vlm"), _vlm_ratio(cell))
+                                      for k in ("vision_encoder_s", "image_ttft_s")})
+
+
+def print_audio_cell(cell: dict) -> None:
+    gate = (f"features rel diff={cell['audio_features_rel_diff']:.3g}" if "audio_features_rel_diff" in cell
+            else "no mlx-vlm gate")
+    print(f"audio {cell['clip_s']:g} s: {cell['audio_tokens']} tokens; {gate}")
+    print_table(("ours", "mlx-vlm"), {"audio_encoder_s": (_vlm_side(cell, "ours"), _vlm_side(cell, "mlx_vlm"),
+                                                          _vlm_ratio(cell))})
+
+
+def print_vlm_cell(kind: str, cell: dict) -> None:
+    (print_image_cell if kind == "image" else print_audio_cell)(cell)
+    sys.stdout.flush()
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -128,8 +134,9 @@ def main(argv: list[str] | None = None) -> list[dict]:
         folder = checkpoint_folder(args.out, args.variant, bits or None, args.layers or None, args.tiny, args.dtype,
                                    media=args.vlm)
         if args.vlm:
-            record = run_vlm(folder, args.budgets, args.clips, args.trials)
-            print_vlm(record)
+            print(f"\n{folder.name}  vlm  trials={args.trials}", flush=True)
+            record = run_vlm(folder, args.budgets, args.clips, args.trials, on_cell=print_vlm_cell)
+            print(f"mlx-vlm: {record['mlx_vlm']}")
             _append(args.json, record)
             records.append(record)
             continue

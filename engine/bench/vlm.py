@@ -182,7 +182,9 @@ def _warm_up(sides: dict, model, budget: int, with_audio: bool) -> None:
             mx.eval(side.audio_features(noise_clip(1.0, 0)))
 
 
-def run_vlm(folder: Path, budgets: list[int], clips: list[float], trials: int) -> dict:
+def run_vlm(folder: Path, budgets: list[int], clips: list[float], trials: int,
+            on_cell: Callable[[str, dict], None] = lambda kind, cell: None) -> dict:
+    """Every image budget, then every audio clip; `on_cell("image"|"audio", cell)` as each one finishes."""
     model = engine.load(folder)
     sides: dict = {"ours": Ours(model)}
     missing = mlx_vlm_missing()
@@ -190,8 +192,13 @@ def run_vlm(folder: Path, budgets: list[int], clips: list[float], trials: int) -
         sides["mlx_vlm"] = MlxVlm(folder)
     with_audio = "audio" in model.info.modalities
     _warm_up(sides, model, min(budgets), with_audio)
-    images = [image_cell(sides, model, budget, trials) for budget in budgets]
-    audio = [audio_cell(sides, seconds, trials) for seconds in clips] if with_audio else []
+    images, audio = [], []
+    for budget in budgets:
+        images.append(image_cell(sides, model, budget, trials))
+        on_cell("image", images[-1])
+    for seconds in clips if with_audio else []:
+        audio.append(audio_cell(sides, seconds, trials))
+        on_cell("audio", audio[-1])
     return dict(mode="vlm", variant=folder.name, trials=trials, mlx=mx.__version__, device=str(mx.default_device()),
                 mlx_vlm=missing or _mlx_vlm_version(), images=images, audio=audio)
 
