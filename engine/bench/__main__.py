@@ -113,6 +113,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--budgets", type=int, nargs="+", default=[70, 140, 280, 560, 1120])
     ap.add_argument("--clips", type=float, nargs="+", default=[10.0, 30.0], help="audio clip lengths in seconds")
     ap.add_argument("--long-chat", type=int, metavar="TURNS", help="prompt-cache vs re-prefill on tiny-e2b")
+    ap.add_argument("--turn-words", type=int, default=10,
+                    help="words per user turn in --long-chat")
+    ap.add_argument("--answer-tokens", type=int, default=8, help="longest model answer in --long-chat")
     return ap.parse_args(argv)
 
 
@@ -125,7 +128,8 @@ def _append(path: Path | None, record: dict) -> None:
 def main(argv: list[str] | None = None) -> list[dict]:
     args = parse_args(argv)
     if args.long_chat:
-        record = long_chat(TINY_CHAT_FIXTURE, args.long_chat)
+        record = long_chat(TINY_CHAT_FIXTURE, args.long_chat, max_tokens=args.answer_tokens,
+                           words_per_turn=args.turn_words)
         print(json.dumps(record))
         _append(args.json, record)
         return [record]
