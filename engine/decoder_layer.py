@@ -34,11 +34,11 @@ class DecoderLayer(nn.Module):
             self.post_feedforward_layernorm_2 = RMSNorm(hidden, eps=eps)
             self.pre_feedforward_layernorm_2 = RMSNorm(hidden, eps=eps)
         self.has_ple = config.has_ple
-        # One graph node per decode step for the dense layers' whole post-attention block (the MoE
-        # block reshapes by token count, which a shape-independent compile cannot follow). The layer's
-        # own arrays are inputs, not constants, so weights replaced later are seen.
-        self._compiled_after_attention = (
-            None if self.has_moe else mx.compile(self._after_attention, inputs=self.state, shapeless=True))
+        # The whole post-attention block as one compiled graph. The MoE block reshapes by token count,
+        # which a shape-independent compile cannot follow, so MoE layers compile it for the one shape
+        # of a decode step only. The layer's own arrays are inputs, not constants: replaced weights are seen.
+        self._compiled_after_attention = mx.compile(self._after_attention, inputs=self.state,
+                                                    shapeless=not self.has_moe)
         if self.has_ple:
             width = config.hidden_size_per_layer_input
             self.per_layer_input_gate = nn.Linear(hidden, width, bias=False)
@@ -49,8 +49,8 @@ class DecoderLayer(nn.Module):
                  cache: LayerCache | None, shared: SharedKV | None,
                  mask_for: Callable[[mx.array], mx.array | None]) -> tuple[mx.array, SharedKV]:
         attended, shared = self.self_attn(self.input_layernorm(x), offset, cache, shared, mask_for)
-        after = self._compiled_after_attention if (self._compiled_after_attention and on_main_thread()) \
-            else self._after_attention
+        compiled = on_main_thread() and (not self.has_moe or x.shape[1] == 1)
+        after = self._compiled_after_attention if compiled else self._after_attention
         return after(x, attended, per_layer_input), shared
 
     def _after_attention(self, x: mx.array, attended: mx.array, per_layer_input: mx.array | None) -> mx.array:

@@ -28,13 +28,24 @@ _ROWS_PER_SLICE_ELEMENTS = 1 << 26  # 256 MB of float32 per generated slice of a
 _SHARD_BYTES = 2 << 30
 
 
+def _qk_level(head_dim: int) -> float:
+    """q/k norm weights of head_dim^-1/4: attention scores (scale 1) of unit spread, as trained models have.
+
+    With weights of 1 the scores spread by sqrt(head_dim), softmax picks single keys, and deep random
+    models turn chaotic: a 1e-6 change of one weight moved a 60-layer skeleton's logits by 22%, so
+    no logits gate could compare two engines on them.
+    """
+    return head_dim ** -0.25
+
+
 def _attention(layer: str, text, i: int) -> list[TensorSpec]:
     hd, heads, kv = text.layer_head_dim(i), text.num_attention_heads, text.layer_kv_heads(i)
     h = text.hidden_size
     specs = [matrix(f"{layer}.self_attn.q_proj", (heads * hd, h)), matrix(f"{layer}.self_attn.o_proj", (h, heads * hd)),
-             norm(f"{layer}.self_attn.q_norm.weight", hd)]
+             norm(f"{layer}.self_attn.q_norm.weight", hd, _qk_level(hd))]
     if not text.is_kv_consumer(i):
-        specs += [matrix(f"{layer}.self_attn.k_proj", (kv * hd, h)), norm(f"{layer}.self_attn.k_norm.weight", hd)]
+        specs += [matrix(f"{layer}.self_attn.k_proj", (kv * hd, h)),
+                  norm(f"{layer}.self_attn.k_norm.weight", hd, _qk_level(hd))]
         if text.has_value_proj(i):
             specs.append(matrix(f"{layer}.self_attn.v_proj", (kv * hd, h)))
     return specs
