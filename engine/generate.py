@@ -129,7 +129,7 @@ class Generator:
             reused = self.cache.rewind(keys[: limit + 1])
         self.stats.cached_tokens = reused
         tail = prompt.tail(config, reused)
-        embeddings, per_layer, groups = self.model.prepare_inputs(tail.ids, tail.images, tail.image_budget,
+        embeddings, ple_ids, groups = self.model.prepare_inputs(tail.ids, tail.images, tail.image_budget,
                                                                   tail.audio, tail.frames, tail.frame_budget)
         image_runs, _, frame_runs = tail.runs(config)
         bidirectional = config.text.use_bidirectional_attention == "vision"
@@ -139,7 +139,7 @@ class Generator:
         begin = 0
         for end in ends:
             last = end == tail.ids.size
-            hidden = text(embeddings[:, begin:end], None if per_layer is None else per_layer[:, begin:end],
+            hidden = text(embeddings[:, begin:end], ple_ids[:, begin:end],
                           self.cache.caches, offset=reused + begin,
                           groups=None if groups is None else groups[begin:end], last_only=last, fill_only=not last)
             self.cache.append(keys[reused + begin: reused + end])
@@ -161,8 +161,7 @@ class Generator:
         text = self.model.net.text
         ids = token.reshape(1, 1)
         h = text.embed(ids, self.model.dtype)
-        per_layer = text.per_layer_inputs(ids, h) if text.config.has_ple else None
-        hidden = text(h, per_layer, self.cache.caches, offset=self.cache.length)
+        hidden = text(h, ids, self.cache.caches, offset=self.cache.length)
         return text.logits(hidden[:, -1])
 
     def run(self, prompt: Prompt, *, max_tokens: int, sampling: SamplingOptions, stop_ids: Sequence[int],

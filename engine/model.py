@@ -80,8 +80,7 @@ class Model:
         text = self.net.text
         ids = mx.array([[self.config.text.bos_token_id]])
         h = text.embed(ids, self.dtype)
-        per_layer = text.per_layer_inputs(ids, h) if text.config.has_ple else None
-        mx.eval(text.logits(text(h, per_layer, text.make_caches(), offset=0)))
+        mx.eval(text.logits(text(h, ids, text.make_caches(), offset=0)))
         if progress:
             progress("ready", 1.0)
 
@@ -234,17 +233,18 @@ class Model:
         `videos`: VideoFrames or lists of PIL frames whose runs of video placeholders are in input_ids.
         """
         ids = self.check_ids(input_ids)
-        embeddings, per_layer, groups = self.prepare_inputs(ids, images, image_budget, audio,
+        embeddings, ple_ids, groups = self.prepare_inputs(ids, images, image_budget, audio,
                                                             video_frames(videos), video_budget)
         text = self.net.text
-        hidden = text(embeddings, per_layer, text.make_caches(), offset=0, groups=groups)
+        hidden = text(embeddings, ple_ids, text.make_caches(), offset=0, groups=groups)
         out = text.logits(hidden)[0]
         mx.eval(out)
         return out
 
     def prepare_inputs(self, ids: np.ndarray, images=None, image_budget: int = 280, audio=None, frames=None,
                        frame_budget: int = 70):
-        """Embeddings [1, T, H] with media features scattered in, PLE inputs, and vision groups."""
+        """Embeddings [1, T, H] with media features scattered in, the ids for the per-layer embeddings
+        (placeholders as pad), and vision groups."""
         from .media import media_inputs
 
         text = self.net.text
@@ -253,8 +253,7 @@ class Model:
         embeddings = text.embed(text_ids, self.dtype)
         if media.features is not None:
             embeddings = _scatter_rows(embeddings, media.positions, media.features.astype(self.dtype))
-        per_layer = text.per_layer_inputs(text_ids, embeddings) if text.config.has_ple else None
-        return embeddings, per_layer, media.groups
+        return embeddings, text_ids, media.groups
 
 
 def video_frames(videos) -> list:

@@ -53,16 +53,20 @@ class TextModel(nn.Module):
         projected = self.per_layer_projection_norm(projected.reshape(shape))
         return (projected + token_part) * (2.0 ** -0.5)
 
-    def __call__(self, h: mx.array, per_layer_inputs: mx.array | None, caches: list[LayerCache | None],
+    def __call__(self, h: mx.array, ple_ids: mx.array, caches: list[LayerCache | None],
                  offset: int, groups: mx.array | None = None, last_only: bool = False,
                  fill_only: bool = False) -> mx.array | None:
         """Run the layers over embeddings h [B, T, hidden] at positions offset.. ; return normed hidden states.
+
+        `ple_ids` are the token ids for the per-layer embeddings (media placeholders as pad); the PLE
+        inputs are built here, chunk by chunk, so a long prompt never holds them all at once.
 
         With `last_only`, KV-shared layers (which write no cache) run for the last position only; with
         `fill_only` they do not run at all and nothing is returned: the chunk only fills the caches.
         `groups` gives each position its image group id (-1 for none) for the vision-bidirectional overlay.
         """
         c = self.config
+        per_layer_inputs = self.per_layer_inputs(ple_ids, h) if c.has_ple else None
         masks = _MaskMemo(c, offset, h.shape[1], groups)
         shared: dict[str, SharedKV] = {}
         for index, layer in enumerate(self.layers):
