@@ -71,6 +71,7 @@ class TokenSampler:
 
     def __init__(self, options: SamplingOptions, history: Sequence[int]):
         options = options.validated()
+        self._greedy = options.temperature == 0
         self._sample = make_sampler(temp=options.temperature, top_p=options.top_p if options.top_p < 1 else 0.0,
                                     min_p=options.min_p, top_k=options.top_k)
         penalty = options.repetition_penalty
@@ -84,6 +85,8 @@ class TokenSampler:
             self._history = mx.concatenate([self._history, token.reshape(-1).astype(mx.int32)])
 
     def __call__(self, logits: mx.array) -> mx.array:
+        if self._greedy and not self._processors:
+            return mx.argmax(logits, axis=-1).reshape(-1)  # the log-softmax would not change the argmax
         for process in self._processors:
             logits = process(self._history, logits)
         logprobs = logits - mx.logsumexp(logits, axis=-1, keepdims=True)
