@@ -68,6 +68,8 @@ class Attention(nn.Module):
 
     def _split_heads(self, x: mx.array, heads: int) -> mx.array:
         batch, length, _ = x.shape
+        if length == 1:  # one position: [B, 1, heads*d] and [B, heads, 1, d] share a layout, no transpose
+            return x.reshape(batch, heads, 1, self.head_dim)
         return x.reshape(batch, length, heads, self.head_dim).transpose(0, 2, 1, 3)
 
     def project_kv(self, x: mx.array, offset: int | mx.array) -> tuple[mx.array, mx.array]:
@@ -78,14 +80,16 @@ class Attention(nn.Module):
         return keys, values
 
     def __call__(self, x: mx.array, offset: int | mx.array, cache: LayerCache | None,
-                 shared: SharedKV | None, mask_for: Callable[[mx.array | None], mx.array | None]
-                 ) -> tuple[mx.array, SharedKV]:
+                 shared: SharedKV | None, mask_for: Callable[[mx.array | None], mx.array | None],
+                 last_query_only: bool = False) -> tuple[mx.array, SharedKV]:
         """Attend; return the output and the K/V that KV-shared layers of this type may reuse.
 
-        `mask_for(key_positions)` gives this layer type's mask for the current queries.
+        `mask_for(key_positions)` gives this layer type's mask for the current queries. With
+        `last_query_only`, every position of x gives keys and values but only the last one a query.
         """
-        queries = self._split_heads(self.q_proj(x), self.heads)
-        queries = self.rope(rms_norm(queries, self.q_norm.weight, self.eps), offset)
+        query_offset = offset + x.shape[1] - 1 if last_query_only else offset
+        queries = self._split_heads(self.q_proj(x[:, -1:] if last_query_only else x), self.heads)
+        queries = self.rope(rms_norm(queries, self.q_norm.weight, self.eps), query_offset)
         if self.owns_kv:
             keys, values = self.project_kv(x, offset)
             keys, values, key_positions = cache.update(keys, values)
@@ -96,5 +100,7 @@ class Attention(nn.Module):
         else:
             out = mx.fast.scaled_dot_product_attention(queries, shared.keys, shared.values, scale=1.0, mask=mask)
         batch, _, length, _ = out.shape
-        out = out.transpose(0, 2, 1, 3).reshape(batch, length, -1)
+        if length > 1:
+            out = out.transpose(0, 2, 1, 3)
+        out = out.reshape(batch, length, -1)
         return self.o_proj(out), shared

@@ -53,25 +53,38 @@ class FullCache:
         self.value_planes: list[mx.array] | None = None
         self.length = 0
 
-    def _planes(self, x: mx.array) -> list[mx.array]:
-        if self.bits is None:
-            return [x]
-        return list(mx.quantize(x, self.group_size, self.bits))
-
-    def _view(self, planes: list[mx.array]) -> mx.array | QuantizedKV:
-        used = [plane[:, :, : self.length] for plane in planes]
-        return used[0] if self.bits is None else QuantizedKV(*used, self.group_size, self.bits)
-
     def update(self, keys: mx.array, values: mx.array) -> tuple[mx.array | QuantizedKV, mx.array | QuantizedKV,
-                                                                  mx.array]:
+                                                                  mx.array | None]:
         """Append [B, heads, T, d] keys/values; return all keys, values and their positions."""
         start, count = self.length, keys.shape[2]
-        new_keys, new_values = self._planes(keys), self._planes(values)
-        self.key_planes = _append(self.key_planes, new_keys, start)
-        self.value_planes = _append(self.value_planes, new_values, start)
+        new_keys, new_values = _planes(keys, self.bits, self.group_size), _planes(values, self.bits, self.group_size)
+        if self.key_planes is None:
+            self.key_planes, self.value_planes = _empty_like(new_keys), _empty_like(new_values)
+        at = mx.array([start])
+        self.key_planes = _write(_reserved(self.key_planes, start + count), new_keys, at)
+        self.value_planes = _write(_reserved(self.value_planes, start + count), new_values, at)
         self.length = start + count
-        return (self._view(self.key_planes), self._view(self.value_planes),
-                mx.arange(self.length, dtype=mx.int32))
+        # A single new query is the newest position: it sees every key, so no positions are needed.
+        positions = None if count == 1 else mx.arange(self.length, dtype=mx.int32)
+        return self._view(self.key_planes), self._view(self.value_planes), positions
+
+    def _view(self, planes: list[mx.array]) -> mx.array | QuantizedKV:
+        return _kv_view([plane[:, :, : self.length] for plane in planes], self.bits, self.group_size)
+
+    def step_arrays(self) -> list[mx.array]:
+        """The planes, with room for one more position: the inputs of a compiled decode step."""
+        self.key_planes = _reserved(self.key_planes, self.length + 1)
+        self.value_planes = _reserved(self.value_planes, self.length + 1)
+        return self.key_planes + self.value_planes
+
+    def traced(self, arrays: list[mx.array], position: mx.array) -> "TracedFullCache":
+        return TracedFullCache(arrays, position, self.bits, self.group_size)
+
+    def accept_step(self, arrays: list[mx.array]) -> None:
+        """Take the planes a compiled decode step returned: one position longer."""
+        half = len(arrays) // 2
+        self.key_planes, self.value_planes = arrays[:half], arrays[half:]
+        self.length += 1
 
     def snapshot(self) -> CacheState:
         # Only the length: holding the arrays would force a copy of the whole history on the next
@@ -96,25 +109,79 @@ class FullCache:
         return sum(plane.nbytes for plane in self.state)
 
 
-def _append(planes: list[mx.array] | None, new: list[mx.array], start: int) -> list[mx.array]:
-    """Write `new` at position `start` of each growing plane, growing it in steps when full."""
-    needed = start + new[0].shape[2]
-    if planes is None:
-        planes = [mx.zeros((*x.shape[:2], 0, x.shape[3]), x.dtype) for x in new]
+def _planes(x: mx.array, bits: int | None, group_size: int) -> list[mx.array]:
+    return [x] if bits is None else list(mx.quantize(x, group_size, bits))
+
+
+def _kv_view(planes: list[mx.array], bits: int | None, group_size: int) -> mx.array | QuantizedKV:
+    return planes[0] if bits is None else QuantizedKV(*planes, group_size, bits)
+
+
+def _empty_like(new: list[mx.array]) -> list[mx.array]:
+    return [mx.zeros((*x.shape[:2], 0, x.shape[3]), x.dtype) for x in new]
+
+
+def _rounded_up(needed: int) -> int:
+    return -(-needed // _GROWTH_STEP) * _GROWTH_STEP
+
+
+def _reserved(planes: list[mx.array], needed: int, limit: int | None = None) -> list[mx.array]:
+    """The planes with room for `needed` positions, grown in steps (never past `limit`)."""
     capacity = planes[0].shape[2]
-    if needed > capacity:
-        grown = -(-needed // _GROWTH_STEP) * _GROWTH_STEP
-        planes = [mx.concatenate([plane, mx.zeros((*x.shape[:2], grown - capacity, x.shape[3]), x.dtype)], axis=2)
-                  for plane, x in zip(planes, new)]
-    at = mx.array([start])
-    return [mx.slice_update(plane, x, at, axes=(2,)) for plane, x in zip(planes, new)]
+    if needed <= capacity:
+        return planes
+    grown = _rounded_up(needed) if limit is None else min(limit, _rounded_up(needed))
+    return [mx.concatenate([plane, mx.zeros((*plane.shape[:2], grown - capacity, plane.shape[3]), plane.dtype)],
+                           axis=2) for plane in planes]
+
+
+def _write(planes: list[mx.array], new: list[mx.array], start: mx.array) -> list[mx.array]:
+    return [mx.slice_update(plane, x, start, axes=(2,)) for plane, x in zip(planes, new)]
+
+
+class TracedFullCache:
+    """A FullCache inside a compiled decode step, where the new position is an array, not a number.
+
+    Attention runs over the whole capacity; slots past the new position report position -1, which
+    every mask hides.
+    """
+
+    def __init__(self, arrays: list[mx.array], position: mx.array, bits: int | None, group_size: int):
+        half = len(arrays) // 2
+        self.key_planes, self.value_planes = arrays[:half], arrays[half:]
+        self.position, self.bits, self.group_size = position, bits, group_size
+
+    def update(self, keys: mx.array, values: mx.array) -> tuple[mx.array | QuantizedKV, mx.array | QuantizedKV,
+                                                                  mx.array]:
+        at = self.position.reshape(1)
+        self.key_planes = _write(self.key_planes, _planes(keys, self.bits, self.group_size), at)
+        self.value_planes = _write(self.value_planes, _planes(values, self.bits, self.group_size), at)
+        slots = mx.arange(self.key_planes[0].shape[2], dtype=mx.int32)
+        positions = mx.where(slots <= self.position, slots, -1)
+        return (_kv_view(self.key_planes, self.bits, self.group_size),
+                _kv_view(self.value_planes, self.bits, self.group_size), positions)
+
+    @property
+    def arrays(self) -> list[mx.array]:
+        return self.key_planes + self.value_planes
+
+
+def ring_positions(length, window: int, slots: int, xp=np):
+    """The position held by each of a ring's first `slots` slots after `length` positions, -1 where none yet.
+
+    `xp` is numpy, or mlx.core for a length that is an array inside a compiled step.
+    """
+    slot = xp.arange(slots)
+    newest = slot + window * ((length - 1 - slot) // window)
+    return xp.where(slot < length, newest, -1).astype(xp.int32)
 
 
 class SlidingCache:
     """The last `window` positions of a sliding-attention layer, as a ring of slots.
 
     Slot s holds the newest position p < length with p % window == s, so which position sits in which
-    slot follows from the length alone and is never stored.
+    slot follows from the length alone and is never stored. The ring's arrays grow in steps up to the
+    window, so a short chat does not hold a whole window of empty slots.
     """
 
     def __init__(self, window: int) -> None:
@@ -123,30 +190,36 @@ class SlidingCache:
         self.values: mx.array | None = None
         self.length = 0
 
+    @property
+    def capacity(self) -> int:
+        return 0 if self.keys is None else self.keys.shape[2]
+
     def slot_positions(self, length: int | None = None) -> np.ndarray:
         """The position in each slot after `length` positions (-1 for a slot not yet written)."""
-        length = self.length if length is None else length
-        slots = np.arange(self.window)
-        newest = slots + self.window * ((length - 1 - slots) // self.window)
-        return np.where(slots < length, newest, -1).astype(np.int32)
+        return ring_positions(self.length if length is None else length, self.window, self.capacity, np)
 
     def update(self, keys: mx.array, values: mx.array) -> tuple[mx.array, mx.array, mx.array | None]:
         """Add [B, heads, T, d] keys/values; return the keys and values to attend over and their positions
         (None when every returned key is visible to the single new query)."""
-        start, count = self.length, keys.shape[2]
         if self.keys is None:
-            shape = (*keys.shape[:2], self.window, keys.shape[3])
-            self.keys, self.values = mx.zeros(shape, keys.dtype), mx.zeros(shape, values.dtype)
-        if count == 1:
+            self.keys, self.values = _empty_like([keys])[0], _empty_like([values])[0]
+        if keys.shape[2] == 1:
             return self._write_one(keys, values)
         # A chunk's earliest queries still need the window before it: attend over ring + chunk.
         all_keys = mx.concatenate([self.keys, keys], axis=2)
         all_values = mx.concatenate([self.values, values], axis=2)
+        start, count = self.length, keys.shape[2]
         positions = np.concatenate([self.slot_positions(), np.arange(start, start + count, dtype=np.int32)])
-        self._refill(all_keys, all_values, start, count)
+        self._refill(all_keys, all_values, start + count)
         return all_keys, all_values, mx.array(positions)
 
+    def _grown_to(self, needed: int) -> None:
+        """Room for `needed` slots (at most the window), grown in steps."""
+        if needed > self.capacity:
+            self.keys, self.values = _reserved([self.keys, self.values], min(needed, self.window), self.window)
+
     def _write_one(self, keys: mx.array, values: mx.array) -> tuple[mx.array, mx.array, mx.array | None]:
+        self._grown_to(self.length + 1)
         slot = mx.array([self.length % self.window])
         self.keys = mx.slice_update(self.keys, keys, slot, axes=(2,))
         self.values = mx.slice_update(self.values, values, slot, axes=(2,))
@@ -154,16 +227,32 @@ class SlidingCache:
         full = self.length >= self.window  # every slot then holds one of the last `window` positions
         return self.keys, self.values, None if full else mx.array(self.slot_positions())
 
-    def _refill(self, all_keys: mx.array, all_values: mx.array, start: int, count: int) -> None:
-        """Rebuild the ring from the old ring followed by the chunk: slot s takes its newest position."""
-        end = start + count
-        source = list(range(self.window))
-        for position in range(max(start, end - self.window), end):
-            source[position % self.window] = self.window + position - start
-        index = mx.array(source, dtype=mx.int32)
+    def _refill(self, all_keys: mx.array, all_values: mx.array, end: int) -> None:
+        """Rebuild the ring from the old ring followed by the chunk: slot s takes its newest position.
+
+        Slots with no position yet take any key: their position -1 hides it.
+        """
+        old, start = self.capacity, self.length
+        slots = max(old, min(self.window, end))  # no more than the prompt needs; decode steps grow it in steps
+        newest = ring_positions(end, self.window, slots, np)
+        source = np.where(newest >= start, old + newest - start, np.arange(slots))
+        index = mx.array(np.where(newest < 0, 0, source), dtype=mx.int32)
         self.keys = mx.take(all_keys, index, axis=2)
         self.values = mx.take(all_values, index, axis=2)
         self.length = end
+
+    def step_arrays(self) -> list[mx.array]:
+        """The ring, with room for the next position: the inputs of a compiled decode step."""
+        self._grown_to(self.length + 1)
+        return [self.keys, self.values]
+
+    def traced(self, arrays: list[mx.array], position: mx.array) -> "TracedSlidingCache":
+        return TracedSlidingCache(arrays, position, self.window)
+
+    def accept_step(self, arrays: list[mx.array]) -> None:
+        """Take the ring a compiled decode step returned: one position longer."""
+        self.keys, self.values = arrays
+        self.length += 1
 
     def snapshot(self) -> CacheState:
         return CacheState(self.keys, self.values, self.length)
@@ -187,6 +276,24 @@ class SlidingCache:
     @property
     def nbytes(self) -> int:
         return sum(array.nbytes for array in self.state)
+
+
+class TracedSlidingCache:
+    """A SlidingCache inside a compiled decode step: the new position is an array, and so are the slots'."""
+
+    def __init__(self, arrays: list[mx.array], position: mx.array, window: int):
+        self.keys, self.values = arrays
+        self.position, self.window = position, window
+
+    def update(self, keys: mx.array, values: mx.array) -> tuple[mx.array, mx.array, mx.array]:
+        slot = (self.position % self.window).reshape(1)
+        self.keys = mx.slice_update(self.keys, keys, slot, axes=(2,))
+        self.values = mx.slice_update(self.values, values, slot, axes=(2,))
+        return self.keys, self.values, ring_positions(self.position + 1, self.window, self.keys.shape[2], mx)
+
+    @property
+    def arrays(self) -> list[mx.array]:
+        return [self.keys, self.values]
 
 
 LayerCache = FullCache | SlidingCache

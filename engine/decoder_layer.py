@@ -47,8 +47,13 @@ class DecoderLayer(nn.Module):
 
     def __call__(self, x: mx.array, per_layer_input: mx.array | None, offset: int | mx.array,
                  cache: LayerCache | None, shared: SharedKV | None,
-                 mask_for: Callable[[mx.array], mx.array | None]) -> tuple[mx.array, SharedKV]:
-        attended, shared = self.self_attn(self.input_layernorm(x), offset, cache, shared, mask_for)
+                 mask_for: Callable[[mx.array], mx.array | None], last_query_only: bool = False
+                 ) -> tuple[mx.array, SharedKV]:
+        """With `last_query_only`, every position's K/V is cached but only the last position comes out."""
+        attended, shared = self.self_attn(self.input_layernorm(x), offset, cache, shared, mask_for, last_query_only)
+        if last_query_only:
+            x = x[:, -1:]
+            per_layer_input = None if per_layer_input is None else per_layer_input[:, -1:]
         compiled = on_main_thread() and (not self.has_moe or x.shape[1] == 1)
         after = self._compiled_after_attention if compiled else self._after_attention
         return after(x, attended, per_layer_input), shared

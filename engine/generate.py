@@ -13,6 +13,7 @@ import mlx.core as mx
 import numpy as np
 
 from .errors import EngineError
+from .fused import on_main_thread
 from .media import budgeted_images, placeholder_runs
 from .prompt_cache import PromptCache
 from .sampling import SamplingOptions, make_token_sampler
@@ -158,6 +159,8 @@ class Generator:
         return max(_MIN_CHUNK, min(self.prefill_chunk, fitting))
 
     def _step(self, token: mx.array) -> mx.array:
+        if on_main_thread():
+            return self.model.decode_step(token, self.cache.caches)
         text = self.model.net.text
         ids = token.reshape(1, 1)
         h = text.embed(ids, self.model.dtype)

@@ -11,7 +11,9 @@ import mlx.core as mx
 import numpy as np
 
 from .config import ModelConfig, detect_variant
+from .decode_step import DecodeStep
 from .errors import EngineError
+from .fused import on_main_thread
 from .network import Gemma4Network
 
 
@@ -51,6 +53,7 @@ class Model:
         self.net = net
         self.dtype = dtype or default_compute_dtype(net)
         self._image_cache = None
+        self._decode_step = None
         self._thread = threading.get_ident()
         self._tokenizer = None
         self._template = None
@@ -77,12 +80,24 @@ class Model:
             if progress:
                 progress("reading weights", done / len(modules))
             mx.eval(module.parameters())
-        text = self.net.text
-        ids = mx.array([[self.config.text.bos_token_id]])
-        h = text.embed(ids, self.dtype)
-        mx.eval(text.logits(text(h, ids, text.make_caches(), offset=0)))
+        self._run_first_token()
         if progress:
             progress("ready", 1.0)
+
+    def _run_first_token(self) -> None:
+        """One prompt token and one decode step, so the step is compiled before the first real turn."""
+        text = self.net.text
+        caches = text.make_caches()
+        ids = mx.array([[self.config.text.bos_token_id]])
+        mx.eval(text.logits(text(text.embed(ids, self.dtype), ids, caches, offset=0)))
+        if on_main_thread():
+            mx.eval(self.decode_step(ids[0], caches))
+
+    def decode_step(self, token: mx.array, caches: list) -> mx.array:
+        """The logits after `token`, advancing `caches` by one position, as one compiled graph (main thread)."""
+        if self._decode_step is None:
+            self._decode_step = DecodeStep(self.net.text, self.dtype)
+        return self._decode_step(token, caches)
 
     def check_thread(self) -> None:
         """MLX runs a thread's work on that thread's streams, and the lazily loaded weights belong to the

@@ -61,30 +61,32 @@ class TextModel(nn.Module):
         `ple_ids` are the token ids for the per-layer embeddings (media placeholders as pad); the PLE
         inputs are built here, chunk by chunk, so a long prompt never holds them all at once.
 
-        With `last_only`, KV-shared layers (which write no cache) run for the last position only; with
-        `fill_only` they do not run at all and nothing is returned: the chunk only fills the caches.
+        With `last_only`, only the last position's output is computed past the last layer that writes a
+        cache: that layer still caches every position's K/V, but attends and feeds forward for the last
+        query only, and the KV-shared layers after it run for that position alone. With `fill_only` the
+        chunk only fills the caches: the layers stop there and nothing is returned.
         `groups` gives each position its image group id (-1 for none) for the vision-bidirectional overlay.
         """
         c = self.config
         per_layer_inputs = self.per_layer_inputs(ple_ids, h) if c.has_ple else None
         masks = _MaskMemo(c, offset, h.shape[1], groups)
         shared: dict[str, SharedKV] = {}
+        last_writer = c.first_kv_shared_layer - 1
         for index, layer in enumerate(self.layers):
-            if fill_only and index == c.first_kv_shared_layer:
+            if fill_only and index > last_writer:
                 return None
-            if last_only and index == c.first_kv_shared_layer and h.shape[1] > 1:
-                h, per_layer_inputs, masks = self._keep_last(h, per_layer_inputs, masks)
+            narrow = last_only and index == last_writer and h.shape[1] > 1
             kind = c.layer_types[index]
             ple = per_layer_inputs[:, :, index, :] if per_layer_inputs is not None else None
-            h, produced = layer(h, ple, masks.offset, caches[index], shared.get(kind), masks.for_type(kind))
+            mask_for = masks.last_only().for_type(kind) if narrow else masks.for_type(kind)
+            h, produced = layer(h, ple, masks.offset, caches[index], shared.get(kind), mask_for,
+                                last_query_only=narrow)
+            if narrow:
+                masks = masks.last_only()
+                per_layer_inputs = None if per_layer_inputs is None else per_layer_inputs[:, -1:]
             if not c.is_kv_consumer(index):
                 shared[kind] = produced
         return None if fill_only else self.norm(h)
-
-    @staticmethod
-    def _keep_last(h, per_layer_inputs, masks: "_MaskMemo"):
-        ple = per_layer_inputs[:, -1:] if per_layer_inputs is not None else None
-        return h[:, -1:], ple, masks.last_only()
 
     def logits(self, hidden: mx.array) -> mx.array:
         """Tied LM head and final soft-cap, in float32."""
@@ -116,16 +118,19 @@ class _MaskMemo:
     def __init__(self, config: TextConfig, offset: int, count: int, groups: mx.array | None):
         self.config = config
         self.offset = offset
-        self.positions = mx.arange(offset, offset + count, dtype=mx.int32)
+        self.positions = offset + mx.arange(count, dtype=mx.int32)
         self.chunk_groups = groups
         self.query_groups = groups
         self._built: dict[str, mx.array | None] = {}
+        self._last: _MaskMemo | None = None
 
     def last_only(self) -> "_MaskMemo":
-        last = _MaskMemo(self.config, self.offset + self.positions.shape[0] - 1, 1, self.chunk_groups)
-        if self.chunk_groups is not None:
-            last.query_groups = self.chunk_groups[-1:]
-        return last
+        """The memo for the last query alone (one memo, so its masks are built once too)."""
+        if self._last is None:
+            self._last = _MaskMemo(self.config, self.offset + self.positions.shape[0] - 1, 1, self.chunk_groups)
+            if self.chunk_groups is not None:
+                self._last.query_groups = self.chunk_groups[-1:]
+        return self._last
 
     def for_type(self, kind: str):
         def mask_for(key_positions: mx.array) -> mx.array | None:
@@ -138,8 +143,6 @@ class _MaskMemo:
         if key_positions is None:
             return None  # the cache says every key it returned is visible
         sliding = kind == SLIDING
-        if not sliding and self.positions.shape[0] == 1:
-            return None  # a full layer's only query is the newest position: it sees every cached key
         window = self.config.sliding_window if sliding else None
         if not sliding or self.query_groups is None:
             return attention_mask(self.positions, key_positions, window)

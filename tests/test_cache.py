@@ -44,5 +44,83 @@ def test_a_full_cache_snapshot_is_its_length():
     state = cache.snapshot()
     cache.update(*_kv(5, start=300))
     cache.restore(state)
-    keys, _, positions = cache.update(*_kv(1, start=300))
-    assert keys.shape[2] == 301 and int(positions[-1]) == 300
+    keys, _, positions = cache.update(*_kv(2, start=300))
+    assert keys.shape[2] == 302 and np.array(keys).ravel()[-3:].tolist() == [299, 300, 301]
+    assert int(positions[-1]) == 301
+    _, _, positions = cache.update(*_kv(1, start=302))
+    assert positions is None  # the single newest query sees every key
+
+
+def _step_through_traced(cache, position):
+    """What a compiled decode step does with a cache: its arrays in, one position written, arrays back."""
+    traced = cache.traced(cache.step_arrays(), mx.array(position, dtype=mx.int32))
+    keys, _, positions = traced.update(*_kv(1, start=position))
+    cache.accept_step(traced.arrays)
+    return keys, positions
+
+
+def test_a_traced_ring_writes_the_slot_and_reports_positions_like_the_ring():
+    traced_ring, ring = SlidingCache(window=4), SlidingCache(window=4)
+    traced_ring.update(*_kv(2))
+    ring.update(*_kv(2))
+    for position in range(2, 7):
+        keys, positions = _step_through_traced(traced_ring, position)
+        expected_keys, _, _ = ring.update(*_kv(1, start=position))
+        assert np.array(keys).ravel().tolist() == np.array(expected_keys).ravel().tolist()
+        assert np.array(positions).tolist() == ring.slot_positions().tolist()
+        assert traced_ring.length == ring.length == position + 1
+
+
+def test_a_traced_full_cache_hides_the_room_past_the_new_position():
+    cache = FullCache()
+    cache.update(*_kv(256))  # exactly full: the step must grow it first
+    keys, positions = _step_through_traced(cache, 256)
+    assert keys.shape[2] == 512 and cache.length == 257
+    assert np.array(positions)[:258].tolist() == list(range(257)) + [-1]
+    assert (np.array(positions)[257:] == -1).all()
+    assert np.array(cache.key_planes[0]).ravel()[:257].tolist() == list(range(257))
+
+
+def test_a_traced_quantized_full_cache_stores_what_an_append_stores():
+    traced, appended = FullCache(bits=8), FullCache(bits=8)
+    keys = mx.random.normal((1, 1, 6, 64))
+    traced.update(keys[:, :, :5], keys[:, :, :5])
+    appended.update(keys, keys)
+    traced_view = traced.traced(traced.step_arrays(), mx.array(5, dtype=mx.int32))
+    stored, _, _ = traced_view.update(keys[:, :, 5:], keys[:, :, 5:])
+    expected, _, _ = appended.update(keys[:, :, :1], keys[:, :, :1])  # one more, to compare the first six
+    for got, want in zip(stored[:3], expected[:3]):
+        assert mx.array_equal(got[:, :, :6], want[:, :, :6])
+
+
+def _check_ring(keys, positions):
+    """Every key the ring returns is the key of the position it reports (the _kv keys are positions)."""
+    keys, positions = np.array(keys).ravel(), np.array(positions)
+    assert (keys[positions >= 0] == positions[positions >= 0]).all()
+
+
+def test_a_ring_longer_than_a_growth_step_grows_up_to_its_window():
+    ring = SlidingCache(window=600)
+    capacities, position = [], 0
+    for count in (100, 300, 1, 1, 150, 400, 1):
+        keys, _, positions = ring.update(*_kv(count, start=position))
+        position += count
+        if positions is not None:
+            _check_ring(keys, positions)
+            visible = np.array(positions)[np.array(positions) >= 0]
+            assert set(range(max(0, position - 600), position)) <= set(visible.tolist())
+        capacities.append(ring.capacity)
+    assert capacities == [100, 400, 512, 512, 552, 600, 600]
+    _check_ring(ring.keys, ring.slot_positions())
+
+
+def test_traced_ring_steps_grow_the_ring_like_the_plain_ring():
+    traced_ring, ring = SlidingCache(window=600), SlidingCache(window=600)
+    traced_ring.update(*_kv(254))
+    ring.update(*_kv(254))
+    for position in range(254, 259):
+        keys, positions = _step_through_traced(traced_ring, position)
+        ring.update(*_kv(1, start=position))
+        _check_ring(keys, positions)
+        assert np.array(positions).tolist() == ring.slot_positions().tolist()
+    assert traced_ring.capacity == ring.capacity == 512

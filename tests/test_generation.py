@@ -1,5 +1,6 @@
 """Cached generation equals repeated argmax over the uncached forward, for every fixture shape."""
 
+import json
 import threading
 
 import numpy as np
@@ -109,3 +110,32 @@ def test_quantized_kv_cache_bits_are_checked():
     model = engine.load(MODELS / "tiny-e2b")
     with pytest.raises(engine.EngineError, match="4 or 8 bits"):
         next(model.generate_ids([2, 3], kv_bits=3))
+
+
+@pytest.mark.parametrize("name", ["tiny-e2b", "tiny-26b"])
+def test_rings_that_grow_in_steps_give_the_uncached_tokens(name, model_copy):
+    """A window wider than the rings' growth step: the prefill chunks and the decode grow the rings,
+    then wrap them, and the tokens still equal the uncached argmax."""
+    folder = model_copy(name)
+    config = json.loads((folder / "config.json").read_text())
+    config["text_config"]["sliding_window"] = 300
+    (folder / "config.json").write_text(json.dumps(config))
+    model = engine.load(folder)
+    text_ids = np.load(REFERENCE / f"{name}.npz")["input_ids"].astype(int).tolist()[1:]
+    prompt = (text_ids * 8)[:290]
+    ours = list(model.generate_ids(prompt, max_tokens=14, prefill_chunk=100, stop_ids=[]))
+    assert ours == _argmax_continuation(model, prompt, 14)
+
+
+@pytest.mark.parametrize("name", SHAPES)
+@pytest.mark.parametrize("chunk", [512, 7])
+def test_prefill_logits_equal_the_uncached_forward(name, chunk):
+    """The prefill computes only the last position past the last cache-writing layer; its logits must
+    still be the full forward's, to the float32 tolerance (greedy tokens alone can hide a wrong layer)."""
+    from engine.generate import Generator, Prompt
+
+    model = engine.load(MODELS / name)
+    prompt = np.load(REFERENCE / f"{name}.npz")["input_ids"].astype(int)
+    prefilled = np.array(Generator(model, prefill_chunk=chunk)._prefill(Prompt(prompt), snapshot_at=[]))[0]
+    full = np.array(model.logits(prompt.tolist()))[-1]
+    assert np.abs(prefilled - full).max() <= 1e-4 * np.abs(full).max()
