@@ -2,6 +2,7 @@
 
 import mlx.core as mx
 import numpy as np
+import pytest
 
 from engine.cache import FullCache, SlidingCache
 
@@ -59,16 +60,18 @@ def _step_through_traced(cache, position):
     return keys, positions
 
 
-def test_a_traced_ring_writes_the_slot_and_reports_positions_like_the_ring():
-    traced_ring, ring = SlidingCache(window=4), SlidingCache(window=4)
-    traced_ring.update(*_kv(2))
-    ring.update(*_kv(2))
-    for position in range(2, 7):
+@pytest.mark.parametrize("window,prefill", [(4, 2), (600, 254)])  # the second grows the ring past 256 slots
+def test_a_traced_ring_steps_like_the_plain_ring(window, prefill):
+    traced_ring, ring = SlidingCache(window=window), SlidingCache(window=window)
+    traced_ring.update(*_kv(prefill))
+    ring.update(*_kv(prefill))
+    for position in range(prefill, prefill + 5):
         keys, positions = _step_through_traced(traced_ring, position)
         expected_keys, _, _ = ring.update(*_kv(1, start=position))
         assert np.array(keys).ravel().tolist() == np.array(expected_keys).ravel().tolist()
         assert np.array(positions).tolist() == ring.slot_positions().tolist()
         assert traced_ring.length == ring.length == position + 1
+    assert traced_ring.capacity == ring.capacity == min(window, 512)
 
 
 def test_a_traced_full_cache_hides_the_room_past_the_new_position():
@@ -112,15 +115,3 @@ def test_a_ring_longer_than_a_growth_step_grows_up_to_its_window():
         capacities.append(ring.capacity)
     assert capacities == [100, 400, 512, 512, 552, 600, 600]
     _check_ring(ring.keys, ring.slot_positions())
-
-
-def test_traced_ring_steps_grow_the_ring_like_the_plain_ring():
-    traced_ring, ring = SlidingCache(window=600), SlidingCache(window=600)
-    traced_ring.update(*_kv(254))
-    ring.update(*_kv(254))
-    for position in range(254, 259):
-        keys, positions = _step_through_traced(traced_ring, position)
-        ring.update(*_kv(1, start=position))
-        _check_ring(keys, positions)
-        assert np.array(positions).tolist() == ring.slot_positions().tolist()
-    assert traced_ring.capacity == ring.capacity == 512
