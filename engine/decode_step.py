@@ -45,5 +45,5 @@ class DecodeStep:
     def _traced(self, ids: mx.array, position: mx.array, arrays: list[list[mx.array]]):
         given = iter(arrays)
         traced = [None if cache is None else cache.traced(next(given), position) for cache in self._caches]
-        hidden = self.text(self.text.embed(ids, self.dtype), ids, traced, offset=position)
-        return self.text.logits(hidden[:, -1]), [cache.arrays for cache in traced if cache is not None]
+        logits = self.text.next_token_logits(ids, traced, position, self.dtype)
+        return logits, [cache.arrays for cache in traced if cache is not None]

@@ -161,11 +161,8 @@ class Generator:
     def _step(self, token: mx.array) -> mx.array:
         if on_main_thread():
             return self.model.decode_step(token, self.cache.caches)
-        text = self.model.net.text
-        ids = token.reshape(1, 1)
-        h = text.embed(ids, self.model.dtype)
-        hidden = text(h, ids, self.cache.caches, offset=self.cache.length)
-        return text.logits(hidden[:, -1])
+        return self.model.net.text.next_token_logits(token.reshape(1, 1), self.cache.caches, self.cache.length,
+                                                     self.model.dtype)
 
     def run(self, prompt: Prompt, *, max_tokens: int, sampling: SamplingOptions, stop_ids: Sequence[int],
             cancel: threading.Event | None = None, snapshot_at: Sequence[int] = ()) -> Iterator[int]:

@@ -89,7 +89,7 @@ class Model:
         text = self.net.text
         caches = text.make_caches()
         ids = mx.array([[self.config.text.bos_token_id]])
-        mx.eval(text.logits(text(text.embed(ids, self.dtype), ids, caches, offset=0)))
+        mx.eval(text.next_token_logits(ids, caches, 0, self.dtype))
         if on_main_thread():
             mx.eval(self.decode_step(ids[0], caches))
 

@@ -88,6 +88,12 @@ class TextModel(nn.Module):
                 shared[kind] = produced
         return None if fill_only else self.norm(h)
 
+    def next_token_logits(self, ids: mx.array, caches: list[LayerCache | None], offset: int | mx.array,
+                          dtype: mx.Dtype) -> mx.array:
+        """Logits after the last of `ids` (text tokens only, [1, T]), appending them to `caches` at `offset`."""
+        hidden = self(self.embed(ids, dtype), ids, caches, offset=offset)
+        return self.logits(hidden[:, -1])
+
     def logits(self, hidden: mx.array) -> mx.array:
         """Tied LM head and final soft-cap, in float32."""
         logits = self.embed_tokens.as_linear(hidden).astype(mx.float32)
