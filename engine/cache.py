@@ -205,9 +205,11 @@ class SlidingCache:
             self.keys, self.values = _empty_like([keys])[0], _empty_like([values])[0]
         if keys.shape[2] == 1:
             return self._write_one(keys, values)
-        # A chunk's earliest queries still need the window before it: attend over ring + chunk.
-        all_keys = mx.concatenate([self.keys, keys], axis=2)
-        all_values = mx.concatenate([self.values, values], axis=2)
+        if self.capacity == 0:
+            all_keys, all_values = keys, values
+        else:  # a chunk's earliest queries still need the window before it: attend over ring + chunk
+            all_keys = mx.concatenate([self.keys, keys], axis=2)
+            all_values = mx.concatenate([self.values, values], axis=2)
         start, count = self.length, keys.shape[2]
         positions = np.concatenate([self.slot_positions(), np.arange(start, start + count, dtype=np.int32)])
         self._refill(all_keys, all_values, start + count)
@@ -236,10 +238,13 @@ class SlidingCache:
         slots = max(old, min(self.window, end))  # no more than the prompt needs; decode steps grow it in steps
         newest = ring_positions(end, self.window, slots, np)
         source = np.where(newest >= start, old + newest - start, np.arange(slots))
-        index = mx.array(np.where(newest < 0, 0, source), dtype=mx.int32)
-        self.keys = mx.take(all_keys, index, axis=2)
-        self.values = mx.take(all_values, index, axis=2)
+        index = np.where(newest < 0, 0, source)
         self.length = end
+        if np.array_equal(index, np.arange(all_keys.shape[2])):  # a first chunk within the window
+            self.keys, self.values = all_keys, all_values  # is already the ring: no copy
+            return
+        self.keys = mx.take(all_keys, mx.array(index, dtype=mx.int32), axis=2)
+        self.values = mx.take(all_values, mx.array(index, dtype=mx.int32), axis=2)
 
     def step_arrays(self) -> list[mx.array]:
         """The ring, with room for the next position: the inputs of a compiled decode step."""

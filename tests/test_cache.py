@@ -39,6 +39,17 @@ def test_a_chunk_attends_over_the_ring_then_itself():
     assert np.array(keys).ravel().tolist() == [4, 1, 2, 3, 5, 6, 7]
 
 
+def test_a_first_chunk_within_the_window_becomes_the_ring_without_a_copy():
+    ring = SlidingCache(window=8)
+    keys, values = _kv(5)
+    attended_keys, attended_values, positions = ring.update(keys, values)
+    assert attended_keys is keys and attended_values is values  # nothing cached yet: no concatenation
+    assert ring.keys is keys and ring.values is values  # slot s holds position s already: no gather
+    assert np.array(positions).tolist() == [0, 1, 2, 3, 4]
+    stepped, _, _ = ring.update(*_kv(1, start=5))
+    assert np.array(stepped).ravel().tolist()[:6] == [0, 1, 2, 3, 4, 5]
+
+
 def test_a_full_cache_snapshot_is_its_length():
     cache = FullCache()
     cache.update(*_kv(300))
