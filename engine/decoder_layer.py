@@ -56,7 +56,7 @@ class DecoderLayer(nn.Module):
             per_layer_input = None if per_layer_input is None else per_layer_input[:, -1:]
         compiled = on_main_thread() and (not self.has_moe or x.shape[1] == 1)
         after = self._compiled_after_attention if compiled else self._after_attention
-        return after(x, attended, per_layer_input), shared
+        return _by_row_slices(after, x, attended, per_layer_input), shared
 
     def _after_attention(self, x: mx.array, attended: mx.array, per_layer_input: mx.array | None) -> mx.array:
         """Everything a layer does after attention: residuals, feed-forward, PLE, layer scalar."""
@@ -75,3 +75,28 @@ class DecoderLayer(nn.Module):
         indices, weights = self.router(flat)
         routed = self.experts(self.pre_feedforward_layernorm_2(residual), indices, weights)
         return self.post_feedforward_layernorm_1(dense) + self.post_feedforward_layernorm_2(routed)
+
+
+def feed_forward_rows() -> int:
+    """How many rows of a prefill chunk go through the feed-forward together.
+
+    Slicing bounds the feed-forward's gate, up and product buffers (three of rows x intermediate) by the
+    slice instead of the chunk. On the CPU a quantized matmul costs the same per row however rows are
+    grouped (time to first token within noise with 32-row slices), so slices are small there; on a GPU
+    each slice is another round of kernel launches, so they are large.
+    """
+    return 32 if mx.default_device() == mx.cpu else 256
+
+
+def _by_row_slices(after: Callable[..., mx.array], x: mx.array, attended: mx.array,
+                   per_layer_input: mx.array | None) -> mx.array:
+    """`after` (row-wise) on slices of at most feed_forward_rows() rows, joined again."""
+    rows, step = x.shape[1], feed_forward_rows()
+    if rows <= step:
+        return after(x, attended, per_layer_input)
+    parts = []
+    for start in range(0, rows, step):
+        rows_here = slice(start, start + step)
+        ple = None if per_layer_input is None else per_layer_input[:, rows_here]
+        parts.append(after(x[:, rows_here], attended[:, rows_here], ple))
+    return mx.concatenate(parts, axis=1)
