@@ -33,6 +33,9 @@ class DecoderLayer(nn.Module):
             self.post_feedforward_layernorm_1 = RMSNorm(hidden, eps=eps)
             self.post_feedforward_layernorm_2 = RMSNorm(hidden, eps=eps)
             self.pre_feedforward_layernorm_2 = RMSNorm(hidden, eps=eps)
+        # Per token, the widest intermediate the feed-forward holds: the dense MLP's or the routed experts'.
+        routed = config.top_k_experts * config.moe_intermediate_size if self.has_moe else 0
+        self.feed_forward_width = max(config.mlp_width(layer), routed)
         self.has_ple = config.has_ple
         # The whole post-attention block as one compiled graph. The MoE block reshapes by token count,
         # which a shape-independent compile cannot follow, so MoE layers compile it for the one shape
@@ -56,7 +59,7 @@ class DecoderLayer(nn.Module):
             per_layer_input = None if per_layer_input is None else per_layer_input[:, -1:]
         compiled = on_main_thread() and (not self.has_moe or x.shape[1] == 1)
         after = self._compiled_after_attention if compiled else self._after_attention
-        return _by_row_slices(after, x, attended, per_layer_input), shared
+        return _by_row_slices(after, self.feed_forward_width, x, attended, per_layer_input), shared
 
     def _after_attention(self, x: mx.array, attended: mx.array, per_layer_input: mx.array | None) -> mx.array:
         """Everything a layer does after attention: residuals, feed-forward, PLE, layer scalar."""
@@ -77,21 +80,30 @@ class DecoderLayer(nn.Module):
         return self.post_feedforward_layernorm_1(dense) + self.post_feedforward_layernorm_2(routed)
 
 
-def feed_forward_rows() -> int:
-    """How many rows of a prefill chunk go through the feed-forward together.
+# The feed-forward's transient buffers per prefill slice: on the CPU each of gate, up and product is kept
+# to about 1 MiB in float32; on a GPU a slice is a fixed number of rows.
+_CPU_SLICE_ELEMENTS = 1 << 18
+_GPU_SLICE_ROWS = 256
 
-    Slicing bounds the feed-forward's gate, up and product buffers (three of rows x intermediate) by the
-    slice instead of the chunk. On the CPU a quantized matmul costs the same per row however rows are
-    grouped (time to first token within noise with 32-row slices), so slices are small there; on a GPU
-    each slice is another round of kernel launches, so they are large.
+
+def feed_forward_rows(width: int) -> int:
+    """How many rows of a prefill chunk go through a feed-forward of `width` together.
+
+    Slicing bounds the feed-forward's gate, up and product buffers (three of rows x width) by the slice
+    instead of the chunk. On the CPU a quantized matmul costs the same per row however rows are grouped
+    (time to first token within noise with 32-row slices), so slices are sized by memory alone, and
+    narrow layers are not sliced at all; on a GPU each slice is another round of kernel launches and
+    another read of the weights, so slices are large.
     """
-    return 32 if mx.default_device() == mx.cpu else 256
+    if mx.default_device() == mx.cpu:
+        return max(1, _CPU_SLICE_ELEMENTS // width)
+    return _GPU_SLICE_ROWS
 
 
-def _by_row_slices(after: Callable[..., mx.array], x: mx.array, attended: mx.array,
+def _by_row_slices(after: Callable[..., mx.array], width: int, x: mx.array, attended: mx.array,
                    per_layer_input: mx.array | None) -> mx.array:
-    """`after` (row-wise) on slices of at most feed_forward_rows() rows, joined again."""
-    rows, step = x.shape[1], feed_forward_rows()
+    """`after` (row-wise) on slices of at most feed_forward_rows(width) rows, joined again."""
+    rows, step = x.shape[1], feed_forward_rows(width)
     if rows <= step:
         return after(x, attended, per_layer_input)
     parts = []

@@ -45,7 +45,7 @@ def test_feed_forward_in_row_slices_matches_reference(name, monkeypatch):
     import engine.decoder_layer
 
     ids, reference = _reference(name)
-    monkeypatch.setattr(engine.decoder_layer, "feed_forward_rows", lambda: 7)
+    monkeypatch.setattr(engine.decoder_layer, "feed_forward_rows", lambda width: 7)
     assert len(ids) % 7 != 0
     ours = np.array(engine.load(MODELS / name).logits(ids))
     assert _relative_error(ours, reference) < 1e-4
