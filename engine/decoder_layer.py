@@ -33,8 +33,9 @@ class DecoderLayer(nn.Module):
             self.post_feedforward_layernorm_1 = RMSNorm(hidden, eps=eps)
             self.post_feedforward_layernorm_2 = RMSNorm(hidden, eps=eps)
             self.pre_feedforward_layernorm_2 = RMSNorm(hidden, eps=eps)
-        # Per token, the widest intermediate the feed-forward holds: the dense MLP's or the routed experts'.
-        routed = config.top_k_experts * config.moe_intermediate_size if self.has_moe else 0
+        # Per token, the widest buffer the feed-forward holds: the dense MLP's intermediate, or the routed
+        # experts' rows (every token is copied once per chosen expert, at the wider of hidden and intermediate).
+        routed = config.top_k_experts * max(hidden, config.moe_intermediate_size) if self.has_moe else 0
         self.feed_forward_width = max(config.mlp_width(layer), routed)
         self.has_ple = config.has_ple
         # The whole post-attention block as one compiled graph. The MoE block reshapes by token count,
