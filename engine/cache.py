@@ -243,8 +243,9 @@ class SlidingCache:
         if np.array_equal(index, np.arange(all_keys.shape[2])):  # a first chunk within the window
             self.keys, self.values = all_keys, all_values  # is already the ring: no copy
             return
-        self.keys = mx.take(all_keys, mx.array(index, dtype=mx.int32), axis=2)
-        self.values = mx.take(all_values, mx.array(index, dtype=mx.int32), axis=2)
+        gather = mx.array(index, dtype=mx.int32)
+        self.keys = mx.take(all_keys, gather, axis=2)
+        self.values = mx.take(all_values, gather, axis=2)
 
     def step_arrays(self) -> list[mx.array]:
         """The ring, with room for the next position: the inputs of a compiled decode step."""
