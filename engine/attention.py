@@ -7,7 +7,7 @@ KV-shared consumer layers only project queries and attend over their producer's 
 
 from __future__ import annotations
 
-from typing import Callable, NamedTuple
+from typing import NamedTuple
 
 import mlx.core as mx
 import mlx.nn as nn
@@ -15,7 +15,8 @@ import mlx.nn as nn
 from .cache import LayerCache, QuantizedKV
 from .config import TextConfig
 from .fused import RMSNorm, rms_norm
-from .rope import Rope
+from .positions import ChunkPositions
+from .rope import Rope, Rotation
 
 
 class SharedKV(NamedTuple):
@@ -63,6 +64,7 @@ class Attention(nn.Module):
                 self.v_proj = nn.Linear(hidden, self.kv_heads * self.head_dim, bias=False)
             self.k_norm = RMSNorm(self.head_dim, eps=self.eps)
         self.o_proj = nn.Linear(heads * self.head_dim, hidden, bias=False)
+        self.kind = config.layer_types[layer]
         rope = config.rope_full if config.is_full(layer) else config.rope_sliding
         self.rope = Rope(self.head_dim, rope)
 
@@ -72,29 +74,28 @@ class Attention(nn.Module):
             return x.reshape(batch, heads, 1, self.head_dim)
         return x.reshape(batch, length, heads, self.head_dim).transpose(0, 2, 1, 3)
 
-    def project_kv(self, x: mx.array, offset: int | mx.array) -> tuple[mx.array, mx.array]:
+    def project_kv(self, x: mx.array, rotate: Rotation) -> tuple[mx.array, mx.array]:
         raw_k = self._split_heads(self.k_proj(x), self.kv_heads)
         raw_v = self._split_heads(self.v_proj(x), self.kv_heads) if "v_proj" in self else raw_k
-        keys = self.rope(rms_norm(raw_k, self.k_norm.weight, self.eps), offset)
+        keys = rotate(rms_norm(raw_k, self.k_norm.weight, self.eps))
         values = rms_norm(raw_v, None, self.eps)
         return keys, values
 
-    def __call__(self, x: mx.array, offset: int | mx.array, cache: LayerCache | None,
-                 shared: SharedKV | None, mask_for: Callable[[mx.array | None], mx.array | None],
-                 last_query_only: bool = False) -> tuple[mx.array, SharedKV]:
+    def __call__(self, x: mx.array, positions: ChunkPositions, cache: LayerCache | None,
+                 shared: SharedKV | None, last_query_only: bool = False) -> tuple[mx.array, SharedKV]:
         """Attend; return the output and the K/V that KV-shared layers of this type may reuse.
 
-        `mask_for(key_positions)` gives this layer type's mask for the current queries. With
-        `last_query_only`, every position of x gives keys and values but only the last one a query.
+        x sits at `positions`. With `last_query_only`, every position of x gives keys and values but
+        only the last one a query.
         """
-        query_offset = offset + x.shape[1] - 1 if last_query_only else offset
+        asking = positions.last_only() if last_query_only else positions
         queries = self._split_heads(self.q_proj(x[:, -1:] if last_query_only else x), self.heads)
-        queries = self.rope(rms_norm(queries, self.q_norm.weight, self.eps), query_offset)
+        queries = asking.rotation(self.kind, self.rope)(rms_norm(queries, self.q_norm.weight, self.eps))
         if self.owns_kv:
-            keys, values = self.project_kv(x, offset)
+            keys, values = self.project_kv(x, positions.rotation(self.kind, self.rope))
             keys, values, key_positions = cache.update(keys, values)
             shared = SharedKV(keys, values, key_positions)
-        mask = mask_for(shared.positions)
+        mask = asking.mask(self.kind, shared.positions)
         if isinstance(shared.keys, QuantizedKV):
             out = quantized_attention(queries, shared.keys, shared.values, mask)
         else:

@@ -13,6 +13,7 @@ from .config import TextConfig
 from .fused import RMSNorm, gelu_gate, on_main_thread
 from .mlp import MLP
 from .moe import Experts, Router
+from .positions import ChunkPositions
 
 
 class DecoderLayer(nn.Module):
@@ -49,12 +50,11 @@ class DecoderLayer(nn.Module):
             self.per_layer_projection = nn.Linear(width, hidden, bias=False)
             self.post_per_layer_input_norm = RMSNorm(hidden, eps=eps)
 
-    def __call__(self, x: mx.array, per_layer_input: mx.array | None, offset: int | mx.array,
-                 cache: LayerCache | None, shared: SharedKV | None,
-                 mask_for: Callable[[mx.array], mx.array | None], last_query_only: bool = False
+    def __call__(self, x: mx.array, per_layer_input: mx.array | None, positions: ChunkPositions,
+                 cache: LayerCache | None, shared: SharedKV | None, last_query_only: bool = False
                  ) -> tuple[mx.array, SharedKV]:
         """With `last_query_only`, every position's K/V is cached but only the last position comes out."""
-        attended, shared = self.self_attn(self.input_layernorm(x), offset, cache, shared, mask_for, last_query_only)
+        attended, shared = self.self_attn(self.input_layernorm(x), positions, cache, shared, last_query_only)
         if last_query_only:
             x = x[:, -1:]
             per_layer_input = None if per_layer_input is None else per_layer_input[:, -1:]

@@ -18,6 +18,11 @@ def on_main_thread() -> bool:
     return threading.current_thread() is threading.main_thread()
 
 
+def has_fast_kernels() -> bool:
+    """Whether `mx.fast.rope` and attention run as kernels here: MLX's CPU backend only decomposes them."""
+    return mx.default_device() != mx.cpu
+
+
 @lru_cache(maxsize=None)
 def _compiled_norm(eps: float, weighted: bool):
     if weighted:
@@ -44,6 +49,19 @@ _compiled_gelu_gate = mx.compile(_gelu_gate, shapeless=True)
 def gelu_gate(gate: mx.array, up: mx.array) -> mx.array:
     """gelu_tanh(gate) * up: the GeGLU product of every Gemma 4 feed-forward."""
     return _compiled_gelu_gate(gate, up) if on_main_thread() else _gelu_gate(gate, up)
+
+
+def _turn_pairs(pairs: mx.array, swapped: mx.array, cos: mx.array, signed_sin: mx.array) -> mx.array:
+    return pairs * cos.astype(pairs.dtype) + swapped * signed_sin.astype(pairs.dtype)
+
+
+_compiled_turn_pairs = mx.compile(_turn_pairs, shapeless=True)
+
+
+def turn_pairs(pairs: mx.array, swapped: mx.array, cos: mx.array, signed_sin: mx.array) -> mx.array:
+    """pairs * cos + swapped * signed_sin: the arithmetic of a table-driven rotary embedding."""
+    return _compiled_turn_pairs(pairs, swapped, cos, signed_sin) if on_main_thread() else \
+        _turn_pairs(pairs, swapped, cos, signed_sin)
 
 
 class RMSNorm(nn.Module):

@@ -3,14 +3,24 @@
 Both use the rotate-half layout over the whole head. Proportional RoPE rotates only the first
 `partial_rotary_factor * head_dim / 2` frequency pairs, with exponents over the full head dim, so
 pairs (j, j + head_dim/2) rotate for small j and every other lane passes through unchanged.
+
+A rotation is applied one of two ways, by backend. On a GPU, `mx.fast.rope` is one kernel. MLX's CPU
+backend has no rope kernel: it decomposes each call into about ten operations that recompute the
+angles from the positions, for every layer. There the cos/sin tables are built once per chunk and
+layer type, and each layer's rotation is one fused multiply-add over them.
 """
 
 from __future__ import annotations
+
+from typing import Callable
 
 import mlx.core as mx
 import numpy as np
 
 from .config import RopeConfig
+from .fused import has_fast_kernels, turn_pairs
+
+Rotation = Callable[[mx.array], mx.array]
 
 
 def rope_periods(head_dim: int, rope: RopeConfig) -> np.ndarray:
@@ -24,12 +34,35 @@ def rope_periods(head_dim: int, rope: RopeConfig) -> np.ndarray:
     return periods.astype(np.float32)
 
 
+def rotate_pairs(x: mx.array, cos: mx.array, signed_sin: mx.array, groups: int = 1) -> mx.array:
+    """Rotate-half with precomputed tables: x * cos + (x with the lanes of each pair swapped) * signed_sin.
+
+    The head dim is `groups` blocks, each of two halves whose lane j pairs with lane j + half. The
+    tables broadcast against x viewed as [..., groups, 2, half]; signed_sin is -sin on each first half.
+    """
+    shape = x.shape
+    pairs = x.reshape(*shape[:-1], groups, 2, shape[-1] // (2 * groups))
+    return turn_pairs(pairs, pairs[..., ::-1, :], cos, signed_sin).reshape(shape)
+
+
 class Rope:
     def __init__(self, head_dim: int, rope: RopeConfig):
         self.head_dim = head_dim
-        self.periods = mx.array(rope_periods(head_dim, rope))
+        periods = rope_periods(head_dim, rope)
+        self.periods = mx.array(periods)
+        frequencies = (1.0 / periods.astype(np.float64)).astype(np.float32)  # a period of inf turns by 0
+        self._pair_frequencies = mx.array(np.stack([frequencies, frequencies])[None])  # [1, 2, half]
+        self._sin_signs = mx.array([[-1.0], [1.0]])
 
-    def __call__(self, x: mx.array, offset: int | mx.array) -> mx.array:
-        """x: [B, heads, T, head_dim] at positions offset .. offset + T - 1."""
-        return mx.fast.rope(x, self.head_dim, traditional=False, base=None, scale=1.0,
-                            offset=offset, freqs=self.periods)
+    def at(self, offset: int | mx.array, count: int) -> Rotation:
+        """The rotation of [B, heads, count, head_dim] inputs at positions offset .. offset + count - 1."""
+        if not has_fast_kernels():
+            cos, signed_sin = self.tables(offset + mx.arange(count, dtype=mx.int32))
+            return lambda x: rotate_pairs(x, cos, signed_sin)
+        return lambda x: mx.fast.rope(x, self.head_dim, traditional=False, base=None, scale=1.0,
+                                      offset=offset, freqs=self.periods)
+
+    def tables(self, positions: mx.array) -> tuple[mx.array, mx.array]:
+        """cos and signed sin [T, 1, 2, head_dim / 2] for rotate_pairs, in float32."""
+        angles = positions.astype(mx.float32)[:, None, None, None] * self._pair_frequencies
+        return mx.cos(angles), mx.sin(angles) * self._sin_signs

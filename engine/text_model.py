@@ -12,7 +12,7 @@ from .cache import FullCache, LayerCache, SlidingCache
 from .config import SLIDING, TextConfig
 from .decoder_layer import DecoderLayer
 from .fused import RMSNorm
-from .masks import attention_mask
+from .positions import ChunkPositions
 
 
 class TextModel(nn.Module):
@@ -69,7 +69,7 @@ class TextModel(nn.Module):
         """
         c = self.config
         per_layer_inputs = self.per_layer_inputs(ple_ids, h) if c.has_ple else None
-        masks = _MaskMemo(c, offset, h.shape[1], groups)
+        positions = ChunkPositions(c, offset, h.shape[1], groups)
         shared: dict[str, SharedKV] = {}
         last_writer = c.first_kv_shared_layer - 1
         for index, layer in enumerate(self.layers):
@@ -78,11 +78,9 @@ class TextModel(nn.Module):
             narrow = last_only and index == last_writer and h.shape[1] > 1
             kind = c.layer_types[index]
             ple = per_layer_inputs[:, :, index, :] if per_layer_inputs is not None else None
-            mask_for = masks.last_only().for_type(kind) if narrow else masks.for_type(kind)
-            h, produced = layer(h, ple, masks.offset, caches[index], shared.get(kind), mask_for,
-                                last_query_only=narrow)
+            h, produced = layer(h, ple, positions, caches[index], shared.get(kind), last_query_only=narrow)
             if narrow:
-                masks = masks.last_only()
+                positions = positions.last_only()
                 per_layer_inputs = None if per_layer_inputs is None else per_layer_inputs[:, -1:]
             if not c.is_kv_consumer(index):
                 shared[kind] = produced
@@ -116,40 +114,3 @@ def _scaled(table: nn.Module, ids: mx.array, scale: float, dtype: mx.Dtype) -> m
     """Rows times scale in the compute dtype, the scale first rounded to the table's dtype as the reference does."""
     stored = table.scales.dtype if isinstance(table, nn.QuantizedEmbedding) else table.weight.dtype
     return _rows(table, ids, dtype) * mx.array(scale, dtype=stored).astype(dtype)
-
-
-class _MaskMemo:
-    """Masks for the current queries, built once per layer type (every layer of a type has the same keys)."""
-
-    def __init__(self, config: TextConfig, offset: int, count: int, groups: mx.array | None):
-        self.config = config
-        self.offset = offset
-        self.positions = offset + mx.arange(count, dtype=mx.int32)
-        self.chunk_groups = groups
-        self.query_groups = groups
-        self._built: dict[str, mx.array | None] = {}
-        self._last: _MaskMemo | None = None
-
-    def last_only(self) -> "_MaskMemo":
-        """The memo for the last query alone (one memo, so its masks are built once too)."""
-        if self._last is None:
-            self._last = _MaskMemo(self.config, self.offset + self.positions.shape[0] - 1, 1, self.chunk_groups)
-            if self.chunk_groups is not None:
-                self._last.query_groups = self.chunk_groups[-1:]
-        return self._last
-
-    def for_type(self, kind: str):
-        def mask_for(key_positions: mx.array) -> mx.array | None:
-            if kind not in self._built:
-                self._built[kind] = self._build(kind, key_positions)
-            return self._built[kind]
-        return mask_for
-
-    def _build(self, kind: str, key_positions: mx.array | None) -> mx.array | None:
-        if key_positions is None:
-            return None  # the cache says every key it returned is visible
-        sliding = kind == SLIDING
-        window = self.config.sliding_window if sliding else None
-        if not sliding or self.query_groups is None:
-            return attention_mask(self.positions, key_positions, window)
-        return attention_mask(self.positions, key_positions, window, self.query_groups, self.chunk_groups)

@@ -13,6 +13,7 @@ import mlx.nn as nn
 from ..clippable_linear import ClippableLinear
 from ..config import VisionConfig
 from ..errors import EngineError
+from ..rope import rotate_pairs
 
 # Head sizes the fused Metal attention kernel handles. A head between two of them is zero-padded up to
 # the next (72 -> 80 for the large tower), which leaves q.k and the output unchanged; smaller heads
@@ -27,7 +28,7 @@ def _fused_head_dim(head_dim: int) -> int:
 
 
 def rope_2d_angles(positions: mx.array, head_dim: int, theta: float) -> tuple[mx.array, mx.array]:
-    """cos and sin [B, N, 1, head_dim] for patch positions [B, N, 2] given as (x, y).
+    """cos and signed sin [B, N, 1, 2, 2, head_dim / 4] for `apply_rope_2d`, from (x, y) positions [B, N, 2].
 
     The first half of each head turns with x, the second half with y; inside a half, lane j pairs
     with lane j + head_dim / 4 and both share frequency theta^(-4j / head_dim).
@@ -36,18 +37,14 @@ def rope_2d_angles(positions: mx.array, head_dim: int, theta: float) -> tuple[mx
         raise EngineError(f"vision head_dim {head_dim} must be a multiple of 4 for the 2-D rotary embedding")
     quarter = head_dim // 4
     inv_freq = theta ** (-mx.arange(quarter, dtype=mx.float32) / quarter)
-    coords = positions.astype(mx.float32)[..., None] * inv_freq  # [B, N, 2, quarter]
-    x_angles, y_angles = coords[..., 0, :], coords[..., 1, :]
-    angles = mx.concatenate([x_angles, x_angles, y_angles, y_angles], axis=-1)[:, :, None, :]
-    return mx.cos(angles), mx.sin(angles)
+    coords = positions.astype(mx.float32)[..., None] * inv_freq  # [B, N, 2 (x, y), quarter]
+    angles = mx.repeat(coords[:, :, None, :, None, :], 2, axis=4)  # both lanes of a pair share the angle
+    return mx.cos(angles), mx.sin(angles) * mx.array([[-1.0], [1.0]])
 
 
-def apply_rope_2d(x: mx.array, cos: mx.array, sin: mx.array) -> mx.array:
+def apply_rope_2d(x: mx.array, cos: mx.array, signed_sin: mx.array) -> mx.array:
     """Rotate-half inside each of the two halves of the head dim ([B, N, H, D])."""
-    quarter = x.shape[-1] // 4
-    pairs = x.reshape(*x.shape[:-1], 2, 2, quarter)
-    rotated = mx.concatenate([-pairs[..., 1:, :], pairs[..., :1, :]], axis=-2).reshape(x.shape)
-    return x * cos.astype(x.dtype) + rotated * sin.astype(x.dtype)
+    return rotate_pairs(x, cos, signed_sin, groups=2)
 
 
 def attention(q: mx.array, k: mx.array, v: mx.array) -> mx.array:
