@@ -14,7 +14,7 @@ import mlx.nn as nn
 
 from .cache import LayerCache, QuantizedKV
 from .config import TextConfig
-from .fused import RMSNorm, rms_norm
+from .fused import RMSNorm, has_fast_kernels, rms_norm
 from .positions import ChunkPositions
 from .rope import Rope, Rotation
 
@@ -25,26 +25,33 @@ class SharedKV(NamedTuple):
     positions: mx.array | None  # None: every key is visible to the current queries
 
 
-def quantized_attention(queries: mx.array, keys: QuantizedKV, values: QuantizedKV, mask: mx.array | None) -> mx.array:
-    """Scale-1 attention over quantized keys and values, without dequantizing the cache.
+def grouped_attention(queries: mx.array, keys: mx.array | QuantizedKV, values: mx.array | QuantizedKV,
+                      mask: mx.array | None) -> mx.array:
+    """Scale-1 attention with the query heads of each KV head stacked as the rows of one product.
 
-    Query heads are grouped under their KV head so both products run as quantized matmuls.
+    Used for quantized caches on every backend (both products run as quantized matmuls, the cache is
+    never dequantized) and for every cache on the CPU, where MLX has no attention kernel: its generic
+    decomposition scales the queries even by 1 and multiplies each query head separately.
     """
     batch, heads, length, dim = queries.shape
-    kv_heads = keys.packed.shape[1]
-    grouped = queries.reshape(batch, kv_heads, heads // kv_heads, length, dim)
-
-    def per_head(q: QuantizedKV) -> tuple[mx.array, mx.array, mx.array]:
-        return q.packed[:, :, None], q.scales[:, :, None], q.biases[:, :, None]
-
-    scores = mx.quantized_matmul(grouped, *per_head(keys), transpose=True, group_size=keys.group_size,
-                                 bits=keys.bits)
-    if mask is not None:
+    kv_heads = (keys.packed if isinstance(keys, QuantizedKV) else keys).shape[1]
+    rows = queries.reshape(batch, kv_heads, heads // kv_heads * length, dim)
+    scores = _times(rows, keys, transpose=True)
+    if mask is not None and length == 1:
         scores = mx.where(mask, scores, mx.array(-mx.inf, scores.dtype))
+    elif mask is not None:
+        by_query = scores.reshape(batch, kv_heads, heads // kv_heads, length, -1)  # [T, S] masks broadcast here
+        scores = mx.where(mask, by_query, mx.array(-mx.inf, scores.dtype)).reshape(scores.shape)
     weights = mx.softmax(scores.astype(mx.float32), axis=-1).astype(queries.dtype)
-    out = mx.quantized_matmul(weights, *per_head(values), transpose=False, group_size=values.group_size,
-                              bits=values.bits)
-    return out.reshape(batch, heads, length, dim)
+    return _times(weights, values, transpose=False).reshape(batch, heads, length, -1)
+
+
+def _times(x: mx.array, cached: mx.array | QuantizedKV, transpose: bool) -> mx.array:
+    """x @ cached (or its transpose) per KV head."""
+    if isinstance(cached, QuantizedKV):
+        return mx.quantized_matmul(x, cached.packed, cached.scales, cached.biases, transpose=transpose,
+                                   group_size=cached.group_size, bits=cached.bits)
+    return x @ (cached.swapaxes(-1, -2) if transpose else cached)
 
 
 class Attention(nn.Module):
@@ -96,8 +103,8 @@ class Attention(nn.Module):
             keys, values, key_positions = cache.update(keys, values)
             shared = SharedKV(keys, values, key_positions)
         mask = asking.mask(self.kind, shared.positions)
-        if isinstance(shared.keys, QuantizedKV):
-            out = quantized_attention(queries, shared.keys, shared.values, mask)
+        if isinstance(shared.keys, QuantizedKV) or not has_fast_kernels():
+            out = grouped_attention(queries, shared.keys, shared.values, mask)
         else:
             out = mx.fast.scaled_dot_product_attention(queries, shared.keys, shared.values, scale=1.0, mask=mask)
         batch, _, length, _ = out.shape

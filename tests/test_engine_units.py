@@ -208,3 +208,19 @@ def test_table_rotation_equals_mlx_fast_rope(config, head_dim, offset, monkeypat
     fused = rope.at(offset, 5)(x)
     np.testing.assert_allclose(np.array(tables), np.array(fused), rtol=0, atol=1e-6)
     assert not np.allclose(np.array(tables)[..., 0], np.array(x)[..., 0])
+
+
+@pytest.mark.parametrize("queries,keys", [(1, 9), (4, 9)])
+@pytest.mark.parametrize("masked", [False, True])
+def test_grouped_attention_equals_mlx_attention(queries, keys, masked):
+    from engine.attention import grouped_attention
+
+    rng = mx.random.key(2)
+    q = mx.random.normal((1, 6, queries, 16), key=rng)
+    k, v = (mx.random.normal((1, 2, keys, 16), key=mx.random.key(i)) for i in (3, 4))
+    mask = (mx.arange(keys)[None] <= mx.arange(keys - queries, keys)[:, None]) if masked else None
+    if masked:
+        mask = mask & (mx.arange(keys)[None] != 2)  # a hole, so no mask is a shifted copy of another
+    ours = grouped_attention(q, k, v, mask)
+    theirs = mx.fast.scaled_dot_product_attention(q, k, v, scale=1.0, mask=mask)
+    np.testing.assert_allclose(np.array(ours), np.array(theirs), rtol=1e-5, atol=1e-6)

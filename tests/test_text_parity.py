@@ -98,11 +98,13 @@ def test_bf16_scales_do_not_round_the_float32_computation(model_copy):
 
 @pytest.mark.parametrize("name", ["tiny-e2b", "tiny-26b", "tiny-31b-q8"])
 def test_the_fast_kernel_path_matches_reference(name, monkeypatch):
-    # On a GPU, rope runs as the mx.fast kernel; here that path runs through MLX's own CPU
-    # decomposition of it, so the path a Mac takes stays checked against the reference.
+    # On a GPU, rope and attention run as mx.fast kernels; here that path runs through MLX's own CPU
+    # decomposition of those kernels, so the path a Mac takes stays checked against the reference.
+    import engine.attention
     import engine.rope
 
     monkeypatch.setattr(engine.rope, "has_fast_kernels", lambda: True)
+    monkeypatch.setattr(engine.attention, "has_fast_kernels", lambda: True)
     ids, reference = _reference(name)
     ours = np.array(engine.load(MODELS / name).logits(ids))
     assert _relative_error(ours, reference) < 1e-4
