@@ -14,7 +14,8 @@ import mlx.nn as nn
 
 from .cache import LayerCache, QuantizedKV
 from .config import TextConfig
-from .fused import RMSNorm, has_fast_kernels, rms_norm
+from . import fused
+from .fused import RMSNorm, rms_norm
 from .positions import ChunkPositions
 from .rope import Rope, Rotation
 
@@ -103,7 +104,7 @@ class Attention(nn.Module):
             keys, values, key_positions = cache.update(keys, values)
             shared = SharedKV(keys, values, key_positions)
         mask = asking.mask(self.kind, shared.positions)
-        if isinstance(shared.keys, QuantizedKV) or not has_fast_kernels():
+        if isinstance(shared.keys, QuantizedKV) or not fused.has_fast_kernels():
             out = grouped_attention(queries, shared.keys, shared.values, mask)
         else:
             out = mx.fast.scaled_dot_product_attention(queries, shared.keys, shared.values, scale=1.0, mask=mask)

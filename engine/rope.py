@@ -18,7 +18,7 @@ import mlx.core as mx
 import numpy as np
 
 from .config import RopeConfig
-from .fused import has_fast_kernels, turn_pairs
+from . import fused
 
 Rotation = Callable[[mx.array], mx.array]
 
@@ -42,7 +42,7 @@ def rotate_pairs(x: mx.array, cos: mx.array, signed_sin: mx.array, groups: int =
     """
     shape = x.shape
     pairs = x.reshape(*shape[:-1], groups, 2, shape[-1] // (2 * groups))
-    return turn_pairs(pairs, pairs[..., ::-1, :], cos, signed_sin).reshape(shape)
+    return fused.turn_pairs(pairs, pairs[..., ::-1, :], cos, signed_sin).reshape(shape)
 
 
 class Rope:
@@ -56,7 +56,7 @@ class Rope:
 
     def at(self, offset: int | mx.array, count: int) -> Rotation:
         """The rotation of [B, heads, count, head_dim] inputs at positions offset .. offset + count - 1."""
-        if not has_fast_kernels():
+        if not fused.has_fast_kernels():
             cos, signed_sin = self.tables(offset + mx.arange(count, dtype=mx.int32))
             return lambda x: rotate_pairs(x, cos, signed_sin)
         return lambda x: mx.fast.rope(x, self.head_dim, traditional=False, base=None, scale=1.0,

@@ -198,13 +198,13 @@ def test_compiled_blocks_see_weights_replaced_after_the_first_call():
 @pytest.mark.parametrize("offset", [0, 7, 100_000, mx.array(37)])
 def test_table_rotation_equals_mlx_fast_rope(config, head_dim, offset, monkeypatch):
     # The CPU applies rope from tables built once per chunk; a GPU runs mx.fast.rope. Same numbers.
-    import engine.rope
+    import engine.fused
 
     rope = Rope(head_dim, config)
     x = mx.random.normal((1, 3, 5, head_dim), key=mx.random.key(1))
-    monkeypatch.setattr(engine.rope, "has_fast_kernels", lambda: False)
+    monkeypatch.setattr(engine.fused, "has_fast_kernels", lambda: False)
     tables = rope.at(offset, 5)(x)
-    monkeypatch.setattr(engine.rope, "has_fast_kernels", lambda: True)
+    monkeypatch.setattr(engine.fused, "has_fast_kernels", lambda: True)
     fused = rope.at(offset, 5)(x)
     np.testing.assert_allclose(np.array(tables), np.array(fused), rtol=0, atol=1e-6)
     assert not np.allclose(np.array(tables)[..., 0], np.array(x)[..., 0])

@@ -100,11 +100,9 @@ def test_bf16_scales_do_not_round_the_float32_computation(model_copy):
 def test_the_fast_kernel_path_matches_reference(name, monkeypatch):
     # On a GPU, rope and attention run as mx.fast kernels; here that path runs through MLX's own CPU
     # decomposition of those kernels, so the path a Mac takes stays checked against the reference.
-    import engine.attention
-    import engine.rope
+    import engine.fused
 
-    monkeypatch.setattr(engine.rope, "has_fast_kernels", lambda: True)
-    monkeypatch.setattr(engine.attention, "has_fast_kernels", lambda: True)
+    monkeypatch.setattr(engine.fused, "has_fast_kernels", lambda: True)
     ids, reference = _reference(name)
     ours = np.array(engine.load(MODELS / name).logits(ids))
     assert _relative_error(ours, reference) < 1e-4
