@@ -30,6 +30,11 @@ def _compiled_norm(eps: float, weighted: bool):
     return mx.compile(lambda x: mx.fast.rms_norm(x, None, eps), shapeless=True)
 
 
+def forget_compiled() -> None:
+    """Drop the compiled norms, so the next call traces mx.fast.rms_norm again (the benchmark swaps it)."""
+    _compiled_norm.cache_clear()
+
+
 def rms_norm(x: mx.array, weight: mx.array | None, eps: float) -> mx.array:
     """x / rms(x) (times weight when given): Gemma 4's RMSNorm, with no +1 offset."""
     if not on_main_thread():

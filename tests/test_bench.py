@@ -7,7 +7,7 @@ import pytest
 
 from engine.bench.__main__ import main
 from engine.bench.runner import compare_logits
-from engine.bench.step_probe import StepProbe, count_primitives
+from engine.bench.step_probe import StepProbe, count_primitives, fast_ops_as_kernels
 from engine.bench.writer import tensor_plan
 from engine.bench.variants import text_config
 
@@ -29,7 +29,9 @@ def test_one_cell_passes_the_gate_and_appends_a_json_line(tmp_path):
         assert record[side]["prompt_tokens"] == 40
         assert record[side]["ops_per_step"] >= 6 * 10, "every layer adds primitives to a decode step"
         assert sum(record[side]["top_ops"].values()) <= record[side]["ops_per_step"]
-    assert set(record["ratio"]) == {*FIGURES, "ops_per_step"}
+        # as a GPU records it: each norm, rope and attention one node instead of its CPU decomposition
+        assert 6 * 5 <= record[side]["kernel_ops_per_step"] < record[side]["ops_per_step"]
+    assert set(record["ratio"]) == {*FIGURES, "ops_per_step", "kernel_ops_per_step"}
     assert record["bound_tps"] * record["bytes_per_token"] == pytest.approx(record["bandwidth_gbps"] * 1e9)
     assert record["weight_bytes"] > 0 and record["layers"] == 6
 
@@ -73,3 +75,22 @@ def test_logits_comparison_is_relative_to_the_reference_scale():
     assert result["logits_rel_diff"] == pytest.approx(0.01 / 20, rel=1e-4)
     assert result["logits_argmax_equal"]
     assert not compare_logits(mx.array([0.0, 0.0, 30.0]), reference)["logits_argmax_equal"]
+
+
+def test_fast_ops_count_as_one_node_each_and_keep_their_inputs_in_the_graph():
+    import engine.fused
+
+    x, w = mx.random.normal((1, 2, 3, 8)), mx.ones((8,))
+    mx.eval(x, w)
+    real = (mx.fast.rms_norm, mx.fast.rope, mx.fast.scaled_dot_product_attention, engine.fused.has_fast_kernels)
+    with fast_ops_as_kernels():
+        assert engine.fused.has_fast_kernels()
+        assert count_primitives(mx.fast.rms_norm(x, w, 1e-6)) == {"Softmax": 1}
+        assert sum(count_primitives(mx.fast.rope(x, 8, traditional=False, base=1e4, scale=1.0,
+                                                 offset=0)).values()) == 1
+        keys = mx.exp(x)  # a producer the attention stand-in must keep
+        shaped = mx.fast.scaled_dot_product_attention(x, keys, keys, scale=1.0)
+        assert shaped.shape == x.shape and count_primitives(shaped) == {"Softmax": 1, "Exp": 1}
+    assert (mx.fast.rms_norm, mx.fast.rope, mx.fast.scaled_dot_product_attention,
+            engine.fused.has_fast_kernels) == real
+    assert "Softmax" not in count_primitives(mx.fast.rms_norm(x, w, 1e-6))

@@ -35,7 +35,7 @@ def checkpoint_folder(out: Path, variant: str, bits: int | None, layers: int | N
 
 
 CELL_FIGURES = ("ttft_s", "prefill_tps", "decode_tps", "peak_memory_bytes", "graph_build_ms", "dispatch_ms",
-                "ops_per_step")
+                "ops_per_step", "kernel_ops_per_step")
 
 
 def _figure(values: dict | None, key: str) -> str:

@@ -13,11 +13,12 @@ import mlx.core as mx
 import engine
 
 from .analytic import kv_bytes_per_token, weight_bytes_per_token
-from .step_probe import StepProbe
+from .step_probe import StepProbe, fast_ops_as_kernels
 
 TokenStream = Callable[[list[int], int], Iterator[int]]
 Forward = Callable[[list[int]], mx.array]
 TIMED = ("ttft_s", "prefill_tps", "decode_tps", "peak_memory_bytes", "graph_build_ms", "dispatch_ms")
+OP_COUNTS = ("ops_per_step", "kernel_ops_per_step")  # as recorded on this backend; as a GPU records them
 
 
 @dataclass
@@ -65,12 +66,23 @@ def time_stream(stream: TokenStream, prompt: list[int], gen: int,
                   host.get("graph_build_ms", float("nan")), host.get("dispatch_ms", float("nan"))), tokens
 
 
-def ops_per_step(stream: TokenStream, prompt: list[int], steps: int = 4) -> dict:
+def ops_per_step(stream: TokenStream, prompt: list[int], steps: int = 4, prefix: str = "") -> dict:
     """Primitives in one decode step's graph (untimed: counting walks the graph)."""
     probe = StepProbe(count_ops=True)
     time_stream(stream, prompt, steps + 1, probe)
     figures = probe.decode_figures()
-    return {k: figures[k] for k in ("ops_per_step", "top_ops") if k in figures}
+    return {prefix + k: figures[k] for k in ("ops_per_step", "top_ops") if k in figures}
+
+
+def kernel_ops_per_step(folder: Path, dtype: mx.Dtype, prompt: list[int]) -> tuple[dict, dict]:
+    """Both engines' decode-step primitives with each mx.fast call as one node, as a GPU records them.
+
+    Fresh engines, so every compiled function is traced with the stand-ins.
+    """
+    with fast_ops_as_kernels():
+        ours = ops_per_step(ours_engine(folder)[0].stream, prompt, prefix="kernel_")
+        theirs = ops_per_step(mlx_lm_engine(folder, dtype).stream, prompt, prefix="kernel_")
+    return ours, theirs
 
 
 def ours_engine(folder: Path):
@@ -154,7 +166,9 @@ def run_cell(folder: Path, *, prompt_len: int, gen: int, trials: int, gate_token
     if checked["gate_passed"]:
         ours_t, theirs_t = _median(runs["ours"]), _median(runs["mlx_lm"])
         ours_ops, their_ops = ops_per_step(ours.stream, prompt), ops_per_step(theirs.stream, prompt)
-        record.update(ours=dict(asdict(ours_t), **ours_ops), mlx_lm=dict(asdict(theirs_t), **their_ops))
-        record["ratio"] = {k: record["ours"][k] / record["mlx_lm"][k] for k in (*TIMED, "ops_per_step")
+        ours_kernels, their_kernels = kernel_ops_per_step(folder, model.dtype, prompt)
+        record.update(ours=dict(asdict(ours_t), **ours_ops, **ours_kernels),
+                      mlx_lm=dict(asdict(theirs_t), **their_ops, **their_kernels))
+        record["ratio"] = {k: record["ours"][k] / record["mlx_lm"][k] for k in (*TIMED, *OP_COUNTS)
                            if record["mlx_lm"].get(k)}
     return record
