@@ -56,17 +56,21 @@ def gelu_gate(gate: mx.array, up: mx.array) -> mx.array:
     return _compiled_gelu_gate(gate, up) if on_main_thread() else _gelu_gate(gate, up)
 
 
-def _turn_pairs(pairs: mx.array, swapped: mx.array, cos: mx.array, signed_sin: mx.array) -> mx.array:
-    return pairs * cos.astype(pairs.dtype) + swapped * signed_sin.astype(pairs.dtype)
+_SIN_SIGNS = mx.array([[-1.0], [1.0]])  # over the pair axis: the first lane of a pair turns by -sin
+
+
+def _turn_pairs(pairs: mx.array, swapped: mx.array, cos: mx.array, sin: mx.array, signs: mx.array) -> mx.array:
+    return pairs * cos.astype(pairs.dtype) + swapped * sin.astype(pairs.dtype) * signs.astype(pairs.dtype)
 
 
 _compiled_turn_pairs = mx.compile(_turn_pairs, shapeless=True)
 
 
-def turn_pairs(pairs: mx.array, swapped: mx.array, cos: mx.array, signed_sin: mx.array) -> mx.array:
-    """pairs * cos + swapped * signed_sin: the arithmetic of a table-driven rotary embedding."""
-    return _compiled_turn_pairs(pairs, swapped, cos, signed_sin) if on_main_thread() else \
-        _turn_pairs(pairs, swapped, cos, signed_sin)
+def turn_pairs(pairs: mx.array, swapped: mx.array, cos: mx.array, sin: mx.array) -> mx.array:
+    """pairs * cos + swapped * (-sin, +sin): the arithmetic of a table-driven rotary embedding, over
+    pairs viewed as [..., 2, half] and their two lanes swapped."""
+    turn = _compiled_turn_pairs if on_main_thread() else _turn_pairs
+    return turn(pairs, swapped, cos, sin, _SIN_SIGNS)
 
 
 class RMSNorm(nn.Module):

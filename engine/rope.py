@@ -34,15 +34,16 @@ def rope_periods(head_dim: int, rope: RopeConfig) -> np.ndarray:
     return periods.astype(np.float32)
 
 
-def rotate_pairs(x: mx.array, cos: mx.array, signed_sin: mx.array, groups: int = 1) -> mx.array:
-    """Rotate-half with precomputed tables: x * cos + (x with the lanes of each pair swapped) * signed_sin.
+def rotate_pairs(x: mx.array, cos: mx.array, sin: mx.array, groups: int = 1) -> mx.array:
+    """Rotate-half with precomputed tables: lane j of a pair becomes x_j cos - x_(j+half) sin, and
+    lane j + half becomes x_(j+half) cos + x_j sin.
 
     The head dim is `groups` blocks, each of two halves whose lane j pairs with lane j + half. The
-    tables broadcast against x viewed as [..., groups, 2, half]; signed_sin is -sin on each first half.
+    tables hold one angle per pair and broadcast against x viewed as [..., groups, 1, half].
     """
     shape = x.shape
     pairs = x.reshape(*shape[:-1], groups, 2, shape[-1] // (2 * groups))
-    return fused.turn_pairs(pairs, pairs[..., ::-1, :], cos, signed_sin).reshape(shape)
+    return fused.turn_pairs(pairs, pairs[..., ::-1, :], cos, sin).reshape(shape)
 
 
 class Rope:
@@ -50,19 +51,17 @@ class Rope:
         self.head_dim = head_dim
         periods = rope_periods(head_dim, rope)
         self.periods = mx.array(periods)
-        frequencies = (1.0 / periods.astype(np.float64)).astype(np.float32)  # a period of inf turns by 0
-        self._pair_frequencies = mx.array(np.stack([frequencies, frequencies])[None])  # [1, 2, half]
-        self._sin_signs = mx.array([[-1.0], [1.0]])
+        self._frequencies = mx.array((1.0 / periods.astype(np.float64)).astype(np.float32))  # inf turns by 0
 
     def at(self, offset: int | mx.array, count: int) -> Rotation:
         """The rotation of [B, heads, count, head_dim] inputs at positions offset .. offset + count - 1."""
         if not fused.has_fast_kernels():
-            cos, signed_sin = self.tables(offset + mx.arange(count, dtype=mx.int32))
-            return lambda x: rotate_pairs(x, cos, signed_sin)
+            cos, sin = self.tables(offset + mx.arange(count, dtype=mx.int32))
+            return lambda x: rotate_pairs(x, cos, sin)
         return lambda x: mx.fast.rope(x, self.head_dim, traditional=False, base=None, scale=1.0,
                                       offset=offset, freqs=self.periods)
 
     def tables(self, positions: mx.array) -> tuple[mx.array, mx.array]:
-        """cos and signed sin [T, 1, 2, head_dim / 2] for rotate_pairs, in float32."""
-        angles = positions.astype(mx.float32)[:, None, None, None] * self._pair_frequencies
-        return mx.cos(angles), mx.sin(angles) * self._sin_signs
+        """cos and sin [T, 1, 1, head_dim / 2] for rotate_pairs, in float32."""
+        angles = positions.astype(mx.float32)[:, None, None, None] * self._frequencies
+        return mx.cos(angles), mx.sin(angles)

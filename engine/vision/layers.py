@@ -28,7 +28,7 @@ def _fused_head_dim(head_dim: int) -> int:
 
 
 def rope_2d_angles(positions: mx.array, head_dim: int, theta: float) -> tuple[mx.array, mx.array]:
-    """cos and signed sin [B, N, 1, 2, 2, head_dim / 4] for `apply_rope_2d`, from (x, y) positions [B, N, 2].
+    """cos and sin [B, N, 1, 2, 1, head_dim / 4] for `apply_rope_2d`, from (x, y) positions [B, N, 2].
 
     The first half of each head turns with x, the second half with y; inside a half, lane j pairs
     with lane j + head_dim / 4 and both share frequency theta^(-4j / head_dim).
@@ -38,13 +38,13 @@ def rope_2d_angles(positions: mx.array, head_dim: int, theta: float) -> tuple[mx
     quarter = head_dim // 4
     inv_freq = theta ** (-mx.arange(quarter, dtype=mx.float32) / quarter)
     coords = positions.astype(mx.float32)[..., None] * inv_freq  # [B, N, 2 (x, y), quarter]
-    angles = mx.repeat(coords[:, :, None, :, None, :], 2, axis=4)  # both lanes of a pair share the angle
-    return mx.cos(angles), mx.sin(angles) * mx.array([[-1.0], [1.0]])
+    angles = coords[:, :, None, :, None, :]
+    return mx.cos(angles), mx.sin(angles)
 
 
-def apply_rope_2d(x: mx.array, cos: mx.array, signed_sin: mx.array) -> mx.array:
+def apply_rope_2d(x: mx.array, cos: mx.array, sin: mx.array) -> mx.array:
     """Rotate-half inside each of the two halves of the head dim ([B, N, H, D])."""
-    return rotate_pairs(x, cos, signed_sin, groups=2)
+    return rotate_pairs(x, cos, sin, groups=2)
 
 
 def attention(q: mx.array, k: mx.array, v: mx.array) -> mx.array:
