@@ -44,14 +44,15 @@ class TextModel(nn.Module):
         return _scaled(self.embed_tokens, ids, math.sqrt(self.config.hidden_size), dtype)
 
     def per_layer_inputs(self, ple_ids: mx.array, embeddings: mx.array) -> mx.array:
-        """[B, T, layers, width]: the token part plus the projection of the final input embeddings."""
+        """[B, T, layers * width], layer i's input in columns i*width .. (i+1)*width - 1: the token part plus
+        the projection of the final input embeddings. Flat, so a layer's input is one slice of it."""
         c = self.config
         width = c.hidden_size_per_layer_input
         shape = (*ple_ids.shape, c.num_hidden_layers, width)
         token_part = _scaled(self.embed_tokens_per_layer, ple_ids, math.sqrt(width), embeddings.dtype).reshape(shape)
         projected = self.per_layer_model_projection(embeddings) * (c.hidden_size ** -0.5)
         projected = self.per_layer_projection_norm(projected.reshape(shape))
-        return (projected + token_part) * (2.0 ** -0.5)
+        return ((projected + token_part) * (2.0 ** -0.5)).reshape(*ple_ids.shape, -1)
 
     def __call__(self, h: mx.array, ple_ids: mx.array, caches: list[LayerCache | None],
                  offset: int, groups: mx.array | None = None, last_only: bool = False,
@@ -72,12 +73,13 @@ class TextModel(nn.Module):
         positions = ChunkPositions(c, offset, h.shape[1], groups)
         shared: dict[str, SharedKV] = {}
         last_writer = c.first_kv_shared_layer - 1
+        width = c.hidden_size_per_layer_input
         for index, layer in enumerate(self.layers):
             if fill_only and index > last_writer:
                 return None
             narrow = last_only and index == last_writer and h.shape[1] > 1
             kind = c.layer_types[index]
-            ple = per_layer_inputs[:, :, index, :] if per_layer_inputs is not None else None
+            ple = None if per_layer_inputs is None else per_layer_inputs[..., index * width:(index + 1) * width]
             h, produced = layer(h, ple, positions, caches[index], shared.get(kind), last_query_only=narrow)
             if narrow:
                 positions = positions.last_only()
