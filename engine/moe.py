@@ -3,15 +3,18 @@
 The router reads the un-normalised residual, normalises it without a weight, applies a learned
 scale, picks the top-k experts by softmax probability, renormalises their weights and multiplies
 each by its expert's learned scale. Expert weights are stacked [experts, out, in]; for many tokens
-the (token, expert) pairs are sorted by expert so each expert's rows are contiguous.
+the (token, expert) pairs are sorted by expert so each expert's rows are contiguous; for few, each
+token's row is read by its k experts in place.
 """
 
 from __future__ import annotations
 
 import math
+from functools import lru_cache
 
 import mlx.core as mx
 import mlx.nn as nn
+import numpy as np
 
 from .fused import gelu_gate, rms_norm
 
@@ -32,10 +35,12 @@ class Router(nn.Module):
     def __call__(self, x: mx.array) -> tuple[mx.array, mx.array]:
         """x: [N, hidden] -> expert indices [N, k] and their weights [N, k] (float32)."""
         z = rms_norm(x, None, self.eps) * (self.scale * self.root_size).astype(x.dtype)
-        probabilities = mx.softmax(self.proj(z).astype(mx.float32), axis=-1)
-        indices = mx.argpartition(-probabilities, self.top_k - 1, axis=-1)[:, : self.top_k]
-        weights = mx.take_along_axis(probabilities, indices, axis=-1)
-        weights = weights / weights.sum(axis=-1, keepdims=True)
+        logits = self.proj(z).astype(mx.float32)
+        experts = logits.shape[-1]
+        indices = mx.argpartition(logits, experts - self.top_k, axis=-1)[:, experts - self.top_k:]
+        # Softmax probabilities of the chosen experts renormalised to sum to 1 are the softmax of their
+        # logits alone: the same weights, without a softmax and a sum over every expert.
+        weights = mx.softmax(mx.take_along_axis(logits, indices, axis=-1), axis=-1)
         return indices, weights * self.per_expert_scale[indices].astype(mx.float32)
 
 
@@ -47,8 +52,10 @@ class SwitchLinear(nn.Module):
         bound = 1 / math.sqrt(in_features)
         self.weight = mx.random.uniform(-bound, bound, (experts, out_features, in_features))
 
-    def __call__(self, x: mx.array, indices: mx.array, sorted_indices: bool) -> mx.array:
-        return mx.gather_mm(x, self.weight.swapaxes(-1, -2), rhs_indices=indices, sorted_indices=sorted_indices)
+    def __call__(self, x: mx.array, indices: mx.array, sorted_indices: bool,
+                 rows: mx.array | None = None) -> mx.array:
+        return mx.gather_mm(x, self.weight.swapaxes(-1, -2), lhs_indices=rows, rhs_indices=indices,
+                            sorted_indices=sorted_indices)
 
     def to_quantized(self, group_size: int = 64, bits: int = 4, mode: str = "affine") -> "QuantizedSwitchLinear":
         return QuantizedSwitchLinear.from_float(self, group_size, bits, mode)
@@ -71,9 +78,10 @@ class QuantizedSwitchLinear(nn.Module):
         quantized.weight, quantized.scales, quantized.biases = mx.quantize(layer.weight, group_size, bits)
         return quantized
 
-    def __call__(self, x: mx.array, indices: mx.array, sorted_indices: bool) -> mx.array:
-        return mx.gather_qmm(x, self.weight, self.scales, self.biases, rhs_indices=indices, transpose=True,
-                             group_size=self.group_size, bits=self.bits, mode=self.mode,
+    def __call__(self, x: mx.array, indices: mx.array, sorted_indices: bool,
+                 rows: mx.array | None = None) -> mx.array:
+        return mx.gather_qmm(x, self.weight, self.scales, self.biases, lhs_indices=rows, rhs_indices=indices,
+                             transpose=True, group_size=self.group_size, bits=self.bits, mode=self.mode,
                              sorted_indices=sorted_indices)
 
 
@@ -89,20 +97,37 @@ class SwitchGLU(nn.Module):
     def __call__(self, x: mx.array, indices: mx.array, weights: mx.array) -> mx.array:
         """x: [N, hidden]; indices, weights: [N, k] -> the weighted sum of the k experts, [N, hidden]."""
         tokens, top_k = indices.shape
-        flat = indices.reshape(-1)
-        sort = tokens * top_k >= _SORT_THRESHOLD
-        if sort:
-            order = mx.argsort(flat)
-            rows = x[order // top_k][:, None, :]
-            flat = flat[order]
+        if tokens * top_k >= _SORT_THRESHOLD:
+            out = self._sorted_by_expert(x, indices)
         else:
-            rows = mx.repeat(x, top_k, axis=0)[:, None, :]
-        h = gelu_gate(self.gate_proj(rows, flat, sort), self.up_proj(rows, flat, sort))
-        out = self.down_proj(h, flat, sort)[:, 0, :]
-        if sort:
-            out = out[mx.argsort(order)]
-        out = out.reshape(tokens, top_k, -1)
+            token_rows, pair_rows = _rows_of_pairs(tokens, top_k)
+            h = gelu_gate(self.gate_proj(x[:, None, :], indices, False, token_rows),
+                          self.up_proj(x[:, None, :], indices, False, token_rows))  # [N, k, 1, intermediate]
+            out = self.down_proj(h, indices, False, pair_rows)[..., 0, :]
         return (out * weights[..., None].astype(out.dtype)).sum(axis=1)
+
+    def _experts(self, rows: mx.array, indices: mx.array, sorted_indices: bool) -> mx.array:
+        h = gelu_gate(self.gate_proj(rows, indices, sorted_indices), self.up_proj(rows, indices, sorted_indices))
+        return self.down_proj(h, indices, sorted_indices)
+
+    def _sorted_by_expert(self, x: mx.array, indices: mx.array) -> mx.array:
+        """[N, k, hidden], computed with the (token, expert) pairs in expert order."""
+        tokens, top_k = indices.shape
+        flat = indices.reshape(-1)
+        order = mx.argsort(flat)
+        out = self._experts(x[order // top_k][:, None, :], flat[order], True)[:, 0, :]
+        return out[mx.argsort(order)].reshape(tokens, top_k, -1)
+
+
+@lru_cache(maxsize=64)
+def _rows_of_pairs(tokens: int, top_k: int) -> tuple[mx.array, mx.array]:
+    """For the (token, expert) pairs [N, k]: the input row each reads, and the pair's own row.
+
+    Given to the gathered matmuls as ready data (built with numpy, so never part of a traced graph):
+    left to them, each call builds its own index ramp, a handful of graph nodes in every decode step.
+    """
+    pair_rows = np.arange(tokens * top_k, dtype=np.uint32).reshape(tokens, top_k)
+    return mx.array(pair_rows // top_k), mx.array(pair_rows)
 
 
 class Experts(nn.Module):

@@ -1,6 +1,7 @@
 """Unit checks of the pieces that are easy to get subtly wrong (blueprint §10)."""
 
 import mlx.core as mx
+import mlx.nn as nn
 import numpy as np
 import pytest
 
@@ -224,3 +225,34 @@ def test_grouped_attention_equals_mlx_attention(queries, keys, masked):
     ours = grouped_attention(q, k, v, mask)
     theirs = mx.fast.scaled_dot_product_attention(q, k, v, scale=1.0, mask=mask)
     np.testing.assert_allclose(np.array(ours), np.array(theirs), rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("quantized", [False, True])
+def test_experts_give_the_same_rows_sorted_by_expert_or_read_in_place(quantized, monkeypatch):
+    import engine.moe
+    from engine.moe import SwitchGLU
+
+    glu = SwitchGLU(hidden=64, intermediate=32, experts=6)
+    if quantized:
+        nn.quantize(glu, group_size=32, bits=4)
+    x = mx.random.normal((5, 64), key=mx.random.key(4))
+    indices = mx.array([[0, 3], [3, 5], [1, 0], [5, 2], [2, 4]])
+    weights = mx.random.uniform(0.1, 1.0, (5, 2), key=mx.random.key(5))
+    monkeypatch.setattr(engine.moe, "_SORT_THRESHOLD", 1)
+    by_expert = glu(x, indices, weights)
+    monkeypatch.setattr(engine.moe, "_SORT_THRESHOLD", 1 << 30)
+    in_place = glu(x, indices, weights)
+    assert in_place.shape == (5, 64)
+    np.testing.assert_allclose(np.array(in_place), np.array(by_expert), rtol=1e-5, atol=1e-6)
+
+    def dense(linear, expert):
+        if not quantized:
+            return linear.weight[expert]
+        return mx.dequantize(linear.weight[expert], linear.scales[expert], linear.biases[expert], 32, 4)
+
+    def expert_out(row, expert):
+        h = nn.gelu_approx(row @ dense(glu.gate_proj, expert).T) * (row @ dense(glu.up_proj, expert).T)
+        return h @ dense(glu.down_proj, expert).T
+
+    first = sum(float(weights[0, j]) * expert_out(x[0], int(indices[0, j])) for j in range(2))
+    np.testing.assert_allclose(np.array(in_place[0]), np.array(first), rtol=1e-4, atol=1e-5)
