@@ -100,15 +100,16 @@ class SwitchGLU(nn.Module):
         if tokens * top_k >= _SORT_THRESHOLD:
             out = self._sorted_by_expert(x, indices)
         else:
-            token_rows, pair_rows = _rows_of_pairs(tokens, top_k)
-            h = gelu_gate(self.gate_proj(x[:, None, :], indices, False, token_rows),
-                          self.up_proj(x[:, None, :], indices, False, token_rows))  # [N, k, 1, intermediate]
-            out = self.down_proj(h, indices, False, pair_rows)[..., 0, :]
+            out = self._experts(x[:, None, :], indices, False, *_rows_of_pairs(tokens, top_k))[..., 0, :]
         return (out * weights[..., None].astype(out.dtype)).sum(axis=1)
 
-    def _experts(self, rows: mx.array, indices: mx.array, sorted_indices: bool) -> mx.array:
-        h = gelu_gate(self.gate_proj(rows, indices, sorted_indices), self.up_proj(rows, indices, sorted_indices))
-        return self.down_proj(h, indices, sorted_indices)
+    def _experts(self, x: mx.array, indices: mx.array, sorted_indices: bool,
+                 token_rows: mx.array | None = None, pair_rows: mx.array | None = None) -> mx.array:
+        """down(gelu(gate x) * up x) per (row, expert); the row indices say which rows of x and of the
+        intermediate each pair reads (None: the i-th pair reads row i)."""
+        h = gelu_gate(self.gate_proj(x, indices, sorted_indices, token_rows),
+                      self.up_proj(x, indices, sorted_indices, token_rows))
+        return self.down_proj(h, indices, sorted_indices, pair_rows)
 
     def _sorted_by_expert(self, x: mx.array, indices: mx.array) -> mx.array:
         """[N, k, hidden], computed with the (token, expert) pairs in expert order."""
