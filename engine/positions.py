@@ -37,7 +37,7 @@ class ChunkPositions:
     def rotation(self, kind: str, rope: Rope) -> Rotation:
         """`rope` at these positions; every layer of type `kind` must pass an equal rope."""
         if kind not in self._rotations:
-            self._rotations[kind] = rope.at(self.offset, self.count)
+            self._rotations[kind] = rope.at(self.offset, self.positions)
         return self._rotations[kind]
 
     def mask(self, kind: str, key_positions: mx.array | None) -> mx.array | None:

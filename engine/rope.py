@@ -53,10 +53,11 @@ class Rope:
         self.periods = mx.array(periods)
         self._frequencies = mx.array((1.0 / periods.astype(np.float64)).astype(np.float32))  # inf turns by 0
 
-    def at(self, offset: int | mx.array, count: int) -> Rotation:
-        """The rotation of [B, heads, count, head_dim] inputs at positions offset .. offset + count - 1."""
+    def at(self, offset: int | mx.array, positions: mx.array) -> Rotation:
+        """The rotation of [B, heads, T, head_dim] inputs at `positions`, which are offset .. offset + T - 1
+        (the fast kernel reads the offset, the tables the positions)."""
         if not fused.has_fast_kernels():
-            cos, sin = self.tables(offset + mx.arange(count, dtype=mx.int32))
+            cos, sin = self.tables(positions)
             return lambda x: rotate_pairs(x, cos, sin)
         return lambda x: mx.fast.rope(x, self.head_dim, traditional=False, base=None, scale=1.0,
                                       offset=offset, freqs=self.periods)

@@ -73,7 +73,7 @@ def test_proportional_rope_rotates_pairs_j_and_j_plus_half():
     np.testing.assert_allclose(periods[1], 1e6 ** (2 / 512), rtol=1e-6)  # exponent over the full head dim
     rope = Rope(512, RopeConfig(theta=1e6, partial_rotary_factor=0.25, proportional=True))
     x = mx.random.normal((1, 1, 3, 512), key=mx.random.key(0))
-    y = rope.at(5, 3)(x)
+    y = rope.at(5, 5 + mx.arange(3))(x)
     unchanged = np.r_[64:256, 320:512]
     np.testing.assert_array_equal(np.array(y)[..., unchanged], np.array(x)[..., unchanged])
     # Lane 0 rotates with lane 256: the pair keeps its norm.
@@ -204,9 +204,9 @@ def test_table_rotation_equals_mlx_fast_rope(config, head_dim, offset, monkeypat
     rope = Rope(head_dim, config)
     x = mx.random.normal((1, 3, 5, head_dim), key=mx.random.key(1))
     monkeypatch.setattr(engine.fused, "has_fast_kernels", lambda: False)
-    tables = rope.at(offset, 5)(x)
+    tables = rope.at(offset, offset + mx.arange(5))(x)
     monkeypatch.setattr(engine.fused, "has_fast_kernels", lambda: True)
-    fused = rope.at(offset, 5)(x)
+    fused = rope.at(offset, offset + mx.arange(5))(x)
     np.testing.assert_allclose(np.array(tables), np.array(fused), rtol=0, atol=1e-6)
     assert not np.allclose(np.array(tables)[..., 0], np.array(x)[..., 0])
 
