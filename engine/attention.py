@@ -12,9 +12,9 @@ from typing import NamedTuple
 import mlx.core as mx
 import mlx.nn as nn
 
+from . import fused
 from .cache import LayerCache, QuantizedKV
 from .config import TextConfig
-from . import fused
 from .fused import RMSNorm, rms_norm
 from .positions import ChunkPositions
 from .rope import Rope, Rotation

@@ -17,8 +17,8 @@ from typing import Callable
 import mlx.core as mx
 import numpy as np
 
-from .config import RopeConfig
 from . import fused
+from .config import RopeConfig
 
 Rotation = Callable[[mx.array], mx.array]
 
