@@ -17,7 +17,8 @@ from .cache import LayerCache, QuantizedKV
 from .config import TextConfig
 from .fused import RMSNorm, rms_norm
 from .positions import ChunkPositions
-from .rope import Rope, Rotation
+from .rope import Rope
+from .stacked_linear import stacked
 
 
 class SharedKV(NamedTuple):
@@ -66,9 +67,10 @@ class Attention(nn.Module):
         self.owns_kv = not config.is_kv_consumer(layer)
         self.q_proj = nn.Linear(hidden, heads * self.head_dim, bias=False)
         self.q_norm = RMSNorm(self.head_dim, eps=self.eps)
+        self.has_value_proj = self.owns_kv and config.has_value_proj(layer)
         if self.owns_kv:
             self.k_proj = nn.Linear(hidden, self.kv_heads * self.head_dim, bias=False)
-            if config.has_value_proj(layer):
+            if self.has_value_proj:
                 self.v_proj = nn.Linear(hidden, self.kv_heads * self.head_dim, bias=False)
             self.k_norm = RMSNorm(self.head_dim, eps=self.eps)
         self.o_proj = nn.Linear(heads * self.head_dim, hidden, bias=False)
@@ -82,12 +84,39 @@ class Attention(nn.Module):
             return x.reshape(batch, heads, 1, self.head_dim)
         return x.reshape(batch, length, heads, self.head_dim).transpose(0, 2, 1, 3)
 
-    def project_kv(self, x: mx.array, rotate: Rotation) -> tuple[mx.array, mx.array]:
+    def stack_projections(self) -> None:
+        """Project q, k and v (q and k without v_proj) with one matmul, where their storage allows.
+
+        Called once the checkpoint's weights are in place: the separate projections are what it names.
+        """
+        names = [name for name in ("q_proj", "k_proj", "v_proj") if name in self]
+        if len(names) < 2:
+            return
+        joined = stacked([self[name] for name in names])
+        if joined is None:
+            return
+        for name in names:
+            del self[name]
+        self.qkv_proj = joined
+
+    def _project(self, x: mx.array, last_query_only: bool) -> tuple[mx.array, mx.array | None, mx.array | None]:
+        """Queries, and for a layer that owns its K/V the raw keys and values, as [B, heads, T, head_dim]."""
+        if "qkv_proj" in self:
+            return self._project_stacked(x, last_query_only)
+        queries = self._split_heads(self.q_proj(x[:, -1:] if last_query_only else x), self.heads)
+        if not self.owns_kv:
+            return queries, None, None
         raw_k = self._split_heads(self.k_proj(x), self.kv_heads)
-        raw_v = self._split_heads(self.v_proj(x), self.kv_heads) if "v_proj" in self else raw_k
-        keys = rotate(rms_norm(raw_k, self.k_norm.weight, self.eps))
-        values = rms_norm(raw_v, None, self.eps)
-        return keys, values
+        raw_v = self._split_heads(self.v_proj(x), self.kv_heads) if self.has_value_proj else raw_k
+        return queries, raw_k, raw_v
+
+    def _project_stacked(self, x: mx.array, last_query_only: bool) -> tuple[mx.array, mx.array, mx.array]:
+        bounds = [self.heads, self.heads + self.kv_heads] if self.has_value_proj else [self.heads]
+        kv_heads = self.kv_heads * (2 if self.has_value_proj else 1)
+        queries, raw_k, *raw_v = mx.split(self._split_heads(self.qkv_proj(x), self.heads + kv_heads), bounds, axis=1)
+        if last_query_only:  # the other queries are computed too: one layer's worth, cheaper than a second matmul
+            queries = queries[:, :, -1:]
+        return queries, raw_k, raw_v[0] if raw_v else raw_k
 
     def __call__(self, x: mx.array, positions: ChunkPositions, cache: LayerCache | None,
                  shared: SharedKV | None, last_query_only: bool = False) -> tuple[mx.array, SharedKV]:
@@ -97,10 +126,11 @@ class Attention(nn.Module):
         only the last one a query.
         """
         asking = positions.last_only() if last_query_only else positions
-        queries = self._split_heads(self.q_proj(x[:, -1:] if last_query_only else x), self.heads)
+        queries, raw_k, raw_v = self._project(x, last_query_only)
         queries = asking.rotation(self.kind, self.rope)(rms_norm(queries, self.q_norm.weight, self.eps))
         if self.owns_kv:
-            keys, values = self.project_kv(x, positions.rotation(self.kind, self.rope))
+            keys = positions.rotation(self.kind, self.rope)(rms_norm(raw_k, self.k_norm.weight, self.eps))
+            values = rms_norm(raw_v, None, self.eps)
             keys, values, key_positions = cache.update(keys, values)
             shared = SharedKV(keys, values, key_positions)
         mask = asking.mask(self.kind, shared.positions)

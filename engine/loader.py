@@ -85,6 +85,7 @@ def build_network(config: ModelConfig, folder: Path,
     _quantize_like_checkpoint(net, tensors, config.quantization)
     _check_names_and_shapes(net, tensors)
     net.load_weights(list(tensors.items()), strict=True)
+    net.text.stack_projections()
     net.eval()
     return net, nbytes, _parameter_count(tensors, config.quantization)
 

@@ -29,6 +29,12 @@ class TextModel(nn.Module):
         self.layers = [DecoderLayer(config, i) for i in range(config.num_hidden_layers)]
         self.norm = RMSNorm(hidden, eps=config.rms_norm_eps)
 
+    def stack_projections(self) -> None:
+        """Each layer's q, k and v projections become one matmul (see stacked_linear.py); called once the
+        checkpoint's weights are bound, since the checkpoint names the separate ones."""
+        for layer in self.layers:
+            layer.self_attn.stack_projections()
+
     def make_caches(self, kv_bits: int | None = None) -> list[LayerCache | None]:
         """One cache per layer that owns its K/V; None for KV-shared consumers.
 
@@ -43,16 +49,17 @@ class TextModel(nn.Module):
         """Token embeddings times sqrt(hidden), the scale rounded to the table's dtype as the reference does."""
         return _scaled(self.embed_tokens, ids, math.sqrt(self.config.hidden_size), dtype)
 
-    def per_layer_inputs(self, ple_ids: mx.array, embeddings: mx.array) -> mx.array:
-        """[B, T, layers * width], layer i's input in columns i*width .. (i+1)*width - 1: the token part plus
-        the projection of the final input embeddings. Flat, so a layer's input is one slice of it."""
+    def per_layer_inputs(self, ple_ids: mx.array, embeddings: mx.array) -> list[mx.array]:
+        """Each layer's [B, T, width] input: the token part plus the projection of the final input
+        embeddings, computed for all layers at once."""
         c = self.config
         width = c.hidden_size_per_layer_input
         shape = (*ple_ids.shape, c.num_hidden_layers, width)
         token_part = _scaled(self.embed_tokens_per_layer, ple_ids, math.sqrt(width), embeddings.dtype).reshape(shape)
         projected = self.per_layer_model_projection(embeddings) * (c.hidden_size ** -0.5)
         projected = self.per_layer_projection_norm(projected.reshape(shape))
-        return ((projected + token_part) * (2.0 ** -0.5)).reshape(*ple_ids.shape, -1)
+        return split_in_stages(((projected + token_part) * (2.0 ** -0.5)).reshape(*ple_ids.shape, -1),
+                               c.num_hidden_layers)
 
     def __call__(self, h: mx.array, ple_ids: mx.array, caches: list[LayerCache | None],
                  offset: int, groups: mx.array | None = None, last_only: bool = False,
@@ -73,17 +80,17 @@ class TextModel(nn.Module):
         positions = ChunkPositions(c, offset, h.shape[1], groups)
         shared: dict[str, SharedKV] = {}
         last_writer = c.first_kv_shared_layer - 1
-        width = c.hidden_size_per_layer_input
+        rows = slice(None)  # of the PLE inputs: every position, then the last one after a narrowing layer
         for index, layer in enumerate(self.layers):
             if fill_only and index > last_writer:
                 return None
             narrow = last_only and index == last_writer and h.shape[1] > 1
             kind = c.layer_types[index]
-            ple = None if per_layer_inputs is None else per_layer_inputs[..., index * width:(index + 1) * width]
+            ple = None if per_layer_inputs is None else per_layer_inputs[index][:, rows]
             h, produced = layer(h, ple, positions, caches[index], shared.get(kind), last_query_only=narrow)
             if narrow:
                 positions = positions.last_only()
-                per_layer_inputs = None if per_layer_inputs is None else per_layer_inputs[:, -1:]
+                rows = slice(-1, None)
             if not c.is_kv_consumer(index):
                 shared[kind] = produced
         return None if fill_only else self.norm(h)
@@ -101,6 +108,22 @@ class TextModel(nn.Module):
         if cap:
             logits = mx.tanh(logits / cap) * cap
         return logits
+
+
+# A compiled graph records a split into at most this many parts as one node, and a larger one as a
+# slice per part (MLX 0.32).
+_PARTS_PER_SPLIT = 10
+
+
+def split_in_stages(x: mx.array, parts: int) -> list[mx.array]:
+    """x split into `parts` equal parts along its last axis: into groups first, then each group, so a
+    compiled step holds a node per group instead of one per part."""
+    if parts <= _PARTS_PER_SPLIT:
+        return mx.split(x, parts, axis=-1)
+    width = x.shape[-1] // parts
+    starts = range(_PARTS_PER_SPLIT, parts, _PARTS_PER_SPLIT)
+    groups = mx.split(x, [start * width for start in starts], axis=-1)
+    return [part for group in groups for part in mx.split(group, group.shape[-1] // width, axis=-1)]
 
 
 def _rows(table: nn.Module, ids: mx.array, dtype: mx.Dtype) -> mx.array:
