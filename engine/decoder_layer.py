@@ -75,8 +75,7 @@ class DecoderLayer(nn.Module):
         dense = self.mlp(self.pre_feedforward_layernorm(residual))
         if not self.has_moe:
             return dense
-        flat = residual.reshape(-1, residual.shape[-1])
-        indices, weights = self.router(flat)
+        indices, weights = self.router(residual)
         routed = self.experts(self.pre_feedforward_layernorm_2(residual), indices, weights)
         return self.post_feedforward_layernorm_1(dense) + self.post_feedforward_layernorm_2(routed)
 

@@ -33,11 +33,11 @@ class Router(nn.Module):
         self.root_size = hidden ** -0.5
 
     def __call__(self, x: mx.array) -> tuple[mx.array, mx.array]:
-        """x: [N, hidden] -> expert indices [N, k] and their weights [N, k] (float32)."""
+        """x: [..., hidden] -> expert indices [..., k] and their weights [..., k] (float32)."""
         z = rms_norm(x, None, self.eps) * (self.scale * self.root_size).astype(x.dtype)
         logits = self.proj(z).astype(mx.float32)
         experts = logits.shape[-1]
-        indices = mx.argpartition(logits, experts - self.top_k, axis=-1)[:, experts - self.top_k:]
+        indices = mx.argpartition(logits, experts - self.top_k, axis=-1)[..., experts - self.top_k:]
         # Softmax probabilities of the chosen experts renormalised to sum to 1 are the softmax of their
         # logits alone: the same weights, without a softmax and a sum over every expert.
         weights = mx.softmax(mx.take_along_axis(logits, indices, axis=-1), axis=-1)
@@ -95,13 +95,12 @@ class SwitchGLU(nn.Module):
         self.down_proj = SwitchLinear(experts, intermediate, hidden)
 
     def __call__(self, x: mx.array, indices: mx.array, weights: mx.array) -> mx.array:
-        """x: [N, hidden]; indices, weights: [N, k] -> the weighted sum of the k experts, [N, hidden]."""
-        tokens, top_k = indices.shape
-        if tokens * top_k >= _SORT_THRESHOLD:
+        """x: [..., hidden]; indices, weights: [..., k] -> the weighted sum of the k experts, [..., hidden]."""
+        if indices.size >= _SORT_THRESHOLD:
             out = self._sorted_by_expert(x, indices)
         else:
-            out = self._experts(x[:, None, :], indices, False, *_rows_of_pairs(tokens, top_k))[..., 0, :]
-        return (out * weights[..., None].astype(out.dtype)).sum(axis=1)
+            out = self._experts(x[..., None, :], indices, False, *_rows_of_pairs(indices.shape))
+        return (out * weights[..., None, None].astype(out.dtype)).sum(axis=(-3, -2))
 
     def _experts(self, x: mx.array, indices: mx.array, sorted_indices: bool,
                  token_rows: mx.array | None = None, pair_rows: mx.array | None = None) -> mx.array:
@@ -112,23 +111,25 @@ class SwitchGLU(nn.Module):
         return self.down_proj(h, indices, sorted_indices, pair_rows)
 
     def _sorted_by_expert(self, x: mx.array, indices: mx.array) -> mx.array:
-        """[N, k, hidden], computed with the (token, expert) pairs in expert order."""
-        tokens, top_k = indices.shape
+        """[..., k, 1, hidden], computed with the (token, expert) pairs in expert order."""
+        top_k = indices.shape[-1]
         flat = indices.reshape(-1)
         order = mx.argsort(flat)
-        out = self._experts(x[order // top_k][:, None, :], flat[order], True)[:, 0, :]
-        return out[mx.argsort(order)].reshape(tokens, top_k, -1)
+        rows = x.reshape(-1, 1, x.shape[-1])[order // top_k]
+        out = self._experts(rows, flat[order], True)
+        return out[mx.argsort(order)].reshape(*indices.shape, 1, -1)
 
 
 @lru_cache(maxsize=64)
-def _rows_of_pairs(tokens: int, top_k: int) -> tuple[mx.array, mx.array]:
-    """For the (token, expert) pairs [N, k]: the input row each reads, and the pair's own row.
+def _rows_of_pairs(shape: tuple[int, ...]) -> tuple[mx.array, mx.array]:
+    """For (token, expert) pairs shaped [..., k]: the input row each reads (its token's place in the
+    flattened tokens), and the pair's own place in the flattened pairs.
 
     Given to the gathered matmuls as ready data (built with numpy, so never part of a traced graph):
     left to them, each call builds its own index ramp, a handful of graph nodes in every decode step.
     """
-    pair_rows = np.arange(tokens * top_k, dtype=np.uint32).reshape(tokens, top_k)
-    return mx.array(pair_rows // top_k), mx.array(pair_rows)
+    pair_rows = np.arange(math.prod(shape), dtype=np.uint32).reshape(shape)
+    return mx.array(pair_rows // shape[-1]), mx.array(pair_rows)
 
 
 class Experts(nn.Module):
@@ -137,6 +138,4 @@ class Experts(nn.Module):
         self.switch_glu = SwitchGLU(hidden, intermediate, experts)
 
     def __call__(self, x: mx.array, indices: mx.array, weights: mx.array) -> mx.array:
-        shape = x.shape
-        out = self.switch_glu(x.reshape(-1, shape[-1]), indices, weights)
-        return out.reshape(shape)
+        return self.switch_glu(x, indices, weights)

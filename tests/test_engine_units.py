@@ -228,22 +228,24 @@ def test_grouped_attention_equals_mlx_attention(queries, keys, masked):
 
 
 @pytest.mark.parametrize("quantized", [False, True])
-def test_experts_give_the_same_rows_sorted_by_expert_or_read_in_place(quantized, monkeypatch):
+@pytest.mark.parametrize("tokens", [(5,), (1, 5)])
+def test_experts_give_the_same_rows_sorted_by_expert_or_read_in_place(quantized, tokens, monkeypatch):
     import engine.moe
     from engine.moe import SwitchGLU
 
     glu = SwitchGLU(hidden=64, intermediate=32, experts=6)
     if quantized:
         nn.quantize(glu, group_size=32, bits=4)
-    x = mx.random.normal((5, 64), key=mx.random.key(4))
-    indices = mx.array([[0, 3], [3, 5], [1, 0], [5, 2], [2, 4]])
-    weights = mx.random.uniform(0.1, 1.0, (5, 2), key=mx.random.key(5))
+    x = mx.random.normal((*tokens, 64), key=mx.random.key(4))
+    indices = mx.array([[0, 3], [3, 5], [1, 0], [5, 2], [2, 4]]).reshape(*tokens, 2)
+    weights = mx.random.uniform(0.1, 1.0, (*tokens, 2), key=mx.random.key(5))
     monkeypatch.setattr(engine.moe, "_SORT_THRESHOLD", 1)
     by_expert = glu(x, indices, weights)
     monkeypatch.setattr(engine.moe, "_SORT_THRESHOLD", 1 << 30)
     in_place = glu(x, indices, weights)
-    assert in_place.shape == (5, 64)
+    assert in_place.shape == (*tokens, 64)
     np.testing.assert_allclose(np.array(in_place), np.array(by_expert), rtol=1e-5, atol=1e-6)
+    x, in_place, indices, weights = (a.reshape(5, -1) for a in (x, in_place, indices, weights))
 
     def dense(linear, expert):
         if not quantized:
