@@ -156,7 +156,7 @@ class TracedFullCache:
         at = self.position.reshape(1)
         self.key_planes = _write(self.key_planes, _planes(keys, self.bits, self.group_size), at)
         self.value_planes = _write(self.value_planes, _planes(values, self.bits, self.group_size), at)
-        slots = mx.arange(self.key_planes[0].shape[2], dtype=mx.int32)
+        slots = mx.array(np.arange(self.key_planes[0].shape[2], dtype=np.int32))
         positions = mx.where(slots <= self.position, slots, -1)
         return (_kv_view(self.key_planes, self.bits, self.group_size),
                 _kv_view(self.value_planes, self.bits, self.group_size), positions)
@@ -171,7 +171,7 @@ def ring_positions(length, window: int, slots: int, xp=np):
 
     `xp` is numpy, or mlx.core for a length that is an array inside a compiled step.
     """
-    slot = xp.arange(slots)
+    slot = xp.array(np.arange(slots, dtype=np.int32))  # for mlx: a constant, not an Arange node in a step
     newest = slot + window * ((length - 1 - slot) // window)
     return xp.where(slot < length, newest, -1).astype(xp.int32)
 

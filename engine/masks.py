@@ -7,14 +7,13 @@ import mlx.core as mx
 
 def attention_mask(query_positions: mx.array, key_positions: mx.array, window: int | None,
                    query_groups: mx.array | None = None, chunk_groups: mx.array | None = None) -> mx.array:
-    """Boolean [T, S] mask: key j is visible to query i.
+    """Boolean [T, S] mask: key j (at key_positions[j]) is visible to query i (at query_positions[i, 0]).
 
     Causal, limited to the last `window` positions (the query included) when a window is given.
     With groups (one id per token, -1 for none), the tokens of one image also see each other:
     `chunk_groups` belong to the current chunk's tokens, which are always the last keys.
     """
-    q = query_positions[:, None]
-    k = key_positions[None, :]
+    q, k = query_positions, key_positions
     visible = k <= q
     if query_groups is not None:
         visible = visible | _same_group(query_groups, chunk_groups, key_positions.shape[0])

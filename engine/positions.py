@@ -7,6 +7,7 @@ so a chunk's masks and rotations are built once per layer type, by the first lay
 from __future__ import annotations
 
 import mlx.core as mx
+import numpy as np
 
 from .config import SLIDING, TextConfig
 from .masks import attention_mask
@@ -19,7 +20,9 @@ class ChunkPositions:
         self.config = config
         self.offset = offset
         self.count = count
-        self.positions = offset + mx.arange(count, dtype=mx.int32)
+        ramp = np.arange(count, dtype=np.int32)  # a constant, not an Arange node in every decode step
+        self.positions = offset + mx.array(ramp)
+        self._positions_column = offset + mx.array(ramp[:, None])
         self.chunk_groups = groups
         self.query_groups = groups
         self._masks: dict[str, mx.array | None] = {}
@@ -52,5 +55,5 @@ class ChunkPositions:
         sliding = kind == SLIDING
         window = self.config.sliding_window if sliding else None
         if not sliding or self.query_groups is None:
-            return attention_mask(self.positions, key_positions, window)
-        return attention_mask(self.positions, key_positions, window, self.query_groups, self.chunk_groups)
+            return attention_mask(self._positions_column, key_positions, window)
+        return attention_mask(self._positions_column, key_positions, window, self.query_groups, self.chunk_groups)
