@@ -17,7 +17,7 @@ wait for step n's token. So while a token stream runs, `mx.async_eval` is wrappe
 The first call of a stream carries the prompt's last chunk, so decode figures use calls 1 onwards.
 
 Backend caveat: a graph is recorded on the stream's device, and on the CPU the `mx.fast` operations
-(rms_norm, rope, scaled_dot_product_attention) are recorded as their fallback decomposition (Square, Sum,
+(rms_norm, rope, scaled_dot_product_attention), and `mx.dequantize`, are recorded as their fallback decomposition (Square, Sum,
 Rsqrt, ...), so CPU counts are several times the kernel launches a Metal or CUDA step makes, and an
 engine that works around the decompositions on the CPU (ours does, for rope and attention) looks better
 there than it will on a GPU. `fast_ops_as_kernels` gives the count a GPU would see instead: inside it
@@ -53,16 +53,27 @@ def count_primitives(*outputs: mx.array) -> collections.Counter:
     return counts
 
 
-def _one_node(x: mx.array, *ignored) -> mx.array:
-    """A single primitive shaped like x that compile cannot fuse (as a GPU's fast kernels are not)."""
-    out = mx.softmax(x, axis=-1)
+def _tied(out: mx.array, ignored) -> mx.array:
     tied = [a for a in ignored if isinstance(a, mx.array)]
     return mx.depends([out], tied)[0] if tied else out
 
 
+def _one_node(x: mx.array, *ignored) -> mx.array:
+    """A single primitive shaped like x that compile cannot fuse (as a GPU's fast kernels are not)."""
+    return _tied(mx.softmax(x, axis=-1), ignored)
+
+
+def _one_dequantize_node(w: mx.array, scales: mx.array, biases: mx.array | None = None,
+                         group_size: int = 64, *args, **kwargs) -> mx.array:
+    """One unfusable node shaped like dequantize's output: the scales padded out to one per weight."""
+    widths = [(0, 0)] * (scales.ndim - 1) + [(0, scales.shape[-1] * (group_size - 1))]
+    return _tied(mx.pad(scales, widths), [w, biases])
+
+
 @contextlib.contextmanager
 def fast_ops_as_kernels():
-    """Within: every mx.fast rms_norm, rope and attention call is one graph node, as on a GPU.
+    """Within: every mx.fast rms_norm, rope and attention call and every mx.dequantize (the quantized
+    embeddings' rows) is one graph node, as on a GPU.
 
     For counting only. Build engines (and trace their compiled functions) inside the context.
     """
@@ -74,16 +85,19 @@ def fast_ops_as_kernels():
         "scaled_dot_product_attention": lambda q, k, v, **kw: _one_node(q, k, v, kw.get("mask")),
     }
     originals = {name: getattr(mx.fast, name) for name in stand_ins}
+    dequantize = mx.dequantize
     gpu_paths = fused.has_fast_kernels
     try:
         for name, stand_in in stand_ins.items():
             setattr(mx.fast, name, stand_in)
+        mx.dequantize = _one_dequantize_node
         fused.has_fast_kernels = lambda: True
         fused.forget_compiled()
         yield
     finally:
         for name, original in originals.items():
             setattr(mx.fast, name, original)
+        mx.dequantize = dequantize
         fused.has_fast_kernels = gpu_paths
         fused.forget_compiled()
 
