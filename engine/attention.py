@@ -18,7 +18,7 @@ from .config import TextConfig
 from .fused import RMSNorm, rms_norm
 from .positions import ChunkPositions
 from .rope import Rope
-from .stacked_linear import stacked
+from .stacked_linear import stack_in_place
 
 
 class SharedKV(NamedTuple):
@@ -89,15 +89,8 @@ class Attention(nn.Module):
 
         Called once the checkpoint's weights are in place: the separate projections are what it names.
         """
-        names = [name for name in ("q_proj", "k_proj", "v_proj") if name in self]
-        if len(names) < 2:
-            return
-        joined = stacked([self[name] for name in names])
-        if joined is None:
-            return
-        for name in names:
-            del self[name]
-        self.qkv_proj = joined
+        if self.owns_kv:
+            stack_in_place(self, [name for name in ("q_proj", "k_proj", "v_proj") if name in self], "qkv_proj")
 
     def _project(self, x: mx.array, last_query_only: bool) -> tuple[mx.array, mx.array | None, mx.array | None]:
         """Queries, and for a layer that owns its K/V the raw keys and values, as [B, heads, T, head_dim]."""

@@ -10,7 +10,7 @@ import mlx.nn as nn
 from .attention import Attention, SharedKV
 from .cache import LayerCache
 from .config import TextConfig
-from .fused import RMSNorm, gelu_gate, on_main_thread
+from .fused import RMSNorm, gelu_gate
 from .mlp import MLP
 from .moe import Experts, Router
 from .positions import ChunkPositions
@@ -39,16 +39,17 @@ class DecoderLayer(nn.Module):
         routed = config.top_k_experts * max(hidden, config.moe_intermediate_size) if self.has_moe else 0
         self.feed_forward_width = max(config.mlp_width(layer), routed)
         self.has_ple = config.has_ple
-        # The whole post-attention block as one compiled graph. The MoE block reshapes by token count,
-        # which a shape-independent compile cannot follow, so MoE layers compile it for the one shape
-        # of a decode step only. The layer's own arrays are inputs, not constants: replaced weights are seen.
-        self._compiled_after_attention = mx.compile(self._after_attention, inputs=self.state,
-                                                    shapeless=not self.has_moe)
         if self.has_ple:
             width = config.hidden_size_per_layer_input
             self.per_layer_input_gate = nn.Linear(hidden, width, bias=False)
             self.per_layer_projection = nn.Linear(width, hidden, bias=False)
             self.post_per_layer_input_norm = RMSNorm(hidden, eps=eps)
+
+    def stack_projections(self) -> None:
+        self.self_attn.stack_projections()
+        self.mlp.stack_projections()
+        if self.has_moe:
+            self.experts.switch_glu.stack_projections()
 
     def __call__(self, x: mx.array, per_layer_input: mx.array | None, positions: ChunkPositions,
                  cache: LayerCache | None, shared: SharedKV | None, last_query_only: bool = False
@@ -58,9 +59,7 @@ class DecoderLayer(nn.Module):
         if last_query_only:
             x = x[:, -1:]
             per_layer_input = None if per_layer_input is None else per_layer_input[:, -1:]
-        compiled = on_main_thread() and (not self.has_moe or x.shape[1] == 1)
-        after = self._compiled_after_attention if compiled else self._after_attention
-        return _by_row_slices(after, self.feed_forward_width, x, attended, per_layer_input), shared
+        return _by_row_slices(self._after_attention, self.feed_forward_width, x, attended, per_layer_input), shared
 
     def _after_attention(self, x: mx.array, attended: mx.array, per_layer_input: mx.array | None) -> mx.array:
         """Everything a layer does after attention: residuals, feed-forward, PLE, layer scalar."""

@@ -6,6 +6,7 @@ import mlx.core as mx
 import mlx.nn as nn
 
 from .fused import gelu_gate
+from .stacked_linear import stack_in_place
 
 
 class MLP(nn.Module):
@@ -15,5 +16,13 @@ class MLP(nn.Module):
         self.up_proj = nn.Linear(hidden, intermediate, bias=False)
         self.down_proj = nn.Linear(intermediate, hidden, bias=False)
 
+    def stack_projections(self) -> None:
+        """Project gate and up with one matmul, where their storage allows (once the weights are loaded)."""
+        stack_in_place(self, ["gate_proj", "up_proj"], "gate_up_proj")
+
     def __call__(self, x: mx.array) -> mx.array:
-        return self.down_proj(gelu_gate(self.gate_proj(x), self.up_proj(x)))
+        if "gate_up_proj" in self:
+            gate, up = mx.split(self.gate_up_proj(x), 2, axis=-1)
+        else:
+            gate, up = self.gate_proj(x), self.up_proj(x)
+        return self.down_proj(gelu_gate(gate, up))

@@ -17,6 +17,7 @@ import mlx.nn as nn
 import numpy as np
 
 from .fused import gelu_gate, rms_norm
+from .stacked_linear import stack_in_place
 
 # Below this many (token, expert) pairs, sorting costs more than it saves.
 _SORT_THRESHOLD = 64
@@ -94,6 +95,10 @@ class SwitchGLU(nn.Module):
         self.up_proj = SwitchLinear(experts, hidden, intermediate)
         self.down_proj = SwitchLinear(experts, intermediate, hidden)
 
+    def stack_projections(self) -> None:
+        """Gather gate and up with one matmul, where their storage allows (once the weights are loaded)."""
+        stack_in_place(self, ["gate_proj", "up_proj"], "gate_up_proj")
+
     def __call__(self, x: mx.array, indices: mx.array, weights: mx.array) -> mx.array:
         """x: [..., hidden]; indices, weights: [..., k] -> the weighted sum of the k experts, [..., hidden]."""
         if indices.size >= _SORT_THRESHOLD:
@@ -106,9 +111,12 @@ class SwitchGLU(nn.Module):
                  token_rows: mx.array | None = None, pair_rows: mx.array | None = None) -> mx.array:
         """down(gelu(gate x) * up x) per (row, expert); the row indices say which rows of x and of the
         intermediate each pair reads (None: the i-th pair reads row i)."""
-        h = gelu_gate(self.gate_proj(x, indices, sorted_indices, token_rows),
-                      self.up_proj(x, indices, sorted_indices, token_rows))
-        return self.down_proj(h, indices, sorted_indices, pair_rows)
+        if "gate_up_proj" in self:
+            gate, up = mx.split(self.gate_up_proj(x, indices, sorted_indices, token_rows), 2, axis=-1)
+        else:
+            gate = self.gate_proj(x, indices, sorted_indices, token_rows)
+            up = self.up_proj(x, indices, sorted_indices, token_rows)
+        return self.down_proj(gelu_gate(gate, up), indices, sorted_indices, pair_rows)
 
     def _sorted_by_expert(self, x: mx.array, indices: mx.array) -> mx.array:
         """[..., k, 1, hidden], computed with the (token, expert) pairs in expert order."""

@@ -1,11 +1,13 @@
 """Linears that read the same input, stacked into one, so a step launches one matmul instead of several.
 
-Each output row of a (quantized) matmul is computed on its own, so the stacked linear's output is the
-parts' outputs side by side, bit for bit. Stacking needs the parts to store their weights alike: all
-float, or all quantized with the same bits, group size and mode, and none with a bias.
+Each output row of a (quantized, or per-expert gathered) matmul is computed on its own, so the stacked
+linear's output is the parts' outputs side by side, bit for bit. Stacking needs the parts to store
+their weights alike: the same module type, the same bits, group size and mode, and no bias.
 """
 
 from __future__ import annotations
+
+import copy
 
 import mlx.core as mx
 import mlx.nn as nn
@@ -15,26 +17,29 @@ def _storage(linear: nn.Module) -> tuple | None:
     """What two linears must share to be stacked; None for one that cannot be."""
     if "bias" in linear:
         return None
-    if type(linear) is nn.Linear:
-        return (nn.Linear,)
-    if type(linear) is nn.QuantizedLinear:
-        return nn.QuantizedLinear, linear.bits, linear.group_size, linear.mode, "biases" in linear.parameters()
-    return None
+    settings = tuple(getattr(linear, name, None) for name in ("bits", "group_size", "mode"))
+    return type(linear), settings, sorted(linear.parameters())
 
 
 def stacked(parts: list[nn.Module]) -> nn.Module | None:
-    """One linear whose output is the parts' outputs concatenated, or None when they cannot share one."""
+    """One linear whose output is the parts' outputs concatenated, or None when they cannot share one.
+
+    The parts are bias-free linears whose arrays hold output rows on their second-to-last axis
+    ([out, in] and [experts, out, in], quantized or not).
+    """
     storage = _storage(parts[0])
     if storage is None or any(_storage(part) != storage for part in parts[1:]):
         return None
-    first = parts[0]
-    rows = sum(part.weight.shape[0] for part in parts)
-    if isinstance(first, nn.QuantizedLinear):
-        columns = first.weight.shape[1] * 32 // first.bits
-        joined = nn.QuantizedLinear(columns, rows, bias=False, group_size=first.group_size, bits=first.bits,
-                                    mode=first.mode)
-    else:
-        joined = nn.Linear(first.weight.shape[1], rows, bias=False)
-    joined.update({name: mx.concatenate([part[name] for part in parts]) for name in first.parameters()})
+    joined = copy.copy(parts[0])
+    joined.update({name: mx.concatenate([part[name] for part in parts], axis=-2) for name in storage[2]})
     return joined
 
+
+def stack_in_place(module: nn.Module, names: list[str], joined_name: str) -> None:
+    """Replace the module's linears `names` by one stacked linear `joined_name`, where they can be stacked."""
+    joined = stacked([module[name] for name in names])
+    if joined is None:
+        return
+    for name in names:
+        del module[name]
+    setattr(module, joined_name, joined)

@@ -30,10 +30,11 @@ class TextModel(nn.Module):
         self.norm = RMSNorm(hidden, eps=config.rms_norm_eps)
 
     def stack_projections(self) -> None:
-        """Each layer's q, k and v projections become one matmul (see stacked_linear.py); called once the
-        checkpoint's weights are bound, since the checkpoint names the separate ones."""
+        """Projections that read the same input become one matmul: each layer's q, k and v, and the gate and
+        up of its feed-forward and experts (see stacked_linear.py). Called once the checkpoint's weights are
+        bound, since the checkpoint names the separate ones."""
         for layer in self.layers:
-            layer.self_attn.stack_projections()
+            layer.stack_projections()
 
     def make_caches(self, kv_bits: int | None = None) -> list[LayerCache | None]:
         """One cache per layer that owns its K/V; None for KV-shared consumers.

@@ -179,7 +179,7 @@ def test_load_and_warm_up_report_progress_and_warm_up_can_be_cancelled():
         engine.load(MODELS / "tiny-e2b").warm_up(cancel=cancelled)
 
 
-def test_compiled_blocks_see_weights_replaced_after_the_first_call():
+def test_weights_replaced_after_the_first_call_are_used():
     from conftest import REFERENCE
 
     ids = np.load(REFERENCE / "tiny-e2b.npz")["input_ids"].astype(int).tolist()
