@@ -18,7 +18,7 @@ from .config import TextConfig
 from .fused import RMSNorm, rms_norm
 from .positions import ChunkPositions
 from .rope import Rope
-from .stacked_linear import stack_in_place
+from .stacked_linear import output_rows, stack_in_place
 
 
 class SharedKV(NamedTuple):
@@ -93,23 +93,37 @@ class Attention(nn.Module):
             stack_in_place(self, [name for name in ("q_proj", "k_proj", "v_proj") if name in self], "qkv_proj")
 
     def _project(self, x: mx.array, last_query_only: bool) -> tuple[mx.array, mx.array | None, mx.array | None]:
-        """Queries, and for a layer that owns its K/V the raw keys and values, as [B, heads, T, head_dim]."""
-        if "qkv_proj" in self:
-            return self._project_stacked(x, last_query_only)
-        queries = self._split_heads(self.q_proj(x[:, -1:] if last_query_only else x), self.heads)
-        if not self.owns_kv:
-            return queries, None, None
-        raw_k = self._split_heads(self.k_proj(x), self.kv_heads)
-        raw_v = self._split_heads(self.v_proj(x), self.kv_heads) if self.has_value_proj else raw_k
-        return queries, raw_k, raw_v
+        """Queries, and for a layer that owns its K/V the raw keys and values, as [B, heads, T, head_dim].
 
-    def _project_stacked(self, x: mx.array, last_query_only: bool) -> tuple[mx.array, mx.array, mx.array]:
+        With the projections stacked, a single position takes one matmul, since there launches cost more
+        than the work. A chunk takes one matmul per projection on views of the stacked weight: on the
+        CPU a 128-token prefill of 26B-A4B was measured 20 % slower through the stacked output, and a
+        chunk's last layer projects one query only.
+        """
+        if "qkv_proj" in self and x.shape[1] == 1:
+            return self._project_one_position(x)
+        q_proj, k_proj, v_proj = self._projections()
+        queries = self._split_heads(q_proj(x[:, -1:] if last_query_only else x), self.heads)
+        if k_proj is None:
+            return queries, None, None
+        raw_k = self._split_heads(k_proj(x), self.kv_heads)
+        return queries, raw_k, raw_k if v_proj is None else self._split_heads(v_proj(x), self.kv_heads)
+
+    def _project_one_position(self, x: mx.array) -> tuple[mx.array, mx.array, mx.array]:
         bounds = [self.heads, self.heads + self.kv_heads] if self.has_value_proj else [self.heads]
-        kv_heads = self.kv_heads * (2 if self.has_value_proj else 1)
+        kv_heads = self.kv_heads * len(bounds)
         queries, raw_k, *raw_v = mx.split(self._split_heads(self.qkv_proj(x), self.heads + kv_heads), bounds, axis=1)
-        if last_query_only:  # the other queries are computed too: one layer's worth, cheaper than a second matmul
-            queries = queries[:, :, -1:]
         return queries, raw_k, raw_v[0] if raw_v else raw_k
+
+    def _projections(self) -> tuple[nn.Module, nn.Module | None, nn.Module | None]:
+        """The q, k and v projections (None where absent): the modules, or views of the stacked one."""
+        if "qkv_proj" not in self:
+            return self.q_proj, self.get("k_proj"), self.get("v_proj")
+        q_rows, kv_rows = self.heads * self.head_dim, self.kv_heads * self.head_dim
+        q_proj = output_rows(self.qkv_proj, slice(0, q_rows))
+        k_proj = output_rows(self.qkv_proj, slice(q_rows, q_rows + kv_rows))
+        v_proj = output_rows(self.qkv_proj, slice(q_rows + kv_rows, None)) if self.has_value_proj else None
+        return q_proj, k_proj, v_proj
 
     def __call__(self, x: mx.array, positions: ChunkPositions, cache: LayerCache | None,
                  shared: SharedKV | None, last_query_only: bool = False) -> tuple[mx.array, SharedKV]:

@@ -35,6 +35,13 @@ def stacked(parts: list[nn.Module]) -> nn.Module | None:
     return joined
 
 
+def output_rows(linear: nn.Module, rows: slice) -> nn.Module:
+    """The linear restricted to some of its output rows (views of its arrays, nothing copied)."""
+    part = copy.copy(linear)
+    part.update({name: array[..., rows, :] for name, array in linear.parameters().items()})
+    return part
+
+
 def stack_in_place(module: nn.Module, names: list[str], joined_name: str) -> None:
     """Replace the module's linears `names` by one stacked linear `joined_name`, where they can be stacked."""
     joined = stacked([module[name] for name in names])
