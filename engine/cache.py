@@ -252,8 +252,14 @@ class SlidingCache:
         self._grown_to(self.length + 1)
         return [self.keys, self.values]
 
+    @property
+    def full(self) -> bool:
+        """Every slot holds one of the last `window` positions: the next query sees every key."""
+        return self.length >= self.window
+
     def traced(self, arrays: list[mx.array], position: mx.array) -> "TracedSlidingCache":
-        return TracedSlidingCache(arrays, position, self.window)
+        """The ring inside a step traced now; the trace is valid only while `full` stays as it is now."""
+        return TracedSlidingCache(arrays, position, self.window, self.full)
 
     def accept_step(self, arrays: list[mx.array]) -> None:
         """Take the ring a compiled decode step returned: one position longer."""
@@ -287,14 +293,16 @@ class SlidingCache:
 class TracedSlidingCache:
     """A SlidingCache inside a compiled decode step: the new position is an array, and so are the slots'."""
 
-    def __init__(self, arrays: list[mx.array], position: mx.array, window: int):
+    def __init__(self, arrays: list[mx.array], position: mx.array, window: int, full: bool):
         self.keys, self.values = arrays
-        self.position, self.window = position, window
+        self.position, self.window, self.full = position, window, full
 
-    def update(self, keys: mx.array, values: mx.array) -> tuple[mx.array, mx.array, mx.array]:
+    def update(self, keys: mx.array, values: mx.array) -> tuple[mx.array, mx.array, mx.array | None]:
         slot = (self.position % self.window).reshape(1)
         self.keys = mx.slice_update(self.keys, keys, slot, axes=(2,))
         self.values = mx.slice_update(self.values, values, slot, axes=(2,))
+        if self.full:  # as in SlidingCache: a full ring holds exactly the keys the new query sees
+            return self.keys, self.values, None
         return self.keys, self.values, ring_positions(self.position + 1, self.window, self.keys.shape[2], mx)
 
     @property

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import mlx.core as mx
 
-from .cache import LayerCache
+from .cache import LayerCache, SlidingCache
 from .text_model import TextModel
 
 
@@ -28,14 +28,17 @@ class DecodeStep:
         self.dtype = dtype
         self._caches: list[LayerCache | None] = []
         mx.eval(text.parameters())  # an unread (lazily loaded) weight would put its file read into the trace
-        self._compiled = mx.compile(self._traced)
+        # One trace while the sliding rings fill, one once they are full: a full ring needs no mask.
+        self._compiled = {full: mx.compile(self._traced) for full in (False, True)}
 
     def __call__(self, token: mx.array, caches: list[LayerCache | None]) -> mx.array:
         owners = [cache for cache in caches if cache is not None]
         position = mx.array(owners[0].length, dtype=mx.int32)
+        rings_full = all(cache.full for cache in owners if isinstance(cache, SlidingCache))
         self._caches = caches
         try:
-            logits, updated = self._compiled(token.reshape(1, 1), position, [cache.step_arrays() for cache in owners])
+            logits, updated = self._compiled[rings_full](token.reshape(1, 1), position,
+                                                          [cache.step_arrays() for cache in owners])
         finally:
             self._caches = []  # read while tracing only; holding them would keep a finished chat's caches alive
         for cache, arrays in zip(owners, updated):
