@@ -6,7 +6,7 @@ import mlx.core as mx
 import mlx.nn as nn
 
 from .fused import gelu_gate
-from .stacked_linear import stack_in_place
+from .stacked_linear import gate_and_up, stack_in_place
 
 
 class MLP(nn.Module):
@@ -21,8 +21,4 @@ class MLP(nn.Module):
         stack_in_place(self, ["gate_proj", "up_proj"], "gate_up_proj")
 
     def __call__(self, x: mx.array) -> mx.array:
-        if "gate_up_proj" in self:
-            gate, up = mx.split(self.gate_up_proj(x), 2, axis=-1)
-        else:
-            gate, up = self.gate_proj(x), self.up_proj(x)
-        return self.down_proj(gelu_gate(gate, up))
+        return self.down_proj(gelu_gate(*gate_and_up(self, x)))

@@ -17,7 +17,7 @@ import mlx.nn as nn
 import numpy as np
 
 from .fused import gelu_gate, rms_norm
-from .stacked_linear import stack_in_place
+from .stacked_linear import gate_and_up, stack_in_place
 
 # Below this many (token, expert) pairs, sorting costs more than it saves.
 _SORT_THRESHOLD = 64
@@ -111,12 +111,8 @@ class SwitchGLU(nn.Module):
                  token_rows: mx.array | None = None, pair_rows: mx.array | None = None) -> mx.array:
         """down(gelu(gate x) * up x) per (row, expert); the row indices say which rows of x and of the
         intermediate each pair reads (None: the i-th pair reads row i)."""
-        if "gate_up_proj" in self:
-            gate, up = mx.split(self.gate_up_proj(x, indices, sorted_indices, token_rows), 2, axis=-1)
-        else:
-            gate = self.gate_proj(x, indices, sorted_indices, token_rows)
-            up = self.up_proj(x, indices, sorted_indices, token_rows)
-        return self.down_proj(gelu_gate(gate, up), indices, sorted_indices, pair_rows)
+        h = gelu_gate(*gate_and_up(self, x, indices, sorted_indices, token_rows))
+        return self.down_proj(h, indices, sorted_indices, pair_rows)
 
     def _sorted_by_expert(self, x: mx.array, indices: mx.array) -> mx.array:
         """[..., k, 1, hidden], computed with the (token, expert) pairs in expert order."""

@@ -50,3 +50,11 @@ def stack_in_place(module: nn.Module, names: list[str], joined_name: str) -> Non
     for name in names:
         del module[name]
     setattr(module, joined_name, joined)
+
+
+def gate_and_up(module: nn.Module, *inputs) -> tuple[mx.array, mx.array]:
+    """A GeGLU block's gate and up projections of `inputs`, from its stacked gate_up_proj if it has one."""
+    if "gate_up_proj" in module:
+        gate, up = mx.split(module.gate_up_proj(*inputs), 2, axis=-1)
+        return gate, up
+    return module.gate_proj(*inputs), module.up_proj(*inputs)
