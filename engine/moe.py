@@ -16,6 +16,7 @@ import mlx.core as mx
 import mlx.nn as nn
 import numpy as np
 
+from .core_split import in_parts, weight_bytes
 from .fused import gelu_gate, rms_norm
 from .stacked_linear import gate_and_up, stack_in_place
 
@@ -94,18 +95,33 @@ class SwitchGLU(nn.Module):
         self.gate_proj = SwitchLinear(experts, hidden, intermediate)
         self.up_proj = SwitchLinear(experts, hidden, intermediate)
         self.down_proj = SwitchLinear(experts, intermediate, hidden)
+        # On the CPU the (token, expert) pairs are split into this many parts, one core each (core_split.py).
+        self.pair_parts = 1
 
     def stack_projections(self) -> None:
         """Gather gate and up with one matmul, where their storage allows (once the weights are loaded)."""
         stack_in_place(self, ["gate_proj", "up_proj"], "gate_up_proj")
+
+    def split_over_cores(self, parts: int, min_bytes: int, top_k: int) -> None:
+        """Split a token's pairs over `parts` cores when its k experts' weights reach `min_bytes`."""
+        experts = self.down_proj.weight.shape[0]
+        if weight_bytes(self) * top_k // experts >= min_bytes:
+            self.pair_parts = parts
 
     def __call__(self, x: mx.array, indices: mx.array, weights: mx.array) -> mx.array:
         """x: [..., hidden]; indices, weights: [..., k] -> the weighted sum of the k experts, [..., hidden]."""
         if indices.size >= _SORT_THRESHOLD:
             out = self._sorted_by_expert(x, indices)
         else:
-            out = self._experts(x[..., None, :], indices, False, *_rows_of_pairs(indices.shape))
+            out = self._in_place(x[..., None, :], indices)
         return (out * weights[..., None, None].astype(out.dtype)).sum(axis=(-3, -2))
+
+    def _in_place(self, x: mx.array, indices: mx.array) -> mx.array:
+        """[..., k, 1, hidden] with each token's row read by its k experts where it is."""
+        def pairs(chosen: mx.array) -> mx.array:
+            return self._experts(x, chosen, False, *_rows_of_pairs(chosen.shape))
+
+        return in_parts(pairs, [indices], -1, self.pair_parts, -3)
 
     def _experts(self, x: mx.array, indices: mx.array, sorted_indices: bool,
                  token_rows: mx.array | None = None, pair_rows: mx.array | None = None) -> mx.array:
@@ -120,7 +136,8 @@ class SwitchGLU(nn.Module):
         flat = indices.reshape(-1)
         order = mx.argsort(flat)
         rows = x.reshape(-1, 1, x.shape[-1])[order // top_k]
-        out = self._experts(rows, flat[order], True)
+        out = in_parts(lambda part_rows, part_indices: self._experts(part_rows, part_indices, True),
+                       [rows, flat[order]], 0, self.pair_parts, 0)
         return out[mx.argsort(order)].reshape(*indices.shape, 1, -1)
 
 

@@ -7,6 +7,7 @@ import math
 import mlx.core as mx
 import mlx.nn as nn
 
+from . import core_split
 from .attention import SharedKV
 from .cache import FullCache, LayerCache, SlidingCache
 from .config import SLIDING, TextConfig
@@ -28,6 +29,21 @@ class TextModel(nn.Module):
             self.per_layer_projection_norm = RMSNorm(config.hidden_size_per_layer_input, eps=config.rms_norm_eps)
         self.layers = [DecoderLayer(config, i) for i in range(config.num_hidden_layers)]
         self.norm = RMSNorm(hidden, eps=config.rms_norm_eps)
+        self.head_parts = 1
+
+    def split_over_cores(self, parts: int, min_bytes: int | None = None) -> None:
+        """On the CPU: every quantized matmul over at least `min_bytes` of weights per token (linears, the
+        tied head, a token's experts) runs in `parts` parts on as many cores (see core_split.py)."""
+        if parts < 2:
+            return
+        min_bytes = core_split.MIN_SPLIT_BYTES if min_bytes is None else min_bytes
+        core_split.split_linears(self, parts, min_bytes)
+        head = self.embed_tokens
+        if isinstance(head, nn.QuantizedEmbedding) and core_split.weight_bytes(head) >= min_bytes:
+            self.head_parts = parts
+        for layer in self.layers:
+            if layer.has_moe:
+                layer.experts.switch_glu.split_over_cores(parts, min_bytes, self.config.top_k_experts)
 
     def stack_projections(self) -> None:
         """Projections that read the same input become one matmul: each layer's q, k and v, and the gate and
@@ -104,7 +120,10 @@ class TextModel(nn.Module):
 
     def logits(self, hidden: mx.array) -> mx.array:
         """Tied LM head and final soft-cap, in float32."""
-        logits = self.embed_tokens.as_linear(hidden).astype(mx.float32)
+        if self.head_parts > 1:
+            logits = core_split.quantized_matmul_by_rows(hidden, self.embed_tokens, self.head_parts).astype(mx.float32)
+        else:
+            logits = self.embed_tokens.as_linear(hidden).astype(mx.float32)
         cap = self.config.final_logit_softcapping
         if cap:
             logits = mx.tanh(logits / cap) * cap

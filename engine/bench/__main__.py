@@ -53,6 +53,8 @@ def print_cell(record: dict) -> None:
     print(f"\n{record['variant']}  status={record['status']}  prompt={record['prompt']} gen={record['gen']} "
           f"weights={record['weight_bytes'] / 1e9:.3f} GB  bytes/token={record['bytes_per_token'] / 1e9:.3f} GB  "
           f"bound@{record['bandwidth_gbps']:g}GB/s={record['bound_tps']:.1f} tok/s")
+    if record.get("ours_head_cores", 1) > 1:
+        print(f"ours: large quantized matmuls split over {record['ours_head_cores']} CPU cores (mlx-lm: one)")
     print(f"gate: {record['gate_tokens']} greedy tokens equal={record['ours_tokens'] == record['mlx_lm_tokens']} "
           f"({record['distinct_tokens']} distinct); last-token logits max|diff|={record['logits_max_abs_diff']:.3g} "
           f"= {record['logits_rel_diff']:.3g} x scale {record['logits_scale']:.3g} (tol {record['logits_tol']:g})")

@@ -160,6 +160,7 @@ def run_cell(folder: Path, *, prompt_len: int, gen: int, trials: int, gate_token
     per_token += kv_bytes_per_token(text, prompt_len + gen // 2, float_bytes)
     record = dict(variant=folder.name, bits=bits, layers=text["num_hidden_layers"], prompt=prompt_len, gen=gen,
                   trials=trials, mlx=mx.__version__, device=str(mx.default_device()),
+                  ours_head_cores=model.net.text.head_parts,
                   weight_bytes=model.info.weight_bytes, bytes_per_token=per_token, bandwidth_gbps=bandwidth_gbps,
                   bound_tps=bandwidth_gbps * 1e9 / per_token, status="ok" if checked["gate_passed"] else "FAILED",
                   **checked)
