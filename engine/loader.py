@@ -8,11 +8,11 @@ import mlx.core as mx
 import mlx.nn as nn
 from mlx.utils import tree_flatten
 
+from . import fused
 from .checkpoint import Progress, load_tensors, weight_files
 from .config import ModelConfig, QuantConfig, read_config
 from .core_split import usable_cores
 from .errors import EngineError
-from .fused import has_fast_kernels
 from .network import Gemma4Network
 
 _LISTED = 8
@@ -88,7 +88,7 @@ def build_network(config: ModelConfig, folder: Path,
     _check_names_and_shapes(net, tensors)
     net.load_weights(list(tensors.items()), strict=True)
     net.text.stack_projections()
-    if not has_fast_kernels():  # the CPU backend, where each operation runs on one core
+    if not fused.has_fast_kernels():  # the CPU backend, where each operation runs on one core
         net.text.split_over_cores(usable_cores())
     net.eval()
     return net, nbytes, _parameter_count(tensors, config.quantization)

@@ -85,3 +85,15 @@ def test_loading_on_the_cpu_splits_over_the_usable_cores(monkeypatch):
     assert {module.parts for _, module in text.named_modules() if isinstance(module, CoreSplitLinear)} == {3}
     monkeypatch.setattr(loader, "usable_cores", lambda: 1)
     assert engine.load(MODELS / "tiny-e2b-q4").net.text.head_parts == 1
+
+
+def test_nothing_is_split_where_the_fast_kernels_run(monkeypatch):
+    # The benchmark's GPU-shaped op count loads models this way: it must see a GPU's graph.
+    from engine.bench.step_probe import fast_ops_as_kernels
+
+    monkeypatch.setattr(core_split, "MIN_SPLIT_BYTES", 0)
+    monkeypatch.setattr(loader, "usable_cores", lambda: 2)
+    with fast_ops_as_kernels():
+        text = engine.load(MODELS / "tiny-26b-q4").net.text
+    assert text.head_parts == 1
+    assert not any(isinstance(module, CoreSplitLinear) for _, module in text.named_modules())
