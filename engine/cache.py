@@ -77,8 +77,8 @@ class FullCache:
         self.value_planes = _reserved(self.value_planes, self.length + 1)
         return self.key_planes + self.value_planes
 
-    def traced(self, arrays: list[mx.array], position: mx.array) -> "TracedFullCache":
-        return TracedFullCache(arrays, position, self.bits, self.group_size)
+    def traced(self, arrays: list[mx.array], slots: StepSlots) -> "TracedFullCache":
+        return TracedFullCache(arrays, slots.position, slots.full_slot, self.bits, self.group_size)
 
     def accept_step(self, arrays: list[mx.array]) -> None:
         """Take the planes a compiled decode step returned: one position longer."""
@@ -139,6 +139,18 @@ def _write(planes: list[mx.array], new: list[mx.array], start: mx.array) -> list
     return [mx.slice_update(plane, x, start, axes=(2,)) for plane, x in zip(planes, new)]
 
 
+class StepSlots(NamedTuple):
+    """Where a compiled decode step writes, given to it as inputs: numbers from the host, not graph nodes."""
+    position: mx.array   # the new position, a scalar
+    full_slot: mx.array  # [1]: the slot a full-attention cache writes, the position itself
+    ring_slot: mx.array  # [1]: the slot a sliding ring writes, the position modulo the window
+
+    @classmethod
+    def at(cls, position: int, window: int) -> "StepSlots":
+        return cls(mx.array(position, dtype=mx.int32), mx.array([position], dtype=mx.int32),
+                   mx.array([position % window], dtype=mx.int32))
+
+
 class TracedFullCache:
     """A FullCache inside a compiled decode step, where the new position is an array, not a number.
 
@@ -146,16 +158,16 @@ class TracedFullCache:
     every mask hides.
     """
 
-    def __init__(self, arrays: list[mx.array], position: mx.array, bits: int | None, group_size: int):
+    def __init__(self, arrays: list[mx.array], position: mx.array, slot: mx.array, bits: int | None,
+                 group_size: int):
         half = len(arrays) // 2
         self.key_planes, self.value_planes = arrays[:half], arrays[half:]
-        self.position, self.bits, self.group_size = position, bits, group_size
+        self.position, self.slot, self.bits, self.group_size = position, slot, bits, group_size
 
     def update(self, keys: mx.array, values: mx.array) -> tuple[mx.array | QuantizedKV, mx.array | QuantizedKV,
                                                                   mx.array]:
-        at = self.position.reshape(1)
-        self.key_planes = _write(self.key_planes, _planes(keys, self.bits, self.group_size), at)
-        self.value_planes = _write(self.value_planes, _planes(values, self.bits, self.group_size), at)
+        self.key_planes = _write(self.key_planes, _planes(keys, self.bits, self.group_size), self.slot)
+        self.value_planes = _write(self.value_planes, _planes(values, self.bits, self.group_size), self.slot)
         slots = mx.array(np.arange(self.key_planes[0].shape[2], dtype=np.int32))
         positions = mx.where(slots <= self.position, slots, -1)
         return (_kv_view(self.key_planes, self.bits, self.group_size),
@@ -257,9 +269,9 @@ class SlidingCache:
         """Every slot holds one of the last `window` positions: the next query sees every key."""
         return self.length >= self.window
 
-    def traced(self, arrays: list[mx.array], position: mx.array) -> "TracedSlidingCache":
+    def traced(self, arrays: list[mx.array], slots: StepSlots) -> "TracedSlidingCache":
         """The ring inside a step traced now; the trace is valid only while `full` stays as it is now."""
-        return TracedSlidingCache(arrays, position, self.window, self.full)
+        return TracedSlidingCache(arrays, slots.position, slots.ring_slot, self.window, self.full)
 
     def accept_step(self, arrays: list[mx.array]) -> None:
         """Take the ring a compiled decode step returned: one position longer."""
@@ -293,14 +305,13 @@ class SlidingCache:
 class TracedSlidingCache:
     """A SlidingCache inside a compiled decode step: the new position is an array, and so are the slots'."""
 
-    def __init__(self, arrays: list[mx.array], position: mx.array, window: int, full: bool):
+    def __init__(self, arrays: list[mx.array], position: mx.array, slot: mx.array, window: int, full: bool):
         self.keys, self.values = arrays
-        self.position, self.window, self.full = position, window, full
+        self.position, self.slot, self.window, self.full = position, slot, window, full
 
     def update(self, keys: mx.array, values: mx.array) -> tuple[mx.array, mx.array, mx.array | None]:
-        slot = (self.position % self.window).reshape(1)
-        self.keys = mx.slice_update(self.keys, keys, slot, axes=(2,))
-        self.values = mx.slice_update(self.values, values, slot, axes=(2,))
+        self.keys = mx.slice_update(self.keys, keys, self.slot, axes=(2,))
+        self.values = mx.slice_update(self.values, values, self.slot, axes=(2,))
         if self.full:  # as in SlidingCache: a full ring holds exactly the keys the new query sees
             return self.keys, self.values, None
         return self.keys, self.values, ring_positions(self.position + 1, self.window, self.keys.shape[2], mx)

@@ -1,12 +1,12 @@
 """One decode step of the text decoder as a single compiled graph.
 
 A decode step builds the same graph every time: only the token, its position and the cache contents
-change. Tracing it once with `mx.compile` (the position and every cache array as inputs) replaces
-thousands of Python-built operations per token with one call that replays the recorded graph, fused
-where MLX can fuse it. The weights are read before the first trace and captured as constants: passing
-a thousand weight arrays as inputs costs more per call than the rest of the call, and the weights of a
-loaded model never change. The caches' capacity is part of the trace's shapes, so a full-attention
-cache that grows (every 256 positions) costs one new trace.
+change. Tracing it once with `mx.compile` (the position, the cache slots it writes and every cache
+array as inputs) replaces thousands of Python-built operations per token with one call that replays
+the recorded graph, fused where MLX can fuse it. The weights are read before the first trace and
+captured as constants: passing a thousand weight arrays as inputs costs more per call than the rest
+of the call, and the weights of a loaded model never change. The caches' capacity is part of the
+trace's shapes, so a full-attention cache that grows (every 256 positions) costs one new trace.
 
 Compiled functions may only be traced on the main thread (see fused.py); other threads keep the
 uncompiled step, which gives the same tokens.
@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import mlx.core as mx
 
-from .cache import LayerCache, SlidingCache
+from .cache import LayerCache, SlidingCache, StepSlots
 from .text_model import TextModel
 
 
@@ -33,11 +33,11 @@ class DecodeStep:
 
     def __call__(self, token: mx.array, caches: list[LayerCache | None]) -> mx.array:
         owners = [cache for cache in caches if cache is not None]
-        position = mx.array(owners[0].length, dtype=mx.int32)
+        slots = StepSlots.at(owners[0].length, self.text.config.sliding_window)
         rings_full = all(cache.full for cache in owners if isinstance(cache, SlidingCache))
         self._caches = caches
         try:
-            logits, updated = self._compiled[rings_full](token.reshape(1, 1), position,
+            logits, updated = self._compiled[rings_full](token.reshape(1, 1), list(slots),
                                                           [cache.step_arrays() for cache in owners])
         finally:
             self._caches = []  # read while tracing only; holding them would keep a finished chat's caches alive
@@ -45,8 +45,8 @@ class DecodeStep:
             cache.accept_step(arrays)
         return logits
 
-    def _traced(self, ids: mx.array, position: mx.array, arrays: list[list[mx.array]]):
-        given = iter(arrays)
-        traced = [None if cache is None else cache.traced(next(given), position) for cache in self._caches]
-        logits = self.text.next_token_logits(ids, traced, position, self.dtype)
+    def _traced(self, ids: mx.array, slots: list[mx.array], arrays: list[list[mx.array]]):
+        given, where = iter(arrays), StepSlots(*slots)
+        traced = [None if cache is None else cache.traced(next(given), where) for cache in self._caches]
+        logits = self.text.next_token_logits(ids, traced, where.position, self.dtype)
         return logits, [cache.arrays for cache in traced if cache is not None]

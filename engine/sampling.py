@@ -86,7 +86,8 @@ class TokenSampler:
 
     def __call__(self, logits: mx.array) -> mx.array:
         if self._greedy and not self._processors:
-            return mx.argmax(logits, axis=-1).reshape(-1)  # the log-softmax would not change the argmax
+            # keepdims: argmax drops the axis with a squeeze, one more node in every step's graph
+            return mx.argmax(logits, axis=-1, keepdims=True).reshape(-1)  # the log-softmax would not change it
         for process in self._processors:
             logits = process(self._history, logits)
         logprobs = logits - mx.logsumexp(logits, axis=-1, keepdims=True)

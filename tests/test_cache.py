@@ -4,7 +4,7 @@ import mlx.core as mx
 import numpy as np
 import pytest
 
-from engine.cache import FullCache, SlidingCache
+from engine.cache import FullCache, SlidingCache, StepSlots
 
 
 def _kv(count, start=0):
@@ -65,7 +65,8 @@ def test_a_full_cache_snapshot_is_its_length():
 
 def _step_through_traced(cache, position):
     """What a compiled decode step does with a cache: its arrays in, one position written, arrays back."""
-    traced = cache.traced(cache.step_arrays(), mx.array(position, dtype=mx.int32))
+    window = cache.window if isinstance(cache, SlidingCache) else 1  # a full cache never reads the ring slot
+    traced = cache.traced(cache.step_arrays(), StepSlots.at(position, window))
     keys, _, positions = traced.update(*_kv(1, start=position))
     cache.accept_step(traced.arrays)
     return keys, positions
@@ -104,7 +105,7 @@ def test_a_traced_quantized_full_cache_stores_what_an_append_stores():
     keys = mx.random.normal((1, 1, 6, 64))
     traced.update(keys[:, :, :5], keys[:, :, :5])
     appended.update(keys, keys)
-    traced_view = traced.traced(traced.step_arrays(), mx.array(5, dtype=mx.int32))
+    traced_view = traced.traced(traced.step_arrays(), StepSlots.at(5, 1))
     stored, _, _ = traced_view.update(keys[:, :, 5:], keys[:, :, 5:])
     expected, _, _ = appended.update(keys[:, :, :1], keys[:, :, :1])  # one more, to compare the first six
     for got, want in zip(stored[:3], expected[:3]):
