@@ -37,11 +37,11 @@ def usable_cores() -> int:
 
 def thread_streams(count: int) -> list[mx.Stream]:
     """`count` CPU streams of the calling thread, made on first use and kept for the thread's life."""
-    streams = getattr(_local, "streams", [])
-    while len(streams) < count:
-        streams.append(mx.new_stream(mx.cpu))
-    _local.streams = streams
-    return streams[:count]
+    if not hasattr(_local, "streams"):
+        _local.streams = []
+    while len(_local.streams) < count:
+        _local.streams.append(mx.new_stream(mx.cpu))
+    return _local.streams[:count]
 
 
 def in_parts(compute: Callable[..., mx.array], inputs: Sequence[mx.array], axis: int, parts: int,

@@ -17,12 +17,13 @@ wait for step n's token. So while a token stream runs, `mx.async_eval` is wrappe
 The first call of a stream carries the prompt's last chunk, so decode figures use calls 1 onwards.
 
 Backend caveat: a graph is recorded on the stream's device, and on the CPU the `mx.fast` operations
-(rms_norm, rope, scaled_dot_product_attention), and `mx.dequantize`, are recorded as their fallback decomposition (Square, Sum,
-Rsqrt, ...), so CPU counts are several times the kernel launches a Metal or CUDA step makes, and an
-engine that works around the decompositions on the CPU (ours does, for rope and attention) looks better
-there than it will on a GPU. `fast_ops_as_kernels` gives the count a GPU would see instead: inside it
-every `mx.fast` call becomes one unfusable node of the right shape (the numbers are meaningless, the
-graph's shape is a GPU's), and our engine takes its GPU paths.
+(rms_norm, rope, scaled_dot_product_attention) and `mx.dequantize` are recorded as their fallback
+decomposition (Square, Sum, Rsqrt, ...), so CPU counts are several times the kernel launches a Metal or
+CUDA step makes, and an engine that works around the decompositions on the CPU (ours does, for rope and
+attention) looks better there than it will on a GPU. `fast_ops_as_kernels` gives the count a GPU would
+see instead: inside it every `mx.fast` call becomes one unfusable node of the right shape (the numbers
+are meaningless, the graph's shape is a GPU's), and our engine takes its GPU paths (nothing split over
+CPU cores either).
 """
 
 from __future__ import annotations
