@@ -5,7 +5,8 @@ import json
 import mlx.core as mx
 import pytest
 
-from engine.bench.__main__ import main
+from engine.bench import variants
+from engine.bench.__main__ import checkpoint_folder, main
 from engine.bench.runner import compare_logits
 from engine.bench.step_probe import StepProbe, count_primitives, fast_ops_as_kernels
 from engine.bench.writer import tensor_plan
@@ -94,3 +95,15 @@ def test_fast_ops_count_as_one_node_each_and_keep_their_inputs_in_the_graph():
     assert (mx.fast.rms_norm, mx.fast.rope, mx.fast.scaled_dot_product_attention,
             engine.fused.has_fast_kernels) == real
     assert "Softmax" not in count_primitives(mx.fast.rms_norm(x, w, 1e-6))
+
+
+def test_a_checkpoint_written_for_other_widths_is_written_again(tmp_path, monkeypatch):
+    folder = checkpoint_folder(tmp_path, "e2b", 4, 6, True, "float32")
+    leftover = folder / "model-00009.safetensors"
+    leftover.write_bytes(b"a shard of the older shapes")
+    assert checkpoint_folder(tmp_path, "e2b", 4, 6, True, "float32") == folder
+    assert leftover.exists(), "the same shapes reuse the folder"
+    monkeypatch.setitem(variants.TINY, "intermediate_size", 128)
+    assert checkpoint_folder(tmp_path, "e2b", 4, 6, True, "float32") == folder
+    assert json.loads((folder / "config.json").read_text())["text_config"]["intermediate_size"] == 128
+    assert not leftover.exists(), "mlx-lm would load every model*.safetensors in the folder"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import sys
 from pathlib import Path
 
@@ -25,13 +26,26 @@ def _bandwidth(value: str) -> float:
 
 def checkpoint_folder(out: Path, variant: str, bits: int | None, layers: int | None, tiny: bool,
                       dtype: str, media: bool = False) -> Path:
-    """Written once per shape; config.json is written last, so its presence means the folder is complete."""
+    """Written once per shape; config.json is written last, so its presence means the folder is complete.
+
+    A folder written for other shapes (an older benchmark's widths) is written again from scratch.
+    """
     name = f"{variant}-{'q' + str(bits) if bits else dtype}-{'L' + str(layers) if layers else 'full'}-{dtype}"
     folder = out / (name + ("-vlm" if media else "") + ("-tiny" if tiny else ""))
-    if not (folder / "config.json").is_file():
-        write_checkpoint(folder, text_config(variant, layers, tiny), bits, getattr(mx, dtype),
-                         media=media_config(variant, tiny) if media else None)
+    text = text_config(variant, layers, tiny)
+    if not _written_for(folder, text):
+        shutil.rmtree(folder, ignore_errors=True)
+        write_checkpoint(folder, text, bits, getattr(mx, dtype), media=media_config(variant, tiny) if media else None)
     return folder
+
+
+def _written_for(folder: Path, text: dict) -> bool:
+    config = folder / "config.json"
+    if not config.is_file():
+        return False
+    written = json.loads(config.read_text())["text_config"]
+    written.pop("dtype", None)
+    return written == json.loads(json.dumps(text))
 
 
 CELL_FIGURES = ("ttft_s", "prefill_tps", "decode_tps", "peak_memory_bytes", "graph_build_ms", "dispatch_ms",
