@@ -28,12 +28,17 @@ class PromptCache:
     def __init__(self, make_caches: Callable[[], list[LayerCache | None]]):
         self._make_caches = make_caches
         self.caches = make_caches()
-        self.keys = np.zeros(0, dtype=np.int64)
+        self._keys = np.zeros(0, dtype=np.int64)
+        self._length = 0
         self.snapshots: list[Snapshot] = []
 
     @property
+    def keys(self) -> np.ndarray:
+        return self._keys[: self._length]
+
+    @property
     def length(self) -> int:
-        return int(self.keys.size)
+        return self._length
 
     def common_prefix(self, keys: np.ndarray) -> int:
         n = min(self.keys.size, keys.size)
@@ -72,11 +77,18 @@ class PromptCache:
         return True
 
     def _forget_after(self, length: int) -> None:
-        self.keys = self.keys[:length]
+        self._length = length
         self.snapshots = [s for s in self.snapshots if s.length <= length]
 
     def append(self, keys: np.ndarray) -> None:
-        self.keys = np.concatenate([self.keys, keys.astype(np.int64)])
+        """Amortised O(len(keys)): decoding appends one key per token, and the context can be 128k long."""
+        end = self._length + keys.size
+        if end > self._keys.size:
+            grown = np.empty(max(end, 2 * self._keys.size, 1024), dtype=np.int64)
+            grown[: self._length] = self.keys
+            self._keys = grown
+        self._keys[self._length: end] = keys
+        self._length = end
 
     def snapshot(self) -> None:
         if any(s.length == self.length for s in self.snapshots):
@@ -87,7 +99,8 @@ class PromptCache:
 
     def reset(self) -> None:
         self.caches = self._make_caches()
-        self.keys = np.zeros(0, dtype=np.int64)
+        self._keys = np.zeros(0, dtype=np.int64)
+        self._length = 0
         self.snapshots = []
 
     @property
