@@ -1,5 +1,6 @@
 """Smoke test of `python -m engine.bench` on a tiny shape-scaled checkpoint from the benchmark's own writer."""
 
+import hashlib
 import json
 
 import mlx.core as mx
@@ -35,6 +36,12 @@ def test_one_cell_passes_the_gate_and_appends_a_json_line(tmp_path):
     assert set(record["ratio"]) == {*FIGURES, "ops_per_step", "kernel_ops_per_step"}
     assert record["bound_tps"] * record["bytes_per_token"] == pytest.approx(record["bandwidth_gbps"] * 1e9)
     assert record["weight_bytes"] > 0 and record["layers"] == 6
+    for side in ("ours", "mlx_lm"):
+        assert record[side]["efficiency"] == pytest.approx(record[side]["decode_tps"] / record["bound_tps"])
+    shards = sorted((tmp_path / "models").glob("*/*.safetensors"))
+    assert shards and record["checkpoint_sha256"] == {
+        shard.name: hashlib.sha256(shard.read_bytes()).hexdigest() for shard in shards}
+    assert record["mlx_lm_version"].count(".") >= 1
 
 
 def test_truncation_keeps_the_kv_shared_tail_behind_a_full_layer():

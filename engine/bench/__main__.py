@@ -48,8 +48,8 @@ def _written_for(folder: Path, text: dict) -> bool:
     return written == json.loads(json.dumps(text))
 
 
-CELL_FIGURES = ("ttft_s", "prefill_tps", "decode_tps", "peak_memory_bytes", "graph_build_ms", "dispatch_ms",
-                "ops_per_step", "kernel_ops_per_step")
+CELL_FIGURES = ("ttft_s", "prefill_tps", "decode_tps", "efficiency", "peak_memory_bytes", "graph_build_ms",
+                "dispatch_ms", "ops_per_step", "kernel_ops_per_step")
 
 
 def _figure(values: dict | None, key: str) -> str:
@@ -112,7 +112,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--variant", default="e2b", choices=["e2b", "e4b", "26b-a4b", "31b"])
     ap.add_argument("--bits", type=int, nargs="+", default=[4], choices=[0, 4, 8], help="0 = unquantized")
     ap.add_argument("--layers", type=int, default=6, help="shape-true truncation; 0 = every layer")
-    ap.add_argument("--tiny", action="store_true", help="shrunk widths (for smoke tests)")
+    ap.add_argument("--tiny", action="store_true",
+                    help="skeleton widths (64): a decode step costs its overhead, not its kernels")
     ap.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"],
                     help="float type of scales/biases/norms in the written file")
     ap.add_argument("-p", "--prompt", type=int, nargs="+", default=[128])

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import time
+from importlib.metadata import version
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Callable, Iterator
@@ -112,6 +114,18 @@ def mlx_lm_engine(folder: Path, dtype: mx.Dtype) -> Engine:
     return Engine(stream, forward)
 
 
+def shard_digests(folder: Path) -> dict[str, str]:
+    """SHA-256 of each weights file, so a record names the exact bytes both engines loaded."""
+    digests = {}
+    for shard in sorted(folder.glob("*.safetensors")):
+        digest = hashlib.sha256()
+        with shard.open("rb") as f:
+            while block := f.read(1 << 24):
+                digest.update(block)
+        digests[shard.name] = digest.hexdigest()
+    return digests
+
+
 def compare_logits(ours: mx.array, reference: mx.array) -> dict:
     """Max abs difference of last-position logits, also relative to the reference's largest magnitude."""
     diff = mx.abs(ours.astype(mx.float32) - reference.astype(mx.float32)).max().item()
@@ -159,7 +173,8 @@ def run_cell(folder: Path, *, prompt_len: int, gen: int, trials: int, gate_token
     per_token = weight_bytes_per_token(text, bits, 2 if text.get("dtype") == "bfloat16" else 4)
     per_token += kv_bytes_per_token(text, prompt_len + gen // 2, float_bytes)
     record = dict(variant=folder.name, bits=bits, layers=text["num_hidden_layers"], prompt=prompt_len, gen=gen,
-                  trials=trials, mlx=mx.__version__, device=str(mx.default_device()),
+                  trials=trials, mlx=mx.__version__, mlx_lm_version=version("mlx-lm"), device=str(mx.default_device()),
+                  checkpoint_sha256=shard_digests(folder),
                   ours_head_cores=model.net.text.head_parts,
                   weight_bytes=model.info.weight_bytes, bytes_per_token=per_token, bandwidth_gbps=bandwidth_gbps,
                   bound_tps=bandwidth_gbps * 1e9 / per_token, status="ok" if checked["gate_passed"] else "FAILED",
@@ -170,6 +185,8 @@ def run_cell(folder: Path, *, prompt_len: int, gen: int, trials: int, gate_token
         ours_kernels, their_kernels = kernel_ops_per_step(folder, model.dtype, prompt)
         record.update(ours=dict(asdict(ours_t), **ours_ops, **ours_kernels),
                       mlx_lm=dict(asdict(theirs_t), **their_ops, **their_kernels))
+        for side in ("ours", "mlx_lm"):
+            record[side]["efficiency"] = record[side]["decode_tps"] / record["bound_tps"]
         record["ratio"] = {k: record["ours"][k] / record["mlx_lm"][k] for k in (*TIMED, *OP_COUNTS)
                            if record["mlx_lm"].get(k)}
     return record
