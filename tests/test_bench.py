@@ -19,7 +19,7 @@ FIGURES = ("ttft_s", "prefill_tps", "decode_tps", "peak_memory_bytes", "graph_bu
 def test_one_cell_passes_the_gate_and_appends_a_json_line(tmp_path):
     results = tmp_path / "bench.jsonl"
     main(["--tiny", "--variant", "e2b", "--layers", "6", "--out", str(tmp_path / "models"), "-p", "40",
-          "-g", "6", "--gate", "6", "--json", str(results)])
+          "-g", "6", "--gate", "6", "--trials", "3", "--json", str(results)])
     record = json.loads(results.read_text().splitlines()[-1])
     assert record["gate_passed"] and record["status"] == "ok"
     assert record["ours_tokens"] == record["mlx_lm_tokens"] and len(record["ours_tokens"]) == 6
@@ -38,6 +38,9 @@ def test_one_cell_passes_the_gate_and_appends_a_json_line(tmp_path):
     assert record["weight_bytes"] > 0 and record["layers"] == 6
     for side in ("ours", "mlx_lm"):
         assert record[side]["efficiency"] == pytest.approx(record[side]["decode_tps"] / record["bound_tps"])
+        for key in FIGURES:
+            low, high = record[side]["min_max"][key]
+            assert low <= record[side][key] <= high
     shards = sorted((tmp_path / "models").glob("*/*.safetensors"))
     assert shards and record["checkpoint_sha256"] == {
         shard.name: hashlib.sha256(shard.read_bytes()).hexdigest() for shard in shards}

@@ -146,6 +146,11 @@ def _median(timings: list[Timing]) -> Timing:
     return Timing(timings[0].prompt_tokens, *(mid([getattr(t, f) for t in timings]) for f in TIMED))
 
 
+def _spread(timings: list[Timing]) -> dict[str, list[float]]:
+    """Each timed figure's lowest and highest value over the trials, next to the median."""
+    return {f: [min(getattr(t, f) for t in timings), max(getattr(t, f) for t in timings)] for f in TIMED}
+
+
 def gate(ours: Engine, theirs: Engine, prompt: list[int], gate_tokens: int, logits_tol: float) -> dict:
     """Greedy tokens equal and last-token logits close; the token runs double as warm-up."""
     _, our_tokens = time_stream(ours.stream, prompt, gate_tokens)
@@ -187,6 +192,7 @@ def run_cell(folder: Path, *, prompt_len: int, gen: int, trials: int, gate_token
                       mlx_lm=dict(asdict(theirs_t), **their_ops, **their_kernels))
         for side in ("ours", "mlx_lm"):
             record[side]["efficiency"] = record[side]["decode_tps"] / record["bound_tps"]
+            record[side]["min_max"] = _spread(runs[side])
         record["ratio"] = {k: record["ours"][k] / record["mlx_lm"][k] for k in (*TIMED, *OP_COUNTS)
                            if record["mlx_lm"].get(k)}
     return record
