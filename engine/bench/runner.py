@@ -5,8 +5,8 @@ from __future__ import annotations
 import hashlib
 import json
 import time
-from importlib.metadata import version
 from dataclasses import asdict, dataclass
+from importlib.metadata import version
 from pathlib import Path
 from typing import Callable, Iterator
 
