@@ -36,5 +36,5 @@ def long_chat(folder: Path, turns: int, max_tokens: int = 8, words_per_turn: int
     fresh = model.chat(max_tokens=max_tokens, temperature=0.0)
     fresh.messages = list(cached.messages[:-2])  # same turns, nothing cached: the last turn prefills everything
     full = _ttft(fresh, messages[-1], max_tokens)
-    return dict(mode="long_chat", folder=str(folder), turns=turns, prompt_tokens=context, cached_tokens=reused, ttft_cached_s=with_cache,
-                ttft_full_prefill_s=full, ratio=with_cache / full)
+    return dict(mode="long_chat", folder=str(folder), turns=turns, prompt_tokens=context, cached_tokens=reused,
+                ttft_cached_s=with_cache, ttft_full_prefill_s=full, ratio=with_cache / full)

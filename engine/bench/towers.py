@@ -57,7 +57,8 @@ def vision_plan(v: dict, text_hidden: int) -> list[TensorSpec]:
 
 
 def _audio_feed_forward(prefix: str, h: int) -> list[TensorSpec]:
-    return (_clippable(f"{prefix}.ffw_layer_1", (4 * h, h), True) + _clippable(f"{prefix}.ffw_layer_2", (h, 4 * h), True)
+    return (_clippable(f"{prefix}.ffw_layer_1", (4 * h, h), True)
+            + _clippable(f"{prefix}.ffw_layer_2", (h, 4 * h), True)
             + [norm(f"{prefix}.pre_layer_norm.weight", h), post_norm(f"{prefix}.post_layer_norm.weight", h)])
 
 
