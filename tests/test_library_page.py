@@ -14,7 +14,7 @@ from app.library.page import open_library
 from conftest import MODELS
 from test_library_download import CHUNK, COMMIT, REPO, FakeHub
 
-TINY = CatalogEntry(REPO, "e2b", 4, 4_000_000, 6_000_000, name_confirmed=True)
+TINY = CatalogEntry(REPO, "e2b", 4, 4_000_000, 6_000_000)
 
 
 @pytest.fixture

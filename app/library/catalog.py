@@ -55,7 +55,6 @@ class CatalogEntry:
     bits: int | None          # None: the bf16 original
     download_bytes: int
     memory_bytes: int         # weights + KV cache at DEFAULT_CONTEXT + runtime overhead
-    name_confirmed: bool      # False: the repository name is our best guess and may not exist
 
     @property
     def label(self) -> str:
@@ -76,24 +75,22 @@ def weight_bytes(size: VariantSize, bits: int | None, dense_mlp_8bit: bool = Fal
     return int((low_bit * QUANT_BYTES[bits] + eight_bit * QUANT_BYTES[8] + size.kept_float * BF16_BYTES) * 1e6)
 
 
-def _entry(repo_id: str, variant: str, bits: int | None, confirmed: bool = False,
-           dense_mlp_8bit: bool = False) -> CatalogEntry:
+def _entry(repo_id: str, variant: str, bits: int | None, dense_mlp_8bit: bool = False) -> CatalogEntry:
     size = VARIANTS[variant]
     weights = weight_bytes(size, bits, dense_mlp_8bit)
-    return CatalogEntry(repo_id, variant, bits, weights, weights + size.kv_cache_bytes + RUNTIME_OVERHEAD_BYTES,
-                        confirmed)
+    return CatalogEntry(repo_id, variant, bits, weights, weights + size.kv_cache_bytes + RUNTIME_OVERHEAD_BYTES)
 
 
-# Names seen in the reference notes are confirmed; the others follow the same pattern and are guesses.
+# Every name here appears in public projects that download it (Hub cache paths, model lists, bug reports).
 CATALOG: tuple[CatalogEntry, ...] = (
     _entry("google/gemma-4-E2B-it", "e2b", None),
     _entry("mlx-community/gemma-4-e2b-it-4bit", "e2b", 4),
     _entry("mlx-community/gemma-4-e2b-it-8bit", "e2b", 8),
-    _entry("google/gemma-4-E4B-it", "e4b", None, confirmed=True),
+    _entry("google/gemma-4-E4B-it", "e4b", None),
     _entry("mlx-community/gemma-4-e4b-it-4bit", "e4b", 4),
     _entry("mlx-community/gemma-4-e4b-it-8bit", "e4b", 8),
     _entry("google/gemma-4-26B-A4B-it", "26b-a4b", None),
-    _entry("mlx-community/gemma-4-26b-a4b-it-4bit", "26b-a4b", 4, confirmed=True, dense_mlp_8bit=True),
+    _entry("mlx-community/gemma-4-26b-a4b-it-4bit", "26b-a4b", 4, dense_mlp_8bit=True),
     _entry("mlx-community/gemma-4-26b-a4b-it-8bit", "26b-a4b", 8),
     _entry("google/gemma-4-31B-it", "31b", None),
     _entry("mlx-community/gemma-4-31b-it-4bit", "31b", 4),
@@ -119,6 +116,4 @@ def recommend(ram_bytes: int | None = None) -> CatalogEntry | None:
 
 def describe(entry: CatalogEntry, ram_bytes: int | None = None) -> str:
     verdict = "fits this Mac" if fits(entry, ram_bytes) else "too large for this Mac"
-    guess = "" if entry.name_confirmed else " (repository name unconfirmed)"
-    return (f"{format_bytes(entry.download_bytes)} download, needs about {format_bytes(entry.memory_bytes)}: "
-            f"{verdict}{guess}")
+    return f"{format_bytes(entry.download_bytes)} download, needs about {format_bytes(entry.memory_bytes)}: {verdict}"
