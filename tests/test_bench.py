@@ -7,7 +7,7 @@ import mlx.core as mx
 import pytest
 
 from engine.bench import variants
-from engine.bench.__main__ import checkpoint_folder, main
+from engine.bench.__main__ import checkpoint_folder, cli, main
 from engine.bench.runner import compare_logits
 from engine.bench.step_probe import StepProbe, count_primitives, fast_ops_as_kernels
 from engine.bench.writer import tensor_plan
@@ -117,3 +117,12 @@ def test_a_checkpoint_written_for_other_widths_is_written_again(tmp_path, monkey
     assert checkpoint_folder(tmp_path, "e2b", 4, 6, True, "float32") == folder
     assert json.loads((folder / "config.json").read_text())["text_config"]["intermediate_size"] == 128
     assert not leftover.exists(), "mlx-lm would load every model*.safetensors in the folder"
+
+
+@pytest.mark.parametrize("tolerance, status", [("1e-3", 0), ("0", 1)])
+def test_the_command_exits_non_zero_when_a_gate_fails(tmp_path, monkeypatch, tolerance, status):
+    monkeypatch.setattr("sys.argv", ["lantern-bench", "--tiny", "--variant", "e2b", "--layers", "6", "--out",
+                                     str(tmp_path), "-p", "20", "-g", "3", "--gate", "3", "--logits-tol", tolerance])
+    with pytest.raises(SystemExit) as exit_info:
+        cli()
+    assert exit_info.value.code == status

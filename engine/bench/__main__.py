@@ -1,4 +1,4 @@
-"""Command line: `python -m engine.bench --variant e2b --bits 4 --layers 6 -p 128 -g 16`."""
+"""Command line: `lantern-bench` (or `python -m engine.bench`) `--variant e2b --bits 4 --layers 6 -p 128 -g 16`."""
 
 from __future__ import annotations
 
@@ -108,7 +108,7 @@ def print_vlm_cell(kind: str, cell: dict) -> None:
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    ap = argparse.ArgumentParser(prog="python -m engine.bench", description=__doc__)
+    ap = argparse.ArgumentParser(prog="lantern-bench", description=__doc__)
     ap.add_argument("--variant", default="e2b", choices=["e2b", "e4b", "26b-a4b", "31b"])
     ap.add_argument("--bits", type=int, nargs="+", default=[4], choices=[0, 4, 8], help="0 = unquantized")
     ap.add_argument("--layers", type=int, default=6, help="shape-true truncation; 0 = every layer")
@@ -170,5 +170,11 @@ def main(argv: list[str] | None = None) -> list[dict]:
     return records
 
 
+def cli() -> None:
+    """`lantern-bench`: exit status 1 when a cell failed its correctness gate, so a script can stop on it."""
+    records = main()
+    sys.exit(1 if any(record.get("status") == "FAILED" for record in records) else 0)
+
+
 if __name__ == "__main__":
-    main()
+    cli()
