@@ -27,10 +27,7 @@ class Snapshot:
 class PromptCache:
     def __init__(self, make_caches: Callable[[], list[LayerCache | None]]):
         self._make_caches = make_caches
-        self.caches = make_caches()
-        self._keys = np.zeros(0, dtype=np.int64)
-        self._length = 0
-        self.snapshots: list[Snapshot] = []
+        self.reset()
 
     @property
     def keys(self) -> np.ndarray:
@@ -101,7 +98,7 @@ class PromptCache:
         self.caches = self._make_caches()
         self._keys = np.zeros(0, dtype=np.int64)
         self._length = 0
-        self.snapshots = []
+        self.snapshots: list[Snapshot] = []
 
     @property
     def nbytes(self) -> int:
