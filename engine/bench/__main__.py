@@ -11,7 +11,7 @@ from pathlib import Path
 import mlx.core as mx
 
 from .long_chat import long_chat
-from .runner import run_cell
+from .runner import run_cell, shard_digests
 from .variants import media_config, text_config
 from .vlm import run_vlm
 from .writer import write_checkpoint
@@ -161,9 +161,10 @@ def main(argv: list[str] | None = None) -> list[dict]:
             _append(args.json, record)
             records.append(record)
             continue
+        digests = shard_digests(folder)
         for prompt in args.prompt:
             record = run_cell(folder, prompt_len=prompt, gen=args.gen, trials=args.trials, gate_tokens=args.gate,
-                              bandwidth_gbps=args.bandwidth, logits_tol=args.logits_tol)
+                              bandwidth_gbps=args.bandwidth, checkpoint_sha256=digests, logits_tol=args.logits_tol)
             print_cell(record)
             _append(args.json, record)
             records.append(record)

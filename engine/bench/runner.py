@@ -162,7 +162,8 @@ def gate(ours: Engine, theirs: Engine, prompt: list[int], gate_tokens: int, logi
 
 
 def run_cell(folder: Path, *, prompt_len: int, gen: int, trials: int, gate_tokens: int,
-             bandwidth_gbps: float, logits_tol: float = 1e-3) -> dict:
+             bandwidth_gbps: float, checkpoint_sha256: dict[str, str], logits_tol: float = 1e-3) -> dict:
+    """`checkpoint_sha256`: shard_digests(folder), read once for all the cells on one folder."""
     config = json.loads((folder / "config.json").read_text())
     text = config["text_config"]
     bits = (config.get("quantization") or {}).get("bits")
@@ -179,7 +180,7 @@ def run_cell(folder: Path, *, prompt_len: int, gen: int, trials: int, gate_token
     per_token += kv_bytes_per_token(text, prompt_len + gen // 2, float_bytes)
     record = dict(variant=folder.name, bits=bits, layers=text["num_hidden_layers"], prompt=prompt_len, gen=gen,
                   trials=trials, mlx=mx.__version__, mlx_lm_version=version("mlx-lm"), device=str(mx.default_device()),
-                  checkpoint_sha256=shard_digests(folder),
+                  checkpoint_sha256=checkpoint_sha256,
                   ours_head_cores=model.net.text.head_parts,
                   weight_bytes=model.info.weight_bytes, bytes_per_token=per_token, bandwidth_gbps=bandwidth_gbps,
                   bound_tps=bandwidth_gbps * 1e9 / per_token, status="ok" if checked["gate_passed"] else "FAILED",
