@@ -18,7 +18,7 @@ from .load_marker import LoadMarker
 from .media.composer import MediaComposer
 from .media.recorder import DICTATION_PROMPT
 from .menus import build_menus
-from .models import ModelEntry, check_memory, discover
+from .models import ModelEntry, check_memory, describe_inputs, discover
 from .settings_dialog import ChatSettingsDialog, PresetsDialog, chat_options
 from .storage import Library
 from .widgets import INTERRUPTED, ChatInput, ConversationView, MessageState, MessageWidget, NoticeBar, Sidebar
@@ -403,8 +403,8 @@ class MainWindow(QMainWindow):
         self.model_info = info
         self.media.set_model(info["modalities"], info["variant"])
         self.count_timer.start()
-        kinds = ", ".join(info["modalities"])
-        self._loading_done(f"Ready: {Path(info['folder']).name} ({info['variant']}; {kinds}), "
+        inputs = describe_inputs(info["modalities"])
+        self._loading_done(f"Ready: {Path(info['folder']).name} ({info['variant']}; {inputs}), "
                            f"context {info['context_length']} tokens")
 
     def _on_load_failed(self, message: str) -> None:

@@ -12,6 +12,8 @@ from engine.errors import EngineError
 
 GEMMA4_TYPES = {"gemma4", "gemma4_text"}
 # macOS lets the GPU wire about three quarters of RAM; the rest keeps the system and the app alive.
+# What a message can carry in this app, in the order it is shown; the engine's video input is not offered.
+MESSAGE_INPUTS = ("text", "image", "audio")
 USABLE_RAM_FRACTION = 0.75
 DEFAULT_CONTEXT = 8192
 KV_BYTES_PER_VALUE = 2     # the KV cache is kept in 16-bit floats on the GPU
@@ -30,8 +32,8 @@ class ModelEntry:
     @property
     def label(self) -> str:
         quant = f"{self.quantization[0]}-bit" if self.quantization else "full precision"
-        kinds = ", ".join(sorted(self.modalities))
-        return f"{self.name} · {self.variant} · {format_bytes(self.size_bytes)} · {quant} · {kinds}"
+        size = format_bytes(self.size_bytes)
+        return f"{self.name} · {self.variant} · {size} · {quant} · {describe_inputs(self.modalities)}"
 
 
 @dataclass(frozen=True)
@@ -40,6 +42,11 @@ class MemoryVerdict:
     needed_bytes: int
     available_bytes: int
     message: str
+
+
+def describe_inputs(modalities) -> str:
+    """The kinds of input a message to this model can hold, e.g. "text, image, audio"."""
+    return ", ".join(kind for kind in MESSAGE_INPUTS if kind in modalities)
 
 
 def format_bytes(count: float) -> str:

@@ -37,6 +37,12 @@ def test_user_folder_lists_each_model_with_its_modalities():
     assert scan_folder(MODELS / "tiny-e2b")[0].name == "tiny-e2b"
 
 
+def test_a_model_is_listed_with_the_inputs_a_message_can_carry():
+    entries = {e.name: e for e in scan_folder(MODELS)}
+    assert entries["tiny-e2b"].label.endswith(" · text, image, audio")
+    assert entries["tiny-26b"].label.endswith(" · text, image")
+
+
 def test_kv_estimate_grows_with_context_until_sliding_layers_saturate():
     config = read_entry(MODELS / "tiny-e2b").config
     window = config.text.sliding_window

@@ -71,6 +71,8 @@ def test_send_streams_a_reply_with_stats_and_saves_it(qtbot, window):
     assert "6 tokens" in stats_line and "tok/s" in stats_line and "TTFT" in stats_line
     assert window.input.toPlainText() == ""
     assert window.sidebar.list.item(0).text() == "line one Hello there"
+    # The engine can take video, but a message here cannot, so the status names what can be sent.
+    assert "text, image, audio)" in window.model_status.text() and "video" not in window.model_status.text()
 
 
 def test_the_reply_is_saved_while_it_streams_and_escape_stops_it(qtbot, window):
