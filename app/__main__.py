@@ -45,8 +45,10 @@ def run_self_test(app, window, screenshot: Path | None, timeout_ms: int = 120_00
         print("self-test: no reply in time", file=sys.stderr)
         return 1
     answer = window.conversation.path[-1]
-    app.processEvents()
     if screenshot is not None:
+        # The finished reply's bubbles were rebuilt just now; their layout settles over the next event passes.
+        settled = QDeadlineTimer(300)
+        wait_for(settled.hasExpired)
         window.grab().save(str(screenshot))
     print(f"self-test: reply of {answer.stats.get('generated_tokens', 0)} tokens")
     return 0 if answer.role == "assistant" and answer.stats else 1
