@@ -2,13 +2,16 @@
 reveals and deletes."""
 
 import shutil
+import threading
 
 import pytest
 from huggingface_hub import constants as hub_constants
 from PySide6.QtGui import QDesktopServices
 
 import engine
+import engine.convert as convert_module
 from app.library.catalog import CatalogEntry
+from app.library.jobs import ConvertJob
 from app.library.page import open_library
 
 from conftest import MODELS
@@ -81,6 +84,35 @@ def test_convert_adds_a_loadable_quantized_model(page, qtbot, tmp_path):
     assert engine.load(ready.args[0]).info.quantization == (4, 64)
     page.select(ready.args[0])
     assert not page.buttons["Convert to 4-bit"].isEnabled()  # already quantized
+
+
+def test_a_conversion_can_be_cancelled_and_its_source_cannot_be_deleted_meanwhile(page, qtbot, tmp_path,
+                                                                                     monkeypatch):
+    source = tmp_path / "models" / "tiny-e4b-bf16"
+    cancelled = threading.Event()
+    monkeypatch.setattr(ConvertJob, "_report", lambda job, step: cancelled.wait(20))  # hold it at the 1st tensor
+    page.select(str(source))
+    job = page.convert_selected(4)
+    assert page.buttons["Cancel"].isEnabled() and not page.buttons["Delete"].isEnabled()
+    page.cancel_selected()
+    cancelled.set()
+    qtbot.waitUntil(lambda: page.conversion is None, timeout=20000)
+    assert job.error == "conversion cancelled" and page.status.text() == "conversion cancelled"
+    assert not (tmp_path / "models" / "tiny-e4b-bf16-4bit").exists()
+    assert page.buttons["Delete"].isEnabled() and not page.buttons["Cancel"].isEnabled()
+
+
+def test_a_conversion_that_fails_unexpectedly_says_why_and_frees_the_page(page, qtbot, tmp_path, monkeypatch):
+    def disk_full(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(convert_module.mx, "save_safetensors", disk_full)
+    page.select(str(tmp_path / "models" / "tiny-e4b-bf16"))
+    page.convert_selected(4)
+    qtbot.waitUntil(lambda: page.conversion is None, timeout=20000)
+    assert page.status.text() == "The conversion failed: [Errno 28] No space left on device"
+    assert page.bar.isHidden() and page.buttons["Convert to 4-bit"].isEnabled()
+    assert not (tmp_path / "models" / "tiny-e4b-bf16-4bit").exists()
 
 
 def test_reveal_opens_the_folder(page, monkeypatch, tmp_path):

@@ -18,6 +18,8 @@ from .download import HubDownload
 class Job:
     """Runs `work()` on its own thread; `progress`, `folder` and `error` are read by the GUI's timer."""
 
+    what = "The task"
+
     def __init__(self) -> None:
         self.progress = None
         self.folder: str | None = None
@@ -41,12 +43,16 @@ class Job:
             self.folder = str(self.work())
         except EngineError as exc:
             self.error = str(exc)
+        except Exception as exc:  # a full disk, a lost permission...: the page must hear of it, not wait forever
+            self.error = f"{self.what} failed: {exc}"
 
     def work(self) -> Path:
         raise NotImplementedError
 
 
 class DownloadJob(Job):
+    what = "The download"
+
     def __init__(self, download: HubDownload):
         super().__init__()
         self.download = download
@@ -63,6 +69,8 @@ class DownloadJob(Job):
 
 class ConvertJob(Job):
     """Conversion uses MLX only on its own thread: it loads and evaluates its own arrays (one-thread rule)."""
+
+    what = "The conversion"
 
     def __init__(self, source: Path, out: Path, bits: int, group_size: int = 64):
         super().__init__()

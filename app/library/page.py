@@ -6,6 +6,7 @@ produced a folder that is ready to load (and when the user picks an installed mo
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 from collections.abc import Callable
 from pathlib import Path
@@ -83,6 +84,7 @@ class LibraryPage(QWidget):
         self.installed = (scan_hf_cache(self.cache) + lm_studio_models()
                           + (scan_folder(self.models_dir) if self.models_dir.is_dir() else []))
         installed_repos = {entry.name for entry in self.installed}
+        chosen = self.selected()
         self.tree.clear()
         sections = {name: QTreeWidgetItem([name]) for name in SECTIONS}
         for entry in self.installed:
@@ -100,6 +102,9 @@ class LibraryPage(QWidget):
         for section in sections.values():
             self.tree.addTopLevelItem(section)
             section.setExpanded(True)
+        if chosen is not None:
+            with contextlib.suppress(KeyError):  # gone: deleted, or moved from Downloading to Installed
+                self.select(chosen[1])
         self._update_buttons()
 
     @staticmethod
@@ -132,15 +137,21 @@ class LibraryPage(QWidget):
 
     def _update_buttons(self) -> None:
         kind = (self.selected() or ("", ""))[0]
+        converting = self._converting_selected()
         enabled = {"Use": kind == "installed", "Download": kind in ("available", "downloading"),
-                   "Pause": kind == "downloading", "Cancel": kind == "downloading",
+                   "Pause": kind == "downloading", "Cancel": kind == "downloading" or converting,
                    "Convert to 4-bit": self._convertible(), "Convert to 8-bit": self._convertible(),
-                   "Reveal in Finder": kind == "installed", "Delete": kind == "installed"}
+                   "Reveal in Finder": kind == "installed", "Delete": kind == "installed" and not converting}
         for name, button in self.buttons.items():
             button.setEnabled(enabled[name])
 
     def _entry(self, path: str) -> ModelEntry | None:
         return next((entry for entry in self.installed if str(entry.path) == path), None)
+
+    def _converting_selected(self) -> bool:
+        """Whether the selected model is the source of the conversion that is running."""
+        key = self.selected()
+        return self.conversion is not None and key is not None and key[1] == str(self.conversion.source)
 
     def _convertible(self) -> bool:
         key = self.selected()
@@ -204,6 +215,10 @@ class LibraryPage(QWidget):
 
     def cancel_selected(self) -> None:
         key = self.selected()
+        if self._converting_selected():
+            self.conversion.cancel()
+            self.status.setText("Cancelling the conversion…")
+            return
         if not key or key[0] != "downloading":
             return
         if key[1] in self.downloads:
