@@ -1,5 +1,6 @@
 """Drop, paste and pick media into the composer; the tray's budgets and token counts; capability gating."""
 
+import numpy as np
 import pytest
 from PySide6.QtCore import QMimeData, QPointF, Qt, QUrl
 from PySide6.QtGui import QDragEnterEvent, QDropEvent, QFileOpenEvent, QGuiApplication, QImage, QKeySequence
@@ -11,7 +12,7 @@ from app.media.controls import MediaControls
 from app.media.drop import MediaDrop
 from app.media.recorder import Recorder
 from app.media.tray import AttachmentTray, ImageCard
-from engine.vision import BUDGETS, open_image, soft_token_count
+from engine.vision import BUDGETS, open_image, soft_token_count, to_rgb
 from tests.conftest import FIXTURES, MODELS
 
 MEDIA = FIXTURES / "media"
@@ -111,6 +112,19 @@ def test_model_view_preview_shows_the_downscaled_image(qtbot, composer):
     assert isinstance(dialog, QDialog) and (picture.pixmap().width(), picture.pixmap().height()) == \
         attachments.items[0].model_size
     assert f"{attachments.items[0].tokens} tokens" in dialog.windowTitle()
+
+
+@pytest.mark.parametrize("name", ["exif_rotated_60x40.jpg", "gray16_90x70.png"])
+def test_the_card_thumbnail_is_upright_and_8_bit_as_the_model_sees_it(composer, name):
+    attachments, _, tray, drop, _ = composer
+    drop.attach_paths([FIXTURES / "images" / name])
+    shown = tray.cards[0].thumb.pixmap().toImage().convertToFormat(QImage.Format.Format_RGB888)
+    width, height = attachments.items[0].size  # upright
+    assert (shown.width() > shown.height()) == (width > height)
+    upright = to_rgb(open_image(FIXTURES / "images" / name)).resize((shown.width(), shown.height()))
+    pixels = np.frombuffer(shown.constBits(), np.uint8).reshape(shown.height(), shown.bytesPerLine())
+    pixels = pixels[:, :3 * shown.width()].reshape(shown.height(), shown.width(), 3).astype(int)
+    assert np.abs(pixels - np.asarray(upright, dtype=int)).mean() < 8
 
 
 def test_remove_button_and_errors_for_broken_files(qtbot, composer, tmp_path):

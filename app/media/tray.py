@@ -14,6 +14,8 @@ from PySide6.QtGui import QImage, QPixmap
 from PySide6.QtWidgets import (QComboBox, QDialog, QFrame, QHBoxLayout, QLabel, QScrollArea, QToolButton,
                                QVBoxLayout, QWidget)
 
+from engine.vision import to_rgb
+
 from .attachments import AUTO, BUDGET_CHOICES, Attachments, AudioAttachment, ImageAttachment, format_duration
 
 THUMBNAIL_SIDE = 72
@@ -26,7 +28,8 @@ def to_qimage(image: Image.Image) -> QImage:
 
 
 def thumbnail(image: Image.Image, side: int = THUMBNAIL_SIDE) -> QPixmap:
-    small = image.copy()
+    """The image as the model will see it (upright, 8-bit, on white), shrunk to fit `side`."""
+    small = to_rgb(image)
     small.thumbnail((side, side))
     return QPixmap.fromImage(to_qimage(small))
 
