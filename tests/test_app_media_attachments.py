@@ -79,6 +79,22 @@ def test_corrupt_image_and_text_named_wav_give_clear_errors(tmp_path):
     assert attachments.items == []
 
 
+def test_audio_the_engine_would_refuse_is_refused_when_attached(tmp_path):
+    rate = 16_000
+    corrupt = np.zeros(rate, dtype=np.float32)
+    corrupt[100:110] = np.nan
+    soundfile.write(tmp_path / "corrupt.wav", corrupt, rate, subtype="FLOAT")
+    soundfile.write(tmp_path / "blip.wav", np.zeros(96, dtype=np.float32), rate)  # 6 ms
+    attachments = Attachments()
+    with pytest.raises(EngineError, match="corrupt.wav contains 10 NaN"):
+        attachments.add_path(tmp_path / "corrupt.wav")
+    with pytest.raises(EngineError, match=r"blip.wav is too short \(6 ms\)"):
+        attachments.add_path(tmp_path / "blip.wav")
+    with pytest.raises(EngineError, match="Recording 1 contains 10 NaN"):
+        attachments.add_audio(corrupt, rate, "Recording 1")
+    assert attachments.items == []
+
+
 def test_audio_file_duration_tokens_and_long_audio_split_note(tmp_path):
     attachments = Attachments()
     item = attachments.add_path(MEDIA / "audio_16k.wav")

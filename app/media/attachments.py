@@ -26,6 +26,7 @@ from engine.audio.clips import audio_token_count, split_clips
 from engine.audio.features import MAX_CLIP_SAMPLES, SAMPLE_RATE
 from engine.audio.io import load_audio
 from engine.audio.resample import resampled_length
+from engine.audio.waveform import checked_mono
 from engine.errors import EngineError
 from engine.vision import BUDGETS, open_image, soft_token_count, target_size, to_rgb, upright_size
 
@@ -170,7 +171,7 @@ class Attachments:
         suffix = path.suffix.lower()
         if suffix in AUDIO_SUFFIXES:
             self.require("audio")
-            waveform, rate = load_audio(path)
+            waveform, rate = checked_mono(*load_audio(path), path.name)
             return self._add(AudioAttachment(path.name, waveform, rate, path))
         if suffix in IMAGE_SUFFIXES:
             return self.add_image(path, path.name)
@@ -186,7 +187,8 @@ class Attachments:
 
     def add_audio(self, waveform: np.ndarray, sample_rate: int, name: str) -> AudioAttachment:
         self.require("audio")
-        return self._add(AudioAttachment(name, np.asarray(waveform, dtype=np.float32), sample_rate))
+        waveform, rate = checked_mono(waveform, sample_rate, name)
+        return self._add(AudioAttachment(name, waveform, rate))
 
     def _add(self, item):
         self.items.append(item)

@@ -7,7 +7,7 @@ import numpy as np
 from ..errors import EngineError
 from .clips import audio_token_count
 from .features import MIN_CLIP_SAMPLES, SAMPLE_RATE
-from .resample import resample
+from .resample import resample, resampled_length
 
 # Longer audio would take minutes to encode and thousands of prompt tokens; refuse it up front,
 # before anything is decoded or copied.
@@ -45,20 +45,26 @@ def check_duration(num_samples: int, sample_rate: int, source: str = "audio") ->
 def to_model_rate(waveform: np.ndarray, sample_rate: object, source: str = "audio") -> np.ndarray:
     """Validate, downmix and resample `waveform` ((samples,) or (samples, channels), float or integer
     PCM, any rate) to 16 kHz mono float32."""
+    mono, rate = checked_mono(waveform, sample_rate, source)
+    return resample(mono, rate, SAMPLE_RATE)
+
+
+def checked_mono(waveform: np.ndarray, sample_rate: object, source: str = "audio") -> tuple[np.ndarray, int]:
+    """(mono float32 samples, rate) after every check `to_model_rate` makes. It does not resample, so it
+    is cheap enough to refuse bad audio at the moment it is attached."""
     rate = check_sample_rate(sample_rate, source)
     array = np.asarray(waveform)
     _check_layout(array, source)
     check_duration(array.shape[0], rate, source)
     mono = _mono_float32(array, source)
     _check_finite(mono, source)
-    signal = resample(mono, rate, SAMPLE_RATE)
-    if audio_token_count(len(signal)) == 0:
+    if audio_token_count(resampled_length(len(mono), rate, SAMPLE_RATE)) == 0:
         shortest_ms = 1000 * MIN_CLIP_SAMPLES / SAMPLE_RATE
         raise EngineError(
             f"{source} is too short ({1000 * array.shape[0] / rate:.0f} ms); the audio encoder needs at least "
             f"{shortest_ms:.1f} ms to produce anything"
         )
-    return signal
+    return mono, rate
 
 
 def _check_layout(array: np.ndarray, source: str) -> None:
