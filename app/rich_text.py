@@ -10,11 +10,15 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-FENCE = re.compile(r"^ {0,3}(`{3,}|~{3,})\s*([\w+#.-]*)")
-DISPLAY_MATH = re.compile(r"\$\$(.+?)\$\$|\\\[(.+?)\\\]", re.DOTALL)
+FENCE = re.compile(r"^( {0,3})(`{3,}|~{3,})\s*([\w+#.-]*)")
+# Each math pattern first tries a `code span` at the same place, so dollars in code (`echo $HOME`) are
+# skipped over instead of being read as math.
+CODE_SPAN = r"(?P<code>(?P<ticks>`+)[^\n]+?(?<!`)(?P=ticks)(?!`))"
+DISPLAY_MATH = re.compile(CODE_SPAN + r"|\$\$(?P<dollars>.+?)\$\$|\\\[(?P<brackets>.+?)\\\]", re.DOTALL)
 # Inline $...$ as pandoc reads it: no space just inside the dollars, no digit right after the closing
 # one, so "$5 and $10" stays money.
-INLINE_MATH = re.compile(r"(?<![\\$])\$(?=\S)([^$\n]+?)(?<=\S)\$(?!\d)|\\\((.+?)\\\)")
+INLINE_MATH = re.compile(CODE_SPAN + r"|(?<![\\$])\$(?=\S)(?P<dollars>[^$\n]+?)(?<=\S)\$(?!\d)"
+                         r"|\\\((?P<parens>.+?)\\\)")
 
 
 @dataclass(frozen=True)
@@ -38,9 +42,9 @@ def split_blocks(markdown: str) -> list[Block]:
             continue
         blocks += _prose_blocks("\n".join(prose))
         prose = []
-        fence, language = opening.group(1), opening.group(2).lower()
+        indent, fence, language = opening.group(1), opening.group(2), opening.group(3).lower()
         body, index = _fenced_body(lines, index + 1, fence)
-        blocks.append(Block("code", "\n".join(body), language))
+        blocks.append(Block("code", "\n".join(_outdented(body, len(indent))), language))
     blocks += _prose_blocks("\n".join(prose))
     return blocks
 
@@ -53,11 +57,19 @@ def _fenced_body(lines: list[str], start: int, fence: str) -> tuple[list[str], i
     return lines[start:], len(lines)
 
 
+def _outdented(lines: list[str], width: int) -> list[str]:
+    """The code as written, without the indentation of a fence inside a list item: CommonMark takes up to
+    the opening fence's indentation off each line, so copied Python keeps its own indentation only."""
+    return [line[min(width, len(line) - len(line.lstrip(" "))):] for line in lines]
+
+
 def _prose_blocks(text: str) -> list[Block]:
     blocks, position = [], 0
     for match in DISPLAY_MATH.finditer(text):
+        if match["code"]:
+            continue
         blocks.append(Block("markdown", text[position:match.start()]))
-        blocks.append(Block("math", math_to_unicode(match.group(1) or match.group(2))))
+        blocks.append(Block("math", math_to_unicode(match["dollars"] or match["brackets"])))
         position = match.end()
     blocks.append(Block("markdown", text[position:]))
     return [Block(b.kind, inline_math(b.text)) if b.kind == "markdown" else b
@@ -65,8 +77,8 @@ def _prose_blocks(text: str) -> list[Block]:
 
 
 def inline_math(markdown: str) -> str:
-    """$x^2$ and \\(x^2\\) as code spans holding readable Unicode."""
-    return INLINE_MATH.sub(lambda m: f"`{math_to_unicode(m.group(1) or m.group(2))}`", markdown)
+    """$x^2$ and \\(x^2\\) as code spans holding readable Unicode; code spans already there stay as written."""
+    return INLINE_MATH.sub(lambda m: m["code"] or f"`{math_to_unicode(m['dollars'] or m['parens'])}`", markdown)
 
 
 SYMBOLS = {

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from PySide6.QtCore import Qt, Signal
-from PySide6.QtGui import QFontDatabase, QGuiApplication, QKeyEvent, QPalette
+from PySide6.QtCore import QSizeF, Qt, QUrl, Signal
+from PySide6.QtGui import QDesktopServices, QFontDatabase, QGuiApplication, QKeyEvent, QPalette, QTextDocument
 from PySide6.QtWidgets import (QFrame, QHBoxLayout, QLabel, QLineEdit, QListWidget, QListWidgetItem,
                                QPlainTextEdit, QPushButton, QScrollArea, QSizePolicy, QTextBrowser, QToolButton,
                                QVBoxLayout, QWidget)
@@ -16,6 +16,12 @@ from .rich_text import Block, split_blocks
 from .storage import Attachment, ConversationRow, SearchHit
 
 INTERRUPTED = "interrupted"   # the stop reason of a reply saved while it was still being written
+# Replies the window saved itself, without the engine's figures, say why they ended instead.
+STOPS_IN_WORDS = {
+    INTERRUPTED: "interrupted: Lantern closed while this reply was being written",
+    "engine stopped": "stopped: the engine stopped",
+    "failed": "stopped: an error ended this reply",
+}
 
 
 def format_stats(stats: dict) -> str:
@@ -23,8 +29,9 @@ def format_stats(stats: dict) -> str:
     and the image and audio tokens the prompt carried (did the model really get the attachments?)."""
     if not stats:
         return ""
-    if stats.get("stop_reason") == INTERRUPTED:
-        return "interrupted: Lantern closed while this reply was being written"
+    if "generated_tokens" not in stats:
+        reason = stats.get("stop_reason", "")
+        return STOPS_IN_WORDS.get(reason, f"stopped: {reason or 'reason unknown'}")
     parts = [f"{stats.get('generated_tokens', 0)} tokens",
              f"TTFT {stats.get('time_to_first_token', 0.0):.2f} s",
              f"{stats.get('decode_tokens_per_second', 0.0):.1f} tok/s",
@@ -216,22 +223,49 @@ class RichText(QWidget):
         return [widget for widget in self.widgets if isinstance(widget, CodeBlock)]
 
 
-class MarkdownBlock(QTextBrowser):
-    """Read-only Markdown whose height follows its content, so the outer scroll area does the scrolling."""
+class FittedText(QTextBrowser):
+    """Read-only, selectable text whose height follows its content, so the outer scroll area does the
+    scrolling."""
 
-    def __init__(self, markdown: str = "", parent: QWidget | None = None):
+    def __init__(self, parent: QWidget | None = None):
         super().__init__(parent)
-        self.setOpenExternalLinks(True)
         self.setFrameShape(QFrame.Shape.NoFrame)
         self.setVerticalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
         self.document().documentLayout().documentSizeChanged.connect(self._fit_height)
+
+    def _fit_height(self, size: QSizeF) -> None:
+        self.setFixedHeight(int(size.height()) + 6)
+
+
+class PlainText(FittedText):
+    """What the user typed, exactly: line breaks, indentation, <tags> and __underscores__ as written."""
+
+    def set_text(self, text: str) -> None:
+        if text != self.toPlainText():   # an unchanged re-render keeps what the user has selected
+            self.setPlainText(text)
+
+
+WEB_SCHEMES = {"http", "https", "mailto"}
+
+
+class MarkdownBlock(FittedText):
+    """Model-written Markdown. Raw HTML in it is shown as text (a reply about List<String> keeps it),
+    and only web and mail links open, in the system's browser: the block itself never navigates."""
+
+    def __init__(self, markdown: str = "", parent: QWidget | None = None):
+        super().__init__(parent)
+        self.setOpenLinks(False)
+        self.anchorClicked.connect(self._open_link)
         self.set_markdown(markdown)
 
     def set_markdown(self, markdown: str) -> None:
-        self.setMarkdown(markdown)
+        self.document().setMarkdown(markdown, QTextDocument.MarkdownFeature.MarkdownDialectGitHub
+                                    | QTextDocument.MarkdownFeature.MarkdownNoHTML)
 
-    def _fit_height(self, size) -> None:
-        self.setFixedHeight(int(size.height()) + 6)
+    @staticmethod
+    def _open_link(url: QUrl) -> None:
+        if url.scheme().lower() in WEB_SCHEMES:
+            QDesktopServices.openUrl(url)
 
 
 @dataclass
@@ -269,7 +303,7 @@ class MessageWidget(QFrame):
         self.thoughts_toggle.toggled.connect(self.thoughts.setVisible)
         layout.addWidget(self.thoughts_toggle)
         layout.addWidget(self.thoughts)
-        self.body = RichText()
+        self.body = PlainText() if state.role == "user" else RichText()
         self.body.setAccessibleName(f"{state.role} message")
         layout.addWidget(self.body)
         self.attachment_strip = AttachmentStrip(state.attachments)
@@ -315,17 +349,29 @@ class MessageWidget(QFrame):
         """Re-render only this bubble (used at a throttled rate while it streams)."""
         self.thoughts_toggle.setVisible(bool(self.state.thinking))
         self.thoughts.set_markdown(self.state.thinking)
-        waiting = self.state.message_id is None and self.state.role == "assistant"
-        content = self.state.content or ("…" if waiting else "")
-        if self.state.error:
-            content += f"\n\n**Error:** {self.state.error}"
-        self.body.set_markdown(content)
+        if self.state.role == "user":
+            self.body.set_text(self.state.content)
+        else:
+            self.body.set_markdown(self._reply_markdown())
         self.stats_label.setText(format_stats(self.state.stats or {}))
         self.stats_label.setVisible(bool(self.state.stats))
 
+    def _reply_markdown(self) -> str:
+        waiting = self.state.message_id is None and self.state.role == "assistant"
+        markdown = self.state.content or ("…" if waiting else "")
+        if self.state.error:
+            markdown += f"\n\n**Error:** {self.state.error}"
+        return markdown
+
 
 class ConversationView(QScrollArea):
-    """The messages of the active branch, top to bottom."""
+    """The messages of the active branch, top to bottom.
+
+    Bubbles get their height only when the layout runs, after the call that added or grew them, so
+    keeping to the end is done when the scroll range changes: from opening a conversation, and while a
+    reply streams, until the user scrolls up to read."""
+
+    END_SLACK = 8   # pixels from the bottom that still count as "at the end"
 
     def __init__(self, parent: QWidget | None = None):
         super().__init__(parent)
@@ -336,6 +382,9 @@ class ConversationView(QScrollArea):
         self.column.addStretch(1)
         self.setWidget(container)
         self.bubbles: list[MessageWidget] = []
+        self.keeping_to_end = False
+        self.verticalScrollBar().rangeChanged.connect(self._keep_to_end)
+        self.verticalScrollBar().valueChanged.connect(self._stop_keeping_unless_at_end)
 
     def show_messages(self, states: list[MessageState]) -> list[MessageWidget]:
         for bubble in self.bubbles:
@@ -343,12 +392,31 @@ class ConversationView(QScrollArea):
         self.bubbles = [MessageWidget(state) for state in states]
         for bubble in self.bubbles:
             self.column.insertWidget(self.column.count() - 1, bubble)
+        self.keeping_to_end = True
         self.scroll_to_end()
         return self.bubbles
+
+    def follow_stream(self) -> None:
+        """After each streamed update: keep the newest text in sight if the view is at the end; a user
+        who scrolled up to read stays where they are."""
+        if self.is_at_end():
+            self.keeping_to_end = True
+            self.scroll_to_end()
+
+    def is_at_end(self) -> bool:
+        bar = self.verticalScrollBar()
+        return bar.value() >= bar.maximum() - self.END_SLACK
 
     def scroll_to_end(self) -> None:
         bar = self.verticalScrollBar()
         bar.setValue(bar.maximum())
+
+    def _keep_to_end(self, _minimum: int, maximum: int) -> None:
+        if self.keeping_to_end:
+            self.verticalScrollBar().setValue(maximum)
+
+    def _stop_keeping_unless_at_end(self) -> None:
+        self.keeping_to_end = self.keeping_to_end and self.is_at_end()
 
 
 class Sidebar(QWidget):

@@ -66,3 +66,16 @@ def test_streaming_touches_only_the_changing_block(qtbot):
     assert body.widgets[2].text() == "a²"
     body.set_markdown("Hello")
     assert body.widgets == [prose] and body.toPlainText() == "Hello"
+
+
+def test_a_fence_inside_a_list_item_loses_the_list_indentation_only():
+    reply = "1. Save this as app.py:\n\n   ```python\n   def main():\n       print('hi')\n  x\n   ```\n2. Run it."
+    blocks = split_blocks(reply)
+    assert blocks[1] == Block("code", "def main():\n    print('hi')\nx", "python")
+
+
+def test_dollars_inside_code_spans_are_not_math():
+    assert inline_math("run `echo $USER/$HOME` for $x^2$") == "run `echo $USER/$HOME` for `x²`"
+    assert inline_math("``a`$b$`` stays") == "``a`$b$`` stays"
+    blocks = split_blocks("the shell's `$$` is its pid; $$a^2$$")
+    assert blocks == [Block("markdown", "the shell's `$$` is its pid; "), Block("math", "a²")]

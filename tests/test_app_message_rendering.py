@@ -1,0 +1,101 @@
+"""How bubbles show text: the user's as typed, replies as Markdown without HTML, links that never blank
+a reply, a stats line that says why a reply ended, and a view that keeps to the newest message."""
+
+from PySide6.QtCore import Qt, QUrl
+from PySide6.QtGui import QDesktopServices
+from PySide6.QtTest import QTest
+
+from app.widgets import ConversationView, MessageState, MessageWidget, format_stats
+
+
+def bubble(qtbot, role: str, text: str, **fields) -> MessageWidget:
+    widget = MessageWidget(MessageState(1, role, text, **fields))
+    qtbot.addWidget(widget)
+    return widget
+
+
+def test_user_messages_show_exactly_what_was_typed(qtbot):
+    typed = "Why does List<String> fail?\ndef f(x):\n    return x*2\n__init__ and *stars*"
+    assert bubble(qtbot, "user", typed).body.toPlainText() == typed
+
+
+def test_replies_keep_markdown_but_show_html_tags_as_text(qtbot):
+    reply = bubble(qtbot, "assistant", "In Java, **List<String>** holds strings.",
+                   thinking="Is <T> generic?")
+    assert reply.body.toPlainText() == "In Java, List<String> holds strings."
+    assert reply.thoughts.toPlainText() == "Is <T> generic?"
+
+
+def click_on(block, text: str) -> None:
+    cursor = block.document().find(text)
+    cursor.setPosition(cursor.selectionStart() + 2)
+    QTest.mouseClick(block.viewport(), Qt.MouseButton.LeftButton, pos=block.cursorRect(cursor).center())
+
+
+def test_links_open_in_the_browser_only_for_web_and_mail_and_never_blank_the_reply(qtbot, monkeypatch):
+    opened = []
+    monkeypatch.setattr(QDesktopServices, "openUrl", lambda url: opened.append(url.toString()))
+    reply = bubble(qtbot, "assistant", "See the [setup guide](docs/setup.md) or [the site](https://example.com).")
+    reply.resize(600, 200)
+    reply.show()
+    block = reply.body.widgets[0]
+    click_on(block, "setup guide")
+    click_on(block, "the site")
+    block.anchorClicked.emit(QUrl("file:///etc/passwd"))
+    block.anchorClicked.emit(QUrl("mailto:someone@example.com"))
+    assert opened == ["https://example.com", "mailto:someone@example.com"]
+    assert block.toPlainText() == "See the setup guide or the site."
+
+
+def test_stats_of_a_reply_that_ended_without_figures_say_why():
+    assert format_stats({"stop_reason": "engine stopped", "error": "crashed"}) == "stopped: the engine stopped"
+    assert format_stats({"stop_reason": "failed", "error": "boom"}) == "stopped: an error ended this reply"
+    assert format_stats({"stop_reason": "odd"}) == "stopped: odd"
+    assert format_stats({"stop_reason": "interrupted"}).startswith("interrupted:")
+    normal = {"stop_reason": "stop", "generated_tokens": 3, "time_to_first_token": 0.5,
+              "decode_tokens_per_second": 9.0, "cached_tokens": 0}
+    assert format_stats(normal) == "3 tokens · TTFT 0.50 s · 9.0 tok/s · 0 cached"
+
+
+def long_view(qtbot) -> tuple[ConversationView, list[MessageWidget]]:
+    view = ConversationView()
+    qtbot.addWidget(view)
+    view.resize(500, 300)
+    view.show()
+    bubbles = view.show_messages([MessageState(i, "assistant", f"answer {i}\n\n" + "word " * 80)
+                                  for i in range(1, 9)])
+    return view, bubbles
+
+
+def test_opening_a_long_conversation_ends_at_the_newest_message(qtbot):
+    view, _ = long_view(qtbot)
+    bar = view.verticalScrollBar()
+    qtbot.waitUntil(lambda: bar.maximum() > 1000)
+    qtbot.wait(50)
+    assert bar.value() == bar.maximum()
+
+
+def grow(qtbot, view: ConversationView, last: MessageWidget) -> int:
+    """One streamed update as the window makes it; the new scroll range once laid out."""
+    bar = view.verticalScrollBar()
+    before = bar.maximum()
+    last.state.content += "\n\nmore " * 20
+    last.render_state()
+    view.follow_stream()
+    qtbot.waitUntil(lambda: bar.maximum() > before)
+    qtbot.wait(20)
+    return bar.maximum()
+
+
+def test_a_streaming_reply_is_followed_only_while_the_view_is_at_the_end(qtbot):
+    view, bubbles = long_view(qtbot)
+    bar = view.verticalScrollBar()
+    qtbot.waitUntil(lambda: bar.maximum() > 1000 and bar.value() == bar.maximum())
+    end = grow(qtbot, view, bubbles[-1])
+    assert bar.value() == end
+    bar.setValue(100)   # the user scrolls up to read
+    grow(qtbot, view, bubbles[-1])
+    assert bar.value() == 100
+    bar.setValue(bar.maximum() - 3)   # and back down, near enough to the end
+    end = grow(qtbot, view, bubbles[-1])
+    assert bar.value() == end
