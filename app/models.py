@@ -7,8 +7,12 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from PySide6.QtCore import QSettings
+
 from engine.config import ModelConfig, detect_variant, parse_config
 from engine.errors import EngineError
+
+from .storage import data_dir
 
 GEMMA4_TYPES = {"gemma4", "gemma4_text"}
 # macOS lets the GPU wire about three quarters of RAM; the rest keeps the system and the app alive.
@@ -17,6 +21,9 @@ MESSAGE_INPUTS = ("text", "image", "audio")
 USABLE_RAM_FRACTION = 0.75
 DEFAULT_CONTEXT = 8192
 KV_BYTES_PER_VALUE = 2     # the KV cache is kept in 16-bit floats on the GPU
+# Deep enough for LM Studio's <root>/<publisher>/<model>; deeper would crawl whole drives.
+SCAN_DEPTH = 2
+FOLDERS_KEY = "models/folders"
 
 
 @dataclass(frozen=True)
@@ -103,12 +110,29 @@ def scan_hf_cache(cache: Path | None = None) -> list[ModelEntry]:
 
 
 def scan_folder(folder: Path) -> list[ModelEntry]:
-    """`folder` itself if it holds a model, else the model folders directly inside it."""
+    """`folder` itself if it holds a model, else the models up to two levels below it; one two levels down is
+    named `publisher/model`, as LM Studio lays them out, which matches the hub repo it came from."""
     own = read_entry(folder)
-    if own is not None:
-        return [own]
-    children = sorted(p for p in folder.iterdir() if p.is_dir()) if folder.is_dir() else []
-    return [entry for entry in map(read_entry, children) if entry is not None]
+    return [own] if own is not None else _scan_below(folder, "", SCAN_DEPTH)
+
+
+def _scan_below(folder: Path, prefix: str, depth: int) -> list[ModelEntry]:
+    found = []
+    for child in _subfolders(folder):
+        entry = read_entry(child, prefix + child.name)
+        if entry is not None:
+            found.append(entry)   # a model's own subfolders hold its parts, never another model
+        elif depth > 1:
+            found += _scan_below(child, f"{prefix}{child.name}/", depth - 1)
+    return found
+
+
+def _subfolders(folder: Path) -> list[Path]:
+    """The folders inside `folder`; none when it is missing or unreadable (a remembered drive may be gone)."""
+    try:
+        return sorted(path for path in folder.iterdir() if path.is_dir())
+    except OSError:
+        return []
 
 
 def lm_studio_dirs() -> list[Path]:
@@ -118,24 +142,37 @@ def lm_studio_dirs() -> list[Path]:
             if folder.is_dir()]
 
 
-def scan_publishers(root: Path) -> list[ModelEntry]:
-    """Model folders two levels down, as LM Studio lays them out, named `publisher/model` like a hub repo."""
-    folders = sorted(model for publisher in root.iterdir() if publisher.is_dir()
-                     for model in publisher.iterdir() if model.is_dir())
-    entries = (read_entry(folder, f"{folder.parent.name}/{folder.name}") for folder in folders)
-    return [entry for entry in entries if entry is not None]
-
-
 def lm_studio_models() -> list[ModelEntry]:
-    return [entry for root in lm_studio_dirs() for entry in scan_publishers(root)]
+    return [entry for root in lm_studio_dirs() for entry in scan_folder(root)]
+
+
+def converted_models_dir() -> Path:
+    """Where the Model Library writes the models it converts."""
+    return data_dir() / "models"
+
+
+def remembered_folders() -> list[Path]:
+    """The folders the user added with "Add folder…", kept across restarts."""
+    return [Path(folder) for folder in QSettings().value(FOLDERS_KEY, [], type=list)]
+
+
+def remember_folder(folder: Path) -> None:
+    folders = remembered_folders()
+    if Path(folder) not in folders:
+        QSettings().setValue(FOLDERS_KEY, [str(path) for path in folders + [Path(folder)]])
 
 
 def discover(extra_folders: list[Path]) -> list[ModelEntry]:
-    """Gemma 4 models in the Hugging Face cache, LM Studio's folders and the folders the user added."""
+    """Gemma 4 models in the Hugging Face cache, LM Studio's folders, the Model Library's conversions and the
+    folders the user added, each model once (the folders can overlap)."""
     entries = scan_hf_cache() + lm_studio_models()
-    for folder in extra_folders:
+    for folder in [converted_models_dir(), *extra_folders]:
         entries += scan_folder(Path(folder))
-    return entries
+    # Resolved paths, so a model reached through a symlinked folder (macOS's /var) is not listed twice.
+    unique: dict[Path, ModelEntry] = {}
+    for entry in entries:
+        unique.setdefault(entry.path.resolve(), entry)
+    return list(unique.values())
 
 
 def physical_ram_bytes() -> int:
@@ -161,7 +198,8 @@ def check_memory(entry: ModelEntry, context: int = DEFAULT_CONTEXT, ram_bytes: i
     available = int(ram * USABLE_RAM_FRACTION)
     needed = entry.size_bytes + kv_cache_bytes(entry.config, context)
     if needed <= available:
-        return MemoryVerdict(True, needed, available, f"needs about {format_bytes(needed)} of {format_bytes(available)}")
+        return MemoryVerdict(True, needed, available,
+                             f"needs about {format_bytes(needed)} of {format_bytes(available)}")
     advice = ("Try a 4-bit quantized copy" if entry.quantization is None or entry.quantization[0] > 4
               else "Try a smaller variant (E2B or E4B)")
     message = (f"{entry.name} needs about {format_bytes(needed)} (weights + {context}-token context) but only "

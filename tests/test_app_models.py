@@ -69,9 +69,33 @@ def test_models_in_lm_studio_folders_are_found(tmp_path, monkeypatch):
 
     monkeypatch.setenv("HOME", str(tmp_path))
     monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "empty-hub"))
+    monkeypatch.setenv("LANTERN_DATA_DIR", str(tmp_path / "data"))
     target = tmp_path / ".lmstudio" / "models" / "mlx-community" / "gemma-4-tiny"
     shutil.copytree(MODELS / "tiny-e2b-q4", target)
     (tmp_path / ".lmstudio" / "models" / "someone" / "not-a-model").mkdir(parents=True)
     found = discover([])
     assert [entry.path for entry in found] == [target]
     assert found[0].name == "mlx-community/gemma-4-tiny"  # matches the hub repo, so it is not downloaded again
+
+
+def test_an_added_folder_is_scanned_two_levels_deep_as_lm_studio_lays_models_out(tmp_path):
+    shutil.copytree(MODELS / "tiny-e2b-q4", tmp_path / "mlx-community" / "gemma-4-tiny")
+    shutil.copytree(MODELS / "tiny-e2b", tmp_path / "flat-model")
+    shutil.copytree(MODELS / "tiny-26b", tmp_path / "flat-model" / "inner-model")   # not a model of its own
+    shutil.copytree(MODELS / "tiny-e4b", tmp_path / "a" / "b" / "too-deep")
+    entries = scan_folder(tmp_path)
+    assert [e.name for e in entries] == ["flat-model", "mlx-community/gemma-4-tiny"]
+    assert [e.path for e in entries] == [tmp_path / "flat-model", tmp_path / "mlx-community" / "gemma-4-tiny"]
+
+
+def test_models_converted_in_the_library_are_found_once(tmp_path, monkeypatch):
+    from app.models import converted_models_dir, discover
+
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "empty-hub"))
+    monkeypatch.setenv("LANTERN_DATA_DIR", str(tmp_path / "data"))
+    converted = tmp_path / "data" / "models" / "gemma-4-e2b-it-4bit"
+    shutil.copytree(MODELS / "tiny-e2b-q4", converted)
+    assert converted_models_dir() == converted.parent
+    assert [entry.path for entry in discover([])] == [converted]
+    assert [entry.path for entry in discover([converted.parent, converted])] == [converted]
