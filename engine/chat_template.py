@@ -37,7 +37,11 @@ class ChatTemplate:
     def from_folder(cls, folder: str | Path, tokenizer_config: dict) -> "ChatTemplate":
         path = Path(folder) / TEMPLATE_FILE
         if path.is_file():
-            return cls(path.read_text(encoding="utf-8"))
+            try:
+                source = path.read_text(encoding="utf-8")
+            except UnicodeDecodeError:
+                raise EngineError(f"{path} is not UTF-8 text; the file is damaged: download the model again") from None
+            return cls(source)
         source = tokenizer_config.get("chat_template")
         if isinstance(source, str) and source:
             return cls(source)

@@ -25,27 +25,63 @@ _KV_WEIGHTS = ("k_proj", "v_proj", "k_norm", "v_norm")
 
 
 def weight_files(folder: Path) -> list[Path]:
-    """The safetensors files of a model folder: the shards of its index, or every *.safetensors file."""
+    """The safetensors files of a model folder: the shards of its index, or every *.safetensors file.
+
+    Every file must lie inside the folder, so an edited index or a planted link cannot make us read
+    (and run a model on) files from elsewhere on the disk.
+    """
     index = folder / INDEX_FILE
     if index.is_file():
-        try:
-            weight_map = json.loads(index.read_text(encoding="utf-8"))["weight_map"]
-        except (UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError):
-            raise EngineError(f"{index} is damaged: it has no readable weight_map") from None
-        if not isinstance(weight_map, dict):
-            raise EngineError(f"{index} is damaged: weight_map is not an object")
-        shards = sorted(set(weight_map.values()))
-        missing = [name for name in shards if not (folder / name).is_file()]
-        if missing:
-            raise EngineError(
-                f"{folder} is missing weight shard(s) {', '.join(missing)} listed in {INDEX_FILE}; "
-                "the download is incomplete: download the model again"
-            )
-        return [folder / name for name in shards]
-    files = sorted(folder.glob("*.safetensors"))
-    if not files:
-        raise EngineError(f"{folder} has no weight files (*.safetensors); is this a model folder?")
+        files = [folder / name for name in _indexed_shards(folder, index)]
+    else:
+        files = sorted(folder.glob("*.safetensors"))
+        if not files:
+            raise EngineError(f"{folder} has no weight files (*.safetensors); is this a model folder?")
+    for path in files:
+        _check_inside(folder, path)
     return files
+
+
+def _indexed_shards(folder: Path, index: Path) -> list[str]:
+    try:
+        weight_map = json.loads(index.read_text(encoding="utf-8"))["weight_map"]
+    except (UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError):
+        raise EngineError(f"{index} is damaged: it has no readable weight_map") from None
+    if not isinstance(weight_map, dict):
+        raise EngineError(f"{index} is damaged: weight_map is not an object")
+    for name in weight_map.values():
+        if not _is_plain_file_name(name):
+            raise EngineError(f"{index} names the weight shard {name!r}, which is not a file name inside the model "
+                              "folder; Lantern reads weights only from the model folder. Download the model again.")
+    shards = sorted(set(weight_map.values()))
+    missing = [name for name in shards if not (folder / name).is_file()]
+    if missing:
+        raise EngineError(
+            f"{folder} is missing weight shard(s) {', '.join(missing)} listed in {INDEX_FILE}; "
+            "the download is incomplete: download the model again"
+        )
+    return shards
+
+
+def _is_plain_file_name(name: object) -> bool:
+    return isinstance(name, str) and name not in ("", ".", "..") and "/" not in name and "\\" not in name
+
+
+def _check_inside(folder: Path, path: Path) -> None:
+    """Refuse a weight file that is a link to somewhere outside the folder.
+
+    The one exception is the Hugging Face cache's storage: its snapshots (and folders made by older
+    `huggingface-cli download --local-dir`) hold links to `models--org--name/blobs/<hash>`.
+    """
+    real = path.resolve()
+    if real.is_relative_to(folder.resolve()) or _is_hub_blob(real):
+        return
+    raise EngineError(f"{path.name} in {folder} is a link to {real}, outside the model folder; Lantern reads "
+                      "weights only from inside the model folder. Copy the real file in, or download the model again.")
+
+
+def _is_hub_blob(path: Path) -> bool:
+    return path.parent.name == "blobs" and path.parent.parent.name.startswith("models--")
 
 
 def read_headers(files: list[Path], progress: Progress | None = None) -> dict[str, tuple[Path, TensorEntry]]:

@@ -7,6 +7,7 @@ never assumed, because defaults differ between the reference libraries.
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -36,13 +37,34 @@ def _int(raw: dict, key: str, default: Any = None, *, where: str, minimum: int =
     return value
 
 
-def _float(raw: dict, key: str, default: float, *, where: str) -> float:
+def _float(raw: dict, key: str, default: float, *, where: str, positive: bool = False,
+           maximum: float = math.inf) -> float:
+    """A finite number; `positive` for scales, epsilons and bases where zero or less only yields NaN."""
     value = raw.get(key, default)
     if value is None:
         return default
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise EngineError(f"config.json: {where}.{key} must be a number, got {value!r}")
-    return float(value)
+    try:
+        number = float(value)
+    except OverflowError:  # an integer past the float range
+        number = math.inf
+    if not math.isfinite(number):
+        raise EngineError(f"config.json: {where}.{key} = {value} is not a finite number")
+    if positive and not 0 < number <= maximum:
+        limit = "" if maximum == math.inf else f" and at most {maximum:g}"
+        raise EngineError(f"config.json: {where}.{key} = {value} must be greater than 0{limit}")
+    return number
+
+
+def _section(raw: dict, key: str, *, where: str) -> dict:
+    """An optional nested object of the config: {} when absent, an error when it is something else."""
+    value = raw.get(key)
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise EngineError(f"config.json: {where}.{key} must be an object, got {value!r}")
+    return value
 
 
 @dataclass(frozen=True)
@@ -202,14 +224,16 @@ class ModelConfig:
 
 
 def _rope(raw: dict | None, *, where: str, default_theta: float) -> RopeConfig:
-    raw = raw or {}
+    raw = {} if raw is None else raw
+    if not isinstance(raw, dict):
+        raise EngineError(f"config.json: {where} must be an object with rope_type and rope_theta, got {raw!r}")
     rope_type = raw.get("rope_type", "default")
     if rope_type not in ("default", "proportional"):
         raise EngineError(f"config.json: {where}.rope_type {rope_type!r} is not supported")
     return RopeConfig(
-        theta=_float(raw, "rope_theta", default_theta, where=where),
-        partial_rotary_factor=_float(raw, "partial_rotary_factor", 1.0, where=where),
-        factor=_float(raw, "factor", 1.0, where=where),
+        theta=_float(raw, "rope_theta", default_theta, where=where, positive=True),
+        partial_rotary_factor=_float(raw, "partial_rotary_factor", 1.0, where=where, positive=True, maximum=1.0),
+        factor=_float(raw, "factor", 1.0, where=where, positive=True),
         proportional=rope_type == "proportional",
     )
 
@@ -248,7 +272,7 @@ def parse_text_config(raw: dict) -> TextConfig:
     layer_types = list(layer_types)
     layer_types[-1] = FULL  # the reference forces the last layer to full attention
 
-    rope = raw.get("rope_parameters") or {}
+    rope = _section(raw, "rope_parameters", where=where)
     heads = _int(raw, "num_attention_heads", where=where)
     kv_heads = _int(raw, "num_key_value_heads", where=where)
     head_dim = _int(raw, "head_dim", where=where)
@@ -281,7 +305,7 @@ def parse_text_config(raw: dict) -> TextConfig:
                         where=f"{where}.rope_parameters.{FULL}", default_theta=1_000_000.0),
         max_position_embeddings=_int(raw, "max_position_embeddings", 131_072, where=where, maximum=1 << 24),
         final_logit_softcapping=None if softcap is None else _float(raw, "final_logit_softcapping", 0.0, where=where),
-        rms_norm_eps=_float(raw, "rms_norm_eps", 1e-6, where=where),
+        rms_norm_eps=_float(raw, "rms_norm_eps", 1e-6, where=where, positive=True),
         attention_k_eq_v=k_eq_v,
         num_kv_shared_layers=shared,
         use_double_wide_mlp=bool(raw.get("use_double_wide_mlp", False)),
@@ -325,13 +349,14 @@ def parse_vision_config(raw: dict) -> VisionConfig:
         num_attention_heads=heads,
         num_key_value_heads=_int(raw, "num_key_value_heads", heads, where=where),
         head_dim=_int(raw, "head_dim", hidden // heads, where=where),
-        rope_theta=_float(raw.get("rope_parameters") or {}, "rope_theta", 100.0, where=f"{where}.rope_parameters"),
+        rope_theta=_float(_section(raw, "rope_parameters", where=where), "rope_theta", 100.0,
+                          where=f"{where}.rope_parameters", positive=True),
         pooling_kernel_size=_int(raw, "pooling_kernel_size", 3, where=where),
         patch_size=_int(raw, "patch_size", 16, where=where),
         position_embedding_size=_int(raw, "position_embedding_size", 10240, where=where),
         use_clipped_linears=bool(raw.get("use_clipped_linears", False)),
         standardize=bool(raw.get("standardize", False)),
-        rms_norm_eps=_float(raw, "rms_norm_eps", 1e-6, where=where),
+        rms_norm_eps=_float(raw, "rms_norm_eps", 1e-6, where=where, positive=True),
         default_output_length=_int(raw, "default_output_length", 280, where=where),
     )
 
@@ -351,11 +376,11 @@ def parse_audio_config(raw: dict) -> AudioConfig:
         attention_chunk_size=_int(raw, "attention_chunk_size", 12, where=where),
         attention_context_left=_int(raw, "attention_context_left", 13, where=where),
         attention_context_right=_int(raw, "attention_context_right", 0, where=where, minimum=0),
-        attention_logit_cap=_float(raw, "attention_logit_cap", 50.0, where=where),
+        attention_logit_cap=_float(raw, "attention_logit_cap", 50.0, where=where, positive=True),
         attention_invalid_logits_value=_float(raw, "attention_invalid_logits_value", -1e9, where=where),
         use_clipped_linears=bool(raw.get("use_clipped_linears", True)),
-        rms_norm_eps=_float(raw, "rms_norm_eps", 1e-6, where=where),
-        gradient_clipping=_float(raw, "gradient_clipping", 1e10, where=where),
+        rms_norm_eps=_float(raw, "rms_norm_eps", 1e-6, where=where, positive=True),
+        gradient_clipping=_float(raw, "gradient_clipping", 1e10, where=where, positive=True),
         output_proj_dims=_int(raw, "output_proj_dims", 1536, where=where),
     )
 
@@ -375,9 +400,24 @@ def _quant_spec(raw: Any, *, where: str, default: QuantSpec | None = None) -> Qu
     return QuantSpec(bits=bits, group_size=group, mode=mode)
 
 
+def _foreign_quant_method(raw: dict) -> str | None:
+    """The method of a Hugging Face `quantization_config` (GPTQ, AWQ, FP8, bitsandbytes, ...); MLX blocks name none."""
+    if "quant_method" in raw:
+        return str(raw["quant_method"])
+    if raw.get("load_in_4bit") or raw.get("load_in_8bit"):  # bitsandbytes configs older than quant_method
+        return "bitsandbytes"
+    return None
+
+
 def parse_quantization(raw: dict | None) -> QuantConfig | None:
     if not raw:
         return None
+    if not isinstance(raw, dict):
+        raise EngineError("config.json: quantization must be an object with bits and group_size")
+    method = _foreign_quant_method(raw)
+    if method is not None:
+        raise EngineError(f"config.json: quantization method {method!r} is not supported; use the bf16 build of this "
+                          "model or an MLX 4-/8-bit build (`lantern convert` makes one from the bf16 build)")
     default = _quant_spec({k: raw[k] for k in ("bits", "group_size", "mode") if k in raw}, where="quantization")
     overrides: dict[str, QuantSpec | None] = {}
     for key, value in raw.items():

@@ -199,7 +199,7 @@ def convert(model: str | Path, out: str | Path, bits: int = 4, group_size: int =
     """Quantize the float checkpoint in `model` into the new folder `out` (written elsewhere, then moved in)."""
     _check_request(bits, group_size)
     source = open_folder(model)
-    target = Path(out).expanduser()
+    target = Path(out).expanduser().resolve()  # `.` or `..` has no name to put the staging folder beside
     _check_output(target)
     staging = target.with_name(target.name + ".converting")
     shutil.rmtree(staging, ignore_errors=True)  # a conversion that was killed earlier

@@ -105,4 +105,6 @@ def load(path: str | Path, dtype: mx.Dtype | None = None, progress: Progress | N
     folder = open_folder(path)
     config = read_config(folder)
     net, nbytes, params = build_network(config, folder, progress)
-    return Model(folder, config, net, weight_bytes=nbytes, parameter_count=params, dtype=dtype)
+    model = Model(folder, config, net, weight_bytes=nbytes, parameter_count=params, dtype=dtype)
+    model.open_chat_files()
+    return model

@@ -17,6 +17,10 @@ from .fused import on_main_thread
 from .network import Gemma4Network
 
 
+# Downloads carry these with the tokenizer; a folder with any of them is meant for chat.
+_CHAT_FILES = ("tokenizer.json", "tokenizer_config.json", "chat_template.jinja", "generation_config.json")
+
+
 @dataclass(frozen=True)
 class ModelInfo:
     variant: str                      # "e2b" | "e4b" | "26b-a4b" | "31b" | "custom"
@@ -166,9 +170,10 @@ class Model:
         return sorted({*self.config.eos_token_ids, *generation_stop_ids(self.folder)})
 
     def generate_ids(self, input_ids, max_tokens: int = 64, temperature: float = 0.0, images=None, audio=None,
-                     image_budget: int = 280, *, videos=None, video_budget: int = 70, top_p: float | None = None, top_k: int | None = None,
-                     min_p: float | None = None, repetition_penalty: float | None = None, seed: int | None = None,
-                     stop_ids=None, prefill_chunk: int | None = None, kv_bits: int | None = None):
+                     image_budget: int = 280, *, videos=None, video_budget: int = 70, top_p: float | None = None,
+                     top_k: int | None = None, min_p: float | None = None, repetition_penalty: float | None = None,
+                     seed: int | None = None, stop_ids=None, prefill_chunk: int | None = None,
+                     kv_bits: int | None = None):
         """Cached generation of token ids; greedy when temperature == 0. Stops after a stop id.
 
         `kv_bits` (4 or 8) quantizes the full-attention layers' KV cache.
@@ -202,6 +207,16 @@ class Model:
         if self._template is None:
             self._template = ChatTemplate.from_folder(self.folder, self.tokenizer.config)
         return self._template
+
+    def open_chat_files(self) -> None:
+        """Read the tokenizer and the chat template now and keep them, so a missing or damaged one fails
+        `engine.load` rather than the first chat.
+
+        A folder with none of the files that come with a tokenizer holds weights only (the benchmarks
+        write such folders): token ids work, and `chat()` says what is missing.
+        """
+        if any((self.folder / name).is_file() for name in _CHAT_FILES):
+            self._template = self.chat_template  # built from the tokenizer, which is kept too
 
     def chat(self, system: str | None = None, thinking: bool = False, *, max_tokens: int = 2048,
              image_budget: int = 280, tools: list[dict] | None = None, kv_bits: int | None = None, **sampling):

@@ -195,6 +195,15 @@ def test_existing_output_and_quantized_sources_are_refused(tmp_path):
     assert not (tmp_path / "again").exists()
 
 
+def test_output_named_as_the_current_folder(tmp_path, monkeypatch):
+    here = tmp_path / "empty"
+    here.mkdir()
+    monkeypatch.chdir(here)
+    result = convert(E4B, ".", 4)
+    assert result.folder == here and engine.load(here).info.quantization == (4, 64)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["empty"], "the staging folder is gone"
+
+
 def test_command_line(tmp_path, capsys):
     out = tmp_path / "q4"
     assert cli_main(["convert", "--model", str(E4B), "--out", str(out), "--bits", "4", "--group-size", "32"]) == 0

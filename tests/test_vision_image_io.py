@@ -86,3 +86,25 @@ def test_upright_size_is_the_size_the_pixels_end_up_with(name: str) -> None:
 def test_upright_size_swaps_sides_for_a_sideways_photo() -> None:
     image = open_image(IMAGES / "exif_rotated_60x40.jpg")
     assert image.size == (60, 40) and upright_size(image) == (40, 60)
+
+
+def test_lazily_opened_damaged_file_is_refused_when_converted(tmp_path: Path) -> None:
+    data = png_bytes((120, 90))
+    path = tmp_path / "cut.png"
+    path.write_bytes(data[: len(data) // 2])
+    with pytest.raises(EngineError, match=r"cut\.png is damaged or truncated"):
+        to_rgb(Image.open(path))
+
+
+def test_image_closed_before_its_pixels_were_read_is_named() -> None:
+    with Image.open(IMAGES / "noise_37x91.png") as image:
+        pass
+    with pytest.raises(EngineError, match="closed before its pixels were read"):
+        to_rgb(image)
+
+
+@pytest.mark.parametrize("value", [str(IMAGES / "noise_37x91.png"), np.zeros((4, 4, 3), np.uint8), None])
+def test_something_other_than_a_pil_image_is_named(value) -> None:
+    for use in (to_rgb, upright_size):
+        with pytest.raises(EngineError, match=f"must be a PIL image, not {type(value).__name__}"):
+            use(value)

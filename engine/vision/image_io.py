@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import io
 import struct
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -32,20 +34,27 @@ _QUARTER_TURNS = (5, 6, 7, 8)  # EXIF orientations stored rotated by 90 degrees 
 def open_image(source: str | Path | bytes) -> Image.Image:
     """Decode an image file (path or raw bytes) completely, or raise EngineError saying why not."""
     name = "the image data" if isinstance(source, (bytes, bytearray)) else str(source)
-    try:
+    with _decoding(name):
         with _open(source) as probe:
             probe.verify()  # checks the container and checksums without decoding pixels
         image = _open(source)
         image.load()  # decodes every pixel, so a truncated file fails here, not later
+    if image.width == 0 or image.height == 0:
+        raise EngineError(f"{name} has no pixels ({image.width}x{image.height})")
+    return image
+
+
+@contextmanager
+def _decoding(name: str) -> Iterator[None]:
+    """Turn Pillow's many ways of failing on a bad file into one EngineError that names it."""
+    try:
+        yield
     except FileNotFoundError:
         raise EngineError(f"{name}: no such image file") from None
     except (UnidentifiedImageError, Image.DecompressionBombError) as exc:
         raise EngineError(f"{name} is not an image Lantern can read: {exc}") from None
     except (OSError, SyntaxError, ValueError, EOFError) as exc:
         raise EngineError(f"{name} is damaged or truncated and cannot be decoded: {exc}") from None
-    if image.width == 0 or image.height == 0:
-        raise EngineError(f"{name} has no pixels ({image.width}x{image.height})")
-    return image
 
 
 def _open(source: str | Path | bytes) -> Image.Image:
@@ -56,8 +65,10 @@ def _open(source: str | Path | bytes) -> Image.Image:
 
 def to_rgb(image: Image.Image) -> Image.Image:
     """Upright 8-bit RGB version of `image` (see the module docstring for the two departures)."""
+    _check_is_image(image)
     if image.width == 0 or image.height == 0:
         raise EngineError(f"an image of {image.width}x{image.height} pixels has no area; it cannot be encoded")
+    _load_pixels(image)
     image = _upright(image)
     if image.mode.startswith(_WIDE_MODES):
         image = _to_8bit(image)
@@ -69,6 +80,7 @@ def to_rgb(image: Image.Image) -> Image.Image:
 
 def upright_size(image: Image.Image) -> tuple[int, int]:
     """(width, height) after the EXIF orientation is applied, without touching pixels (token meter)."""
+    _check_is_image(image)
     try:
         orientation = image.getexif().get(_ORIENTATION_TAG)
     except (OSError, SyntaxError, ValueError, struct.error):
@@ -76,6 +88,23 @@ def upright_size(image: Image.Image) -> tuple[int, int]:
     if orientation in _QUARTER_TURNS:
         return image.height, image.width
     return image.width, image.height
+
+
+def _load_pixels(image: Image.Image) -> None:
+    """`Image.open` reads only the header, so an image given that way is decoded here, where a damaged
+    file can still fail with a clear error."""
+    name = getattr(image, "filename", None) or "the image"
+    if getattr(image, "tile", None) and getattr(image, "fp", True) is None:
+        raise EngineError(f"{name} was closed before its pixels were read; call image.load() inside its "
+                          "`with Image.open(...)` block, or open it with engine.vision.open_image(path)")
+    with _decoding(name):
+        image.load()
+
+
+def _check_is_image(image: object) -> None:
+    if not isinstance(image, Image.Image):
+        raise EngineError(f"an image must be a PIL image, not {type(image).__name__}: read a file with "
+                          "engine.vision.open_image(path), or an array with PIL.Image.fromarray(array)")
 
 
 def _upright(image: Image.Image) -> Image.Image:
