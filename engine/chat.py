@@ -8,16 +8,17 @@ templates that rewrite earlier turns (stripped thinking, the pre-filled empty th
 
 from __future__ import annotations
 
-import threading
+import functools
 import re
+import threading
 from dataclasses import dataclass, field
-from typing import Iterator
+from typing import Iterator, Sequence
 
 import numpy as np
 
 from .chat_template import ChatTemplate
 from .errors import EngineError
-from .generate import Generator, Prompt
+from .generate import Generator, Prompt, check_max_tokens
 from .media import budgeted_images
 from .output_stream import ChatEvent, OutputStream
 from .sampling import SamplingOptions, generation_defaults
@@ -25,13 +26,73 @@ from .tokenizer import Tokenizer
 from .tool_calls import ToolCall, format_arguments
 
 
-_SENTINEL_OPEN, _SENTINEL_CLOSE = "\ue000", "\ue001"
-_SENTINEL = re.compile(f"({_SENTINEL_OPEN}\\d+{_SENTINEL_CLOSE})")
+_MARK_OPEN, _MARK_CLOSE = "\ue000", "\ue001"
+_MARK = re.compile(f"{_MARK_OPEN}(\\d+){_MARK_CLOSE}")
+_TRIE_DEPTH = 64  # longer special-token strings stay flat alternatives, so the regex never nests deeply
 
 
-def _sentinel(index: int) -> str:
-    """A private-use marker that stands in for message `index` while the template renders."""
-    return f"{_SENTINEL_OPEN}{index}{_SENTINEL_CLOSE}"
+@functools.lru_cache(maxsize=8)
+def _literal_pattern(specials: frozenset[str]) -> re.Pattern:
+    """Finds our marker characters and every special-token string, the longest where several start.
+
+    Shaped as a trie: a tokenizer may have thousands of special tokens, and a flat alternation would try
+    each of them at every position of the text.
+    """
+    words = [*specials, _MARK_OPEN, _MARK_CLOSE]
+    trie: dict = {}
+    for word in (w for w in words if 0 < len(w) <= _TRIE_DEPTH):
+        node = trie
+        for char in word:
+            node = node.setdefault(char, {})
+        node[""] = {}
+    long = sorted((w for w in words if len(w) > _TRIE_DEPTH), key=len, reverse=True)
+    return re.compile("|".join([_trie_regex(trie), *map(re.escape, long)]))
+
+
+def _trie_regex(node: dict) -> str:
+    branches = "|".join(re.escape(char) + _trie_regex(child) for char, child in sorted(node.items()) if char)
+    if not branches:
+        return ""
+    return f"(?:{branches})?" if "" in node else f"(?:{branches})"
+
+
+class _Splices:
+    """What must not reach the tokenizer as rendered text: an earlier answer's own ids, and special-token
+    strings inside text that users or tools supplied.
+
+    Each goes through the template as a private-use marker. Everything else is encoded with special-token
+    matching on, which then only meets the template's own structural tokens. User text cannot forge a
+    marker: the marker characters in it are spliced back as literal text like the special-token strings.
+    """
+
+    def __init__(self, tokenizer: Tokenizer):
+        self.tokenizer = tokenizer
+        self.pieces: list[str | list[int]] = []
+        self._literal = _literal_pattern(tokenizer.special_strings)
+
+    def marker(self, piece: str | list[int]) -> str:
+        self.pieces.append(piece)
+        return f"{_MARK_OPEN}{len(self.pieces) - 1}{_MARK_CLOSE}"
+
+    def escaped(self, value):
+        """`value` (a string, or dicts and lists holding strings) with its special-token strings made literal."""
+        if isinstance(value, str):
+            return self._literal.sub(lambda match: self.marker(match.group()), value)
+        if isinstance(value, dict):
+            return {self.escaped(key): self.escaped(item) for key, item in value.items()}
+        if isinstance(value, (list, tuple)):
+            return [self.escaped(item) for item in value]
+        return value
+
+    def encode(self, rendered: str) -> list[int]:
+        ids: list[int] = []
+        for position, piece in enumerate(_MARK.split(rendered)):
+            if position % 2 == 0:  # text between markers (re.split puts the captured indexes at odd places)
+                ids += self.tokenizer.encode(piece) if piece else []
+                continue
+            spliced = self.pieces[int(piece)]
+            ids += spliced if isinstance(spliced, list) else self.tokenizer.encode_literal(spliced)
+        return ids
 
 
 @dataclass
@@ -108,6 +169,7 @@ class ChatSession:
         self.system = system
         self.thinking = thinking
         self.options = options or ChatOptions()
+        check_max_tokens(self.options.max_tokens)
         self.sampling = self.options.sampling or generation_defaults(model.folder)
         self.messages: list[Message] = []
         self.generator = Generator(model, kv_bits=self.options.kv_bits)
@@ -129,8 +191,8 @@ class ChatSession:
         if videos:
             self.model.require("video")
         clips, notices = _model_rate_clips(audio or [])
-        self.messages.append(Message("user", text, list(images or []), clips, [_as_video(v) for v in videos or []]))
-        return self._answer(notices)
+        user = Message("user", text, list(images or []), clips, [_as_video(v) for v in videos or []])
+        return self._turn([*self.messages, user], notices)
 
     def count_tokens(self, text: str, images=None, audio=None, videos=None) -> dict[str, int]:
         """What sending this message would put into the prompt, without sending it: the whole prompt's
@@ -144,25 +206,25 @@ class ChatSession:
                 "audio": sum(length for _, length in audio_runs)}
 
     def add_tool_result(self, name: str, result: str) -> Iterator[ChatEvent]:
-        self.messages.append(Message("tool", result, name=name))
-        return self._answer()
+        return self._turn([*self.messages, Message("tool", result, name=name)])
 
     def regenerate(self) -> Iterator[ChatEvent]:
         """Answer the last user turn again (the previous answer is dropped from the history)."""
-        while self.messages and self.messages[-1].role == "assistant":
-            self.messages.pop()
-        if not self.messages:
+        history = list(self.messages)
+        while history and history[-1].role == "assistant":
+            history.pop()
+        if not history:
             raise EngineError("there is nothing to regenerate yet")
-        return self._answer()
+        return self._turn(history)
 
     def edit(self, index: int, text: str, images=None, audio=None) -> Iterator[ChatEvent]:
         """Replace user message `index`, forget everything after it, and answer it."""
         if not 0 <= index < len(self.messages) or self.messages[index].role != "user":
             raise EngineError(f"message {index} is not a user message of this chat")
         old = self.messages[index]
-        self.messages[index:] = [Message("user", text, list(old.images if images is None else images),
-                                         list(old.audio if audio is None else audio))]
-        return self._answer()
+        edited = Message("user", text, list(old.images if images is None else images),
+                         list(old.audio if audio is None else audio))
+        return self._turn([*self.messages[:index], edited])
 
     def cancel(self) -> None:
         """Stop the running answer within one decode step; safe from any thread."""
@@ -170,18 +232,22 @@ class ChatSession:
 
     # -- prompt building -------------------------------------------------------------------------
 
-    def _render(self, messages: list[Message], generation_prompt: bool) -> str:
-        forms = ([{"role": "system", "content": self.system}] if self.system else [])
-        for index, message in enumerate(messages):
-            form = message.template_form()
-            if self._splices(message):
-                form["content"] = _sentinel(index)
+    def _tokens(self, messages: list[Message], generation_prompt: bool) -> list[int]:
+        """The conversation rendered by the model's template and tokenized."""
+        splices = _Splices(self.tokenizer)
+        forms = [splices.escaped({"role": "system", "content": self.system})] if self.system else []
+        for message in messages:
+            form = splices.escaped(message.template_form())
+            if self._reuses_ids(message):
+                form["content"] = splices.marker(message.token_ids)
             forms.append(form)
-        return self.template.render(
+        rendered = self.template.render(
             messages=forms, add_generation_prompt=generation_prompt, enable_thinking=self.thinking,
-            tools=self.options.tools, bos_token="<bos>", eos_token="<eos>", format_arguments=format_arguments)
+            tools=splices.escaped(self.options.tools), bos_token="<bos>", eos_token="<eos>",
+            format_arguments=format_arguments)
+        return splices.encode(rendered)
 
-    def _splices(self, message: Message) -> bool:
+    def _reuses_ids(self, message: Message) -> bool:
         """Whether an earlier answer goes back as the very ids that were generated.
 
         Re-tokenizing generated text does not always give the same ids, and templates trim the
@@ -190,15 +256,6 @@ class ChatSession:
         """
         return (message.role == "assistant" and bool(message.token_ids) and not message.tool_calls
                 and self.tokenizer.decode(message.token_ids) == message.text)
-
-    def _encode(self, rendered: str, messages: list[Message]) -> list[int]:
-        ids: list[int] = []
-        for piece in _SENTINEL.split(rendered):
-            if piece.startswith(_SENTINEL_OPEN):
-                ids += messages[int(piece[1:-1])].token_ids
-            elif piece:
-                ids += self.tokenizer.encode(piece)
-        return ids
 
     def _expand_media(self, ids: list[int], messages: list[Message]) -> Prompt:
         """Replace each media placeholder by its soft-token slots: begin + N slots + end for an image or a
@@ -241,19 +298,46 @@ class ChatSession:
 
     def _prompt_for(self, messages: list[Message]) -> tuple[Prompt, int]:
         """The prompt to answer `messages`, and where the history before its generation prompt ends."""
-        prompt = self._expand_media(self._encode(self._render(messages, True), messages), messages)
-        history = self._expand_media(self._encode(self._render(messages, False), messages), messages)
+        prompt = self._expand_media(self._tokens(messages, True), messages)
+        history = self._expand_media(self._tokens(messages, False), messages)
         boundary = history.ids.size if np.array_equal(history.ids, prompt.ids[: history.ids.size]) else 0
         return prompt, boundary
 
     # -- answering -------------------------------------------------------------------------------
 
-    def _answer(self, notices: list[str] = ()) -> Iterator[ChatEvent]:
-        for notice in notices:
-            yield ChatEvent("notice", notice)
-        self._cancel.clear()
-        prompt, boundary = self._prompt()
+    def _turn(self, history: list[Message], notices: Sequence[str] = ()) -> Iterator[ChatEvent]:
+        """Make `history` the conversation and answer it."""
+        before = list(self.messages)
+        self.messages[:] = history
+        return self._answer(notices, before)
+
+    def _answer(self, notices: Sequence[str] = (), before: list[Message] | None = None) -> Iterator[ChatEvent]:
+        """Stream the answer to the conversation as it stands.
+
+        A turn that fails puts the history back to `before` (by default: as it stands), since keeping the
+        turn would make every later one rebuild it and fail the same way. A turn the user stops (cancel,
+        closing the iterator, Ctrl-C) keeps its partial answer.
+        """
+        before = list(self.messages) if before is None else before
         stream = OutputStream(self.tokenizer, self.tokenizer.special_ids)
+        try:
+            for notice in notices:
+                yield ChatEvent("notice", notice)
+            yield from self._generate(stream)
+        except Exception:
+            self.messages[:] = before
+            raise
+        except BaseException:  # GeneratorExit or KeyboardInterrupt: stopped by the user
+            self._keep_answer(stream)
+            raise
+        finally:
+            # Cleared only here, at the end: a cancel made before the turn started must stop it.
+            self._cancel.clear()
+        self._keep_answer(stream)
+        yield ChatEvent("done", stats=self.generator.stats)
+
+    def _generate(self, stream: OutputStream) -> Iterator[ChatEvent]:
+        prompt, boundary = self._prompt()
         tokens = self.generator.run(prompt, max_tokens=self.options.max_tokens, sampling=self.sampling,
                                     stop_ids=self.model.stop_ids, cancel=self._cancel,
                                     snapshot_at=[boundary] if boundary else [])
@@ -263,7 +347,8 @@ class ChatSession:
             yield from stream.finish()
         finally:
             tokens.close()
-            self.messages.append(Message("assistant", stream.answer, tool_calls=stream.tool_calls,
-                                         token_ids=stream.answer_ids))
             self.last_stats = self.generator.stats
-        yield ChatEvent("done", stats=self.generator.stats)
+
+    def _keep_answer(self, stream: OutputStream) -> None:
+        self.messages.append(Message("assistant", stream.answer, tool_calls=stream.tool_calls,
+                                     token_ids=stream.answer_ids))

@@ -1,6 +1,7 @@
 """`lantern generate` and `lantern chat`: the engine from a terminal.
 
-Errors print one clear line and exit non-zero; nothing goes online.
+Errors print one clear line and exit non-zero, except in a chat, where a turn's error is printed and the
+chat goes on; nothing goes online.
 """
 
 from __future__ import annotations
@@ -111,14 +112,24 @@ def _chat(args) -> None:
             return
         if line.strip() in ("/quit", "/exit"):
             return
-        if not line.strip():
-            continue
+        if line.strip():
+            _chat_turn(session, line)
+
+
+def _chat_turn(session, line: str) -> None:
+    """One exchange. A turn that fails leaves the history as it was, so the chat goes on after the message."""
+    try:
         events = session.regenerate() if line.strip() == "/regen" else session.send(line)
-        try:
-            _print_events(events)
-        except KeyboardInterrupt:
-            events.close()  # keeps the partial answer in the history; the session stays usable
-            print(f"\n{_DIM}(stopped){_RESET}", file=sys.stderr)
+    except EngineError as exc:
+        print(f"lantern: {exc}", file=sys.stderr)
+        return
+    try:
+        _print_events(events)
+    except EngineError as exc:
+        print(f"\nlantern: {exc}", file=sys.stderr)
+    except KeyboardInterrupt:
+        events.close()  # keeps the partial answer in the history; the session stays usable
+        print(f"\n{_DIM}(stopped){_RESET}", file=sys.stderr)
 
 
 def _convert(args) -> None:

@@ -108,6 +108,11 @@ def _chunk_bounds(length: int, chunk: int, cuts: Sequence[int], keep_together: l
     return sorted(e for e in ends if 0 < e <= length)
 
 
+def check_max_tokens(max_tokens: int) -> None:
+    if isinstance(max_tokens, bool) or not isinstance(max_tokens, int) or max_tokens < 0:
+        raise EngineError(f"the most tokens to generate must be a whole number >= 0, got {max_tokens!r}")
+
+
 class Generator:
     """Runs prompts through a model against one PromptCache."""
 
@@ -120,8 +125,13 @@ class Generator:
         self.prefill_chunk = prefill_chunk
         self.stats = GenerationStats()
 
-    def _prefill(self, prompt: Prompt, snapshot_at: Sequence[int]) -> mx.array:
-        """Bring the cache up to the whole prompt; return the logits after its last position."""
+    def _prefill(self, prompt: Prompt, snapshot_at: Sequence[int],
+                 cancel: threading.Event | None = None) -> mx.array | None:
+        """Bring the cache up to the whole prompt; return the logits after its last position.
+
+        Returns None when `cancel` is set between two chunks: the cache then holds the chunks done so far,
+        which a later prompt with the same start reuses.
+        """
         config = self.model.config
         keys = prompt.keys(config)
         reused = self.cache.rewind(keys)
@@ -149,6 +159,8 @@ class Generator:
             mx.eval([c.state for c in self.cache.caches if c is not None])
             if reused + end in snapshot_at:
                 self.cache.snapshot()
+            if cancel is not None and cancel.is_set():
+                return None
             begin = end
         raise AssertionError("a prefill always ends with the prompt's last position")
 
@@ -166,7 +178,11 @@ class Generator:
 
     def run(self, prompt: Prompt, *, max_tokens: int, sampling: SamplingOptions, stop_ids: Sequence[int],
             cancel: threading.Event | None = None, snapshot_at: Sequence[int] = ()) -> Iterator[int]:
-        """Yield generated token ids; `self.stats` is complete once the iterator is exhausted."""
+        """Yield generated token ids; `self.stats` is complete once the iterator is exhausted.
+
+        `cancel` is looked at before the prefill, between its chunks and before every token.
+        """
+        check_max_tokens(max_tokens)
         self.model.check_ids(prompt.ids)
         self.stats = GenerationStats(prompt_tokens=int(prompt.ids.size))
         image_runs, audio_runs, frame_runs = prompt.runs(self.model.config)
@@ -174,12 +190,27 @@ class Generator:
         self.stats.audio_tokens = sum(length for _, length in audio_runs)
         mx.reset_peak_memory()
         started = time.perf_counter()
-        sample = make_token_sampler(sampling, history=prompt.ids)
-        stops = set(stop_ids)
-        context = self.model.info.context_length
+        sample = make_token_sampler(sampling, history=prompt.ids, vocab_size=self.model.config.text.vocab_size)
         snapshot_points = sorted({*snapshot_at, prompt.ids.size - 1})
+        try:
+            logits = None if cancel is not None and cancel.is_set() else self._prefill(prompt, snapshot_points, cancel)
+            if logits is None:
+                self._finish(0, started, None, "cancelled")
+                return
+            yield from self._decode(sample(logits), sample, max_tokens, set(stop_ids), cancel, started)
+        except Exception:
+            self._drop_torn_cache()
+            raise
 
-        token = sample(self._prefill(prompt, snapshot_points))
+    def _drop_torn_cache(self) -> None:
+        """After a failure inside a forward pass, some layers may hold positions the prompt cache never
+        recorded; the next prompt would attend to them, so the cache starts over."""
+        if any(c is not None and c.length != self.cache.length for c in self.cache.caches):
+            self.cache.reset()
+
+    def _decode(self, token: mx.array, sample, max_tokens: int, stops: set[int], cancel: threading.Event | None,
+                started: float) -> Iterator[int]:
+        context = self.model.info.context_length
         mx.async_eval(token)
         first_token_at = None
         produced = 0

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass, replace
+from numbers import Integral, Real
 from pathlib import Path
 from typing import Sequence
 
@@ -23,16 +25,18 @@ class SamplingOptions:
     seed: int | None = None
 
     def validated(self) -> "SamplingOptions":
-        if self.temperature < 0:
+        if _number("temperature", self.temperature) < 0:
             raise EngineError(f"temperature must be >= 0, got {self.temperature}")
-        if not 0 < self.top_p <= 1:
+        if not 0 < _number("top-p", self.top_p) <= 1:
             raise EngineError(f"top-p must be in (0, 1], got {self.top_p}")
-        if self.top_k < 0:
+        if _whole("top-k", self.top_k) < 0:
             raise EngineError(f"top-k must be >= 0 (0 turns it off), got {self.top_k}")
-        if not 0 <= self.min_p < 1:
+        if not 0 <= _number("min-p", self.min_p) < 1:
             raise EngineError(f"min-p must be in [0, 1), got {self.min_p}")
-        if self.repetition_penalty is not None and self.repetition_penalty <= 0:
+        if self.repetition_penalty is not None and _number("repetition penalty", self.repetition_penalty) <= 0:
             raise EngineError(f"repetition penalty must be > 0, got {self.repetition_penalty}")
+        if self.seed is not None and not 0 <= _whole("seed", self.seed) < 2**64:
+            raise EngineError(f"seed must be a whole number from 0 to 2**64 - 1, got {self.seed}")
         return self
 
     def with_overrides(self, **changes) -> "SamplingOptions":
@@ -48,10 +52,15 @@ def generation_defaults(folder: Path) -> SamplingOptions:
         raw = json.loads(path.read_text(encoding="utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError):
         raise EngineError(f"{path} is not valid JSON") from None
-    base = SamplingOptions()
-    return base.with_overrides(temperature=raw.get("temperature"), top_p=raw.get("top_p"),
-                               top_k=raw.get("top_k"), min_p=raw.get("min_p"),
-                               repetition_penalty=raw.get("repetition_penalty"))
+    if not isinstance(raw, dict):
+        raise EngineError(f"{path} does not hold a JSON object of settings; download the model folder again")
+    defaults = SamplingOptions().with_overrides(temperature=raw.get("temperature"), top_p=raw.get("top_p"),
+                                                top_k=raw.get("top_k"), min_p=raw.get("min_p"),
+                                                repetition_penalty=raw.get("repetition_penalty"))
+    try:
+        return defaults.validated()
+    except EngineError as exc:
+        raise EngineError(f"{path} has a bad sampling setting: {exc}; download the model folder again") from None
 
 
 def generation_stop_ids(folder: Path) -> list[int]:
@@ -69,16 +78,18 @@ def generation_stop_ids(folder: Path) -> list[int]:
 class TokenSampler:
     """Turns the last position's logits into the next token, lazily (no host sync)."""
 
-    def __init__(self, options: SamplingOptions, history: Sequence[int]):
+    def __init__(self, options: SamplingOptions, history: Sequence[int], vocab_size: int | None = None):
         options = options.validated()
         self._greedy = options.temperature == 0
+        # Keeping the top `vocab_size` or more tokens keeps them all; mlx-lm refuses such a top-k.
+        top_k = 0 if vocab_size is not None and options.top_k >= vocab_size else int(options.top_k)
         self._sample = make_sampler(temp=options.temperature, top_p=options.top_p if options.top_p < 1 else 0.0,
-                                    min_p=options.min_p, top_k=options.top_k)
+                                    min_p=options.min_p, top_k=top_k)
         penalty = options.repetition_penalty
         self._processors = make_logits_processors(repetition_penalty=penalty) if penalty not in (None, 1.0) else []
         self._history = mx.array([int(t) for t in history], dtype=mx.int32)
         if options.seed is not None:
-            mx.random.seed(options.seed)
+            mx.random.seed(int(options.seed))
 
     def observe(self, token: mx.array) -> None:
         if self._processors:
@@ -94,5 +105,18 @@ class TokenSampler:
         return self._sample(logprobs).reshape(-1)
 
 
-def make_token_sampler(options: SamplingOptions, history: Sequence[int]) -> TokenSampler:
-    return TokenSampler(options, history)
+def make_token_sampler(options: SamplingOptions, history: Sequence[int], vocab_size: int | None = None) -> TokenSampler:
+    return TokenSampler(options, history, vocab_size)
+
+
+def _number(name: str, value) -> float:
+    """`value` if it is a finite number; NaN fails every comparison, so range checks alone let it through."""
+    if isinstance(value, bool) or not isinstance(value, Real) or not math.isfinite(value):
+        raise EngineError(f"{name} must be a finite number, got {value!r}")
+    return value
+
+
+def _whole(name: str, value) -> int:
+    if isinstance(value, bool) or not isinstance(value, Integral):
+        raise EngineError(f"{name} must be a whole number, got {value!r}")
+    return value

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import threading
 from pathlib import Path
 
 from tokenizers import Tokenizer as _HFTokenizer
@@ -21,12 +22,27 @@ class Tokenizer:
         except Exception as exc:  # the tokenizers library raises a bare Exception on bad files
             raise EngineError(f"{path} could not be read: {exc}") from None
         self.config = _read_json(folder / "tokenizer_config.json")
-        self.special_ids = {self._tokenizer.token_to_id(t.content)
-                            for t in self._tokenizer.get_added_tokens_decoder().values() if t.special}
+        specials = [t.content for t in self._tokenizer.get_added_tokens_decoder().values() if t.special]
+        self.special_ids = {self._tokenizer.token_to_id(content) for content in specials}
+        self.special_strings = frozenset(specials)
+        # Literal encoding flips a switch on the shared tokenizer; token counts may run on another thread.
+        self._lock = threading.Lock()
 
     def encode(self, text: str) -> list[int]:
         """Token ids of already-rendered text; the chat template emits <bos> itself, so none is added."""
-        return self._tokenizer.encode(text, add_special_tokens=False).ids
+        return self._encode(text, literal=False)
+
+    def encode_literal(self, text: str) -> list[int]:
+        """Token ids of user-supplied text: a special-token string in it (`<|turn>`) stays ordinary text."""
+        return self._encode(text, literal=True)
+
+    def _encode(self, text: str, literal: bool) -> list[int]:
+        with self._lock:
+            self._tokenizer.encode_special_tokens = literal
+            try:
+                return self._tokenizer.encode(text, add_special_tokens=False).ids
+            finally:
+                self._tokenizer.encode_special_tokens = False
 
     def decode(self, ids: list[int]) -> str:
         return self._tokenizer.decode(ids, skip_special_tokens=False)
