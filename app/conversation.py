@@ -91,14 +91,14 @@ class Conversation:
     def add_answer(self, user_id: int, content: str, thinking: str = "", stats: dict | None = None) -> int:
         return self._add(user_id, "assistant", content, thinking, stats)
 
-    def edit_user_message(self, message_id: int, text: str) -> int:
-        """A sibling of user message `message_id` carrying `text` and the same attachments; what followed
-        the old one is kept."""
+    def edit_user_message(self, message_id: int, text: str, added: list[tuple] = ()) -> int:
+        """A sibling of user message `message_id` carrying `text`, the same attachments and then `added`
+        (tuples as for `add_user_message`); what followed the old one is kept."""
         original = self.tree.by_id[message_id]
         if original.role != "user":
             raise ValueError(f"message {message_id} is not a user message")
         kept = [(a.kind, a.path, a.budget) for a in self.library.attachments(message_id)]
-        return self._add(original.parent_id, "user", text, stats=original.stats, attachments=kept)
+        return self._add(original.parent_id, "user", text, stats=original.stats, attachments=kept + list(added))
 
     def regeneration_parent(self, message_id: int) -> int:
         """The user message a regenerated answer to assistant message `message_id` hangs under."""

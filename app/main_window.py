@@ -7,8 +7,8 @@ from pathlib import Path
 
 from PySide6.QtCore import QSettings, QTimer
 from PySide6.QtGui import QAccessible, QAccessibleAnnouncementEvent, QGuiApplication, QKeySequence, QShortcut
-from PySide6.QtWidgets import (QCheckBox, QComboBox, QFileDialog, QHBoxLayout, QLabel, QMainWindow, QMessageBox,
-                               QProgressBar, QPushButton, QSplitter, QVBoxLayout, QWidget)
+from PySide6.QtWidgets import (QApplication, QCheckBox, QComboBox, QFileDialog, QHBoxLayout, QLabel, QMainWindow,
+                               QMessageBox, QProgressBar, QPushButton, QSplitter, QVBoxLayout, QWidget)
 
 from .context_meter import ContextMeter, Usage
 from .conversation import Conversation
@@ -18,7 +18,8 @@ from .load_marker import LoadMarker
 from .media.composer import MediaComposer
 from .media.recorder import DICTATION_PROMPT
 from .menus import build_menus
-from .models import ModelEntry, check_memory, describe_inputs, discover
+from .models import (ModelEntry, check_memory, describe_inputs, discover, remember_folder, remembered_folders,
+                     scan_folder)
 from .settings_dialog import ChatSettingsDialog, PresetsDialog, chat_options
 from .storage import Library
 from .widgets import INTERRUPTED, ChatInput, ConversationView, MessageState, MessageWidget, NoticeBar, Sidebar
@@ -77,6 +78,7 @@ class MainWindow(QMainWindow):
         self.model_loaded = False
         self.model_info: dict | None = None
         self.loading_model = False
+        self.shut_down = False
         self.load_marker = LoadMarker(library.folder)
         self._build()
         self._connect_engine()
@@ -93,6 +95,7 @@ class MainWindow(QMainWindow):
         self.refresh_models()
         self.refresh_sidebar()
         self._restore_geometry()
+        self._apply_text_size(float(QSettings().value("view/text_points", QApplication.font().pointSizeF())))
         if self.host.info is not None:   # a host shared with another window may have a model already
             self._on_loaded(self.host.info)
 
@@ -125,6 +128,10 @@ class MainWindow(QMainWindow):
         self.restart_button = QPushButton("Restart engine", accessibleName="Restart the engine", visible=False)
         self.other_model_button = QPushButton("Choose another model…", accessibleName="Choose another model",
                                               visible=False)
+        self.edit_bar = QWidget(visible=False)
+        self.edit_label = QLabel()
+        self.edit_label.setWordWrap(True)
+        self.cancel_edit_button = QPushButton("Cancel Editing", accessibleName="Cancel editing the message")
 
         top = QHBoxLayout()
         for widget in (self.model_picker, self.add_folder_button, self.load_button, self.thinking_box):
@@ -146,6 +153,11 @@ class MainWindow(QMainWindow):
         column.addWidget(self.view, 1)
         column.addWidget(self.notice_bar)
         column.addWidget(self.media.tray)
+        edit_row = QHBoxLayout(self.edit_bar)
+        edit_row.setContentsMargins(0, 0, 0, 0)
+        edit_row.addWidget(self.edit_label, 1)
+        edit_row.addWidget(self.cancel_edit_button)
+        column.addWidget(self.edit_bar)
         self.context_meter = ContextMeter()
         column.addWidget(self.context_meter)
         column.addLayout(bottom)
@@ -181,22 +193,70 @@ class MainWindow(QMainWindow):
         self.sidebar.undo_delete.connect(self.undo_delete)
         self.sidebar.toggle_pin.connect(self._toggle_pin)
         self.sidebar.search.connect(self.search)
-        for keys in ("Escape", "Ctrl+."):
-            QShortcut(QKeySequence(keys), self, activated=self.stop)
+        self.cancel_edit_button.clicked.connect(self.cancel_edit)
+        # Ctrl+. (⌘.) belongs to the Stop menu action; a second shortcut on the same keys would make both ambiguous.
+        QShortcut(QKeySequence("Escape"), self, activated=self.escape)
 
     def _build_menus(self) -> None:
         self.actions_by_name = build_menus(self)
 
     # -- menu commands -----------------------------------------------------------------------------
 
+    def edit_focused(self, command: str) -> None:
+        """An Edit menu command ("copy", "paste", ...) on the focused text widget. Paste into the message
+        box attaches clipboard media first, as the Paste key does."""
+        focused = QApplication.focusWidget()
+        if command == "paste" and focused in (self.input, None) and self.media.drop.paste():
+            return
+        method = getattr(focused, command, None)
+        if callable(method):
+            method()
+
+    def toggle_sidebar(self) -> None:
+        self.sidebar.setVisible(not self.sidebar.isVisible())
+
+    def change_text_size(self, step: int) -> None:
+        """One point bigger (+1) or smaller (-1) in the conversation and the message box; 0: the system size."""
+        standard = QApplication.font().pointSizeF()
+        size = standard if step == 0 else min(max(self.text_points + step, standard - 4), standard + 16)
+        QSettings().setValue("view/text_points", size)
+        self._apply_text_size(size)
+
+    def _apply_text_size(self, points: float) -> None:
+        self.text_points = points
+        for widget in (self.view, self.input):
+            font = widget.font()
+            font.setPointSizeF(points)
+            widget.setFont(font)
+
+    def toggle_full_screen(self) -> None:
+        self.showNormal() if self.isFullScreen() else self.showFullScreen()
+
+    def toggle_zoom(self) -> None:
+        self.showNormal() if self.isMaximized() else self.showMaximized()
+
+    def edit_last_message(self) -> None:
+        mine = [message for message in (self.conversation.path if self.conversation else []) if message.role == "user"]
+        if mine and self.pending is None:
+            self.begin_edit(mine[-1].id)
+
+    def confirm(self, question: str) -> bool:
+        """A yes/no question to the user (tests replace it)."""
+        return QMessageBox.question(self, "Lantern", question) == QMessageBox.StandardButton.Yes
+
     def focus_search(self) -> None:
         self.sidebar.search_box.setFocus()
         self.sidebar.search_box.selectAll()
 
     def regenerate_last(self) -> None:
+        """Regenerate the last answer, or answer the last message again when its turn failed unanswered."""
         path = self.conversation.path if self.conversation else []
-        if path and path[-1].role == "assistant":
+        if not path or self.pending is not None:
+            return
+        if path[-1].role == "assistant":
             self.regenerate(path[-1].id)
+        else:
+            self._start_turn(path[-1].id)
 
     def open_settings(self) -> PresetsDialog:
         dialog = PresetsDialog(self.library, self)
@@ -291,14 +351,25 @@ class MainWindow(QMainWindow):
     # -- models ------------------------------------------------------------------------------------
 
     def refresh_models(self) -> None:
-        self.models: list[ModelEntry] = discover(self.model_folders)
+        """List the models on disk now; the picked one stays picked while it is listed, so Load loads it."""
+        picked = self.model_picker.currentData()
+        self.models: list[ModelEntry] = discover(self.model_folders + remembered_folders())
         self.model_picker.clear()
         for entry in self.models:
             self.model_picker.addItem(entry.label, str(entry.path))
+        if picked is not None:
+            self.select_model(Path(picked))
 
     def add_model_folder(self, folder: Path) -> None:
-        self.model_folders.append(Path(folder))
+        """Remember a folder of models across restarts and pick its first model; a folder without any is
+        only reported, so it is not scanned again at every start."""
+        found = scan_folder(Path(folder))
+        if not found:
+            self.notice_bar.add(f"No Gemma 4 models found in {folder}")
+            return
+        remember_folder(Path(folder))
         self.refresh_models()
+        self.select_model(found[0].path)
 
     def open_model_library(self):
         """The page that lists, downloads, converts and deletes models; a ready model is loaded here."""
@@ -401,7 +472,8 @@ class MainWindow(QMainWindow):
         self._end_load()
         self.model_loaded = True
         self.model_info = info
-        self.media.set_model(info["modalities"], info["variant"])
+        for note in self.media.set_model(info["modalities"], info["variant"]):
+            self.notice_bar.add(note)
         self.count_timer.start()
         inputs = describe_inputs(info["modalities"])
         self._loading_done(f"Ready: {Path(info['folder']).name} ({info['variant']}; {inputs}), "
@@ -443,14 +515,16 @@ class MainWindow(QMainWindow):
         self.sidebar.show_conversations(self.library.conversations(), current)
 
     def new_chat(self) -> None:
-        self.open_conversation(self.library.create_conversation())
-        self.refresh_sidebar()
+        """Open a new chat, or stay in the current one while nothing has been said in it yet."""
+        if self.conversation is None or self.conversation.path:
+            self.open_conversation(self.library.create_conversation())
+            self.refresh_sidebar()
         self.input.setFocus()
 
     def open_conversation(self, conversation_id: int) -> None:
         self.conversation = Conversation(self.library, conversation_id)
         self._sync_chat_controls()
-        self.editing_id = None
+        self._set_editing(None)
         self.render_conversation()
 
     def _rename(self, conversation_id: int, title: str) -> None:
@@ -496,18 +570,22 @@ class MainWindow(QMainWindow):
         """Rebuild the bubbles of the active branch (only on structural changes, never per token);
         `trailing` is an extra bubble after it, such as a failed reply."""
         states = []
+        streaming = self.conversation is not None and self.pending is not None and \
+            self.pending.conversation_id == self.conversation.id
         if self.conversation is not None:
             tree = self.conversation.tree
-            for message in self.conversation.path:
-                if self.pending is not None and message.id == self.pending.message_id:
-                    continue   # its saved copy: the streaming bubble below shows it
+            # While a reply streams, show the branch it answers (a regenerated answer may be an earlier
+            # one); its saved partial copy is left out, the streaming bubble below shows it.
+            shown = tree.path_to(self.pending.user_id) if streaming else self.conversation.path
+            for message in shown:
                 variant = tree.variant(message.id)
                 states.append(MessageState(message.id, message.role, message.content, message.thinking,
                                            message.stats, (variant.position, variant.count),
                                            error=message.stats.get("error", ""),
                                            attachments=self.library.attachments(message.id)))
-        if self.pending is not None and self.conversation and self.pending.conversation_id == self.conversation.id:
+        if streaming:
             states.append(MessageState(None, "assistant", self.pending.text, self.pending.thinking))
+        streaming_index = len(states) - 1
         if trailing is not None:
             states.append(trailing)
         bubbles = self.view.show_messages(states)
@@ -516,7 +594,7 @@ class MainWindow(QMainWindow):
             bubble.edit.connect(self.begin_edit)
             bubble.copy.connect(self.copy_text)
             bubble.switch_variant.connect(self.switch_variant)
-        self.streaming_bubble = bubbles[-1] if self.pending is not None and states and states[-1].message_id is None else None
+        self.streaming_bubble = bubbles[streaming_index] if streaming else None
         self.count_timer.start()
 
     # -- context meter -----------------------------------------------------------------------------
@@ -557,34 +635,72 @@ class MainWindow(QMainWindow):
         self.streaming_bubble.state.content = self.pending.text
         self.streaming_bubble.state.thinking = self.pending.thinking
         self.streaming_bubble.render_state()
-        self.view.scroll_to_end()
+        self.view.follow_stream()
 
     # -- turns -------------------------------------------------------------------------------------
 
     def send(self, text: str) -> None:
         """Send `text` with the attached media as a new turn, or as the edit of the message being edited
-        (which keeps that message's media)."""
-        if not text or self.pending is not None:
+        (which keeps that message's media and adds what is attached now). Until it is stored, the text
+        stays in the box and the media in the tray."""
+        if self.pending is not None or not (text or self.media.attachments.items):
+            return
+        if not self.model_loaded:
+            self.notice_bar.add(self._not_ready_reason())
             return
         if self.conversation is None:
             self.new_chat()
-        images, audio = self.media.files_for_send(self.media_folder)
-        if self.editing_id is not None:
-            user_id = self.conversation.edit_user_message(self.editing_id, text)
-            self.editing_id = None
-        else:
-            attachments = [("image", Path(p), budget) for p, budget in images] + [("audio", Path(p)) for p in audio]
-            user_id = self.conversation.add_user_message(text, attachments)
+        try:
+            user_id = self._store_user_message(text)
+        except OSError as exc:   # an attached file moved or deleted since, or a full disk
+            self.notice_bar.add(f"Not sent: {exc.strerror or exc}: {exc.filename}. "
+                                "Remove that attachment and attach it again.")
+            return
+        self.media.attachments.clear()
+        self._set_editing(None)
         self.input.clear()
         self.notice_bar.dismiss()
         self.refresh_sidebar()
         self._start_turn(user_id)
 
+    def _not_ready_reason(self) -> str:
+        if self.loading_model:
+            return "The model is still loading; your message stays in the box until it is ready."
+        return "No model is loaded: pick one above and press Load. Your message stays in the box."
+
+    def _store_user_message(self, text: str) -> int:
+        images, audio = self.media.draft_files(self.media_folder)
+        attachments = [("image", Path(p), budget) for p, budget in images] + [("audio", Path(p)) for p in audio]
+        if self.editing_id is not None:
+            return self.conversation.edit_user_message(self.editing_id, text, attachments)
+        return self.conversation.add_user_message(text, attachments)
+
     def begin_edit(self, message_id: int) -> None:
         """Put a user message back in the input box; sending it makes a new branch."""
-        self.editing_id = message_id
+        self._set_editing(message_id)
         self.input.setPlainText(self.conversation.tree.by_id[message_id].content)
         self.input.setFocus()
+
+    def cancel_edit(self) -> None:
+        self._set_editing(None)
+        self.input.clear()
+
+    def escape(self) -> None:
+        """Esc stops the reply being written; otherwise it leaves editing a message."""
+        if self.pending is not None:
+            self.stop()
+        elif self.editing_id is not None:
+            self.cancel_edit()
+
+    def _set_editing(self, message_id: int | None) -> None:
+        self.editing_id = message_id
+        self.edit_bar.setVisible(message_id is not None)
+        if message_id is None:
+            return
+        kept = len(self.library.attachments(message_id))
+        media = f" Its {kept} attachment{'s' * (kept != 1)} stay with it." if kept else ""
+        self.edit_label.setText(f"Editing a message: sending it starts a new branch, and the old one stays "
+                                f"reachable with ‹ ›.{media} Esc cancels.")
 
     def regenerate(self, message_id: int) -> None:
         if self.pending is None:
@@ -684,7 +800,9 @@ class MainWindow(QMainWindow):
         pending, self.pending = self.pending, None
         self._set_busy(False)
         if pending.message_id is None:   # nothing was written yet: show the failure without storing it
-            self.render_conversation(MessageState(None, "assistant", pending.text, pending.thinking, error=message))
+            keys = self.actions_by_name["regenerate"].shortcut().toString(QKeySequence.SequenceFormat.NativeText)
+            self.render_conversation(MessageState(None, "assistant", pending.text, pending.thinking,
+                                                  error=f"{message} (Chat → Regenerate Answer, {keys}, tries again)"))
         else:
             self._store_answer(pending, {"stop_reason": "failed", "error": message})
             if self.conversation is not None:
@@ -702,14 +820,25 @@ class MainWindow(QMainWindow):
             self.resize(1000, 700)
 
     def closeEvent(self, event) -> None:
+        if self.pending is not None:
+            if not self.confirm("Gemma is still writing a reply. Stop it and quit? What it wrote so far is kept."):
+                event.ignore()
+                return
+            self._save_partial()
+        if not self.shut_down:   # a window can be closed twice (by the user, then by Qt at exit)
+            self._shut_down()
+        super().closeEvent(event)
+
+    def _shut_down(self) -> None:
+        self.shut_down = True
         QSettings().setValue("window/geometry", self.saveGeometry())
         if self.model_library is not None:
             self.model_library.shutdown()
             self.model_library.close()
-        self.count_timer.stop()
+        for timer in (self.count_timer, self.render_timer, self.save_timer):
+            timer.stop()
         if self.owns_host:
             self.host.stop()
         else:   # a shared engine outlives this window: stop listening to it
             for signal, slot in self._engine_links():
                 signal.disconnect(slot)
-        super().closeEvent(event)

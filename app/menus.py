@@ -22,7 +22,9 @@ def _action(menu, text: str, slot, shortcut: str | QKeySequence.StandardKey | No
 def build_menus(window) -> dict[str, QAction]:
     """Menus for `window` (a MainWindow); returns the actions by name, for tests and enabling."""
     bar = window.menuBar()
-    file_menu, chat_menu, help_menu = bar.addMenu("&File"), bar.addMenu("&Chat"), bar.addMenu("&Help")
+    file_menu, edit_menu, view_menu = bar.addMenu("&File"), bar.addMenu("&Edit"), bar.addMenu("&View")
+    chat_menu, window_menu, help_menu = bar.addMenu("&Chat"), bar.addMenu("&Window"), bar.addMenu("&Help")
+    keys = QKeySequence.StandardKey
     actions = {
         "new": _action(file_menu, "New Chat", window.new_chat, QKeySequence.StandardKey.New),
         "export_markdown": _action(file_menu, "Export Chat as Markdown…", window.export_chat_markdown),
@@ -34,6 +36,19 @@ def build_menus(window) -> dict[str, QAction]:
                             QAction.MenuRole.PreferencesRole),
         "quit": _action(file_menu, "Quit Lantern", window.close, QKeySequence.StandardKey.Quit,
                         QAction.MenuRole.QuitRole),
+        **{name: _action(edit_menu, text, lambda name=name: window.edit_focused(name), key)
+           for name, text, key in (("undo", "Undo", keys.Undo), ("redo", "Redo", keys.Redo), ("cut", "Cut", keys.Cut),
+                                   ("copy", "Copy", keys.Copy), ("paste", "Paste", keys.Paste),
+                                   ("selectAll", "Select All", keys.SelectAll))},
+        # Ctrl+Meta is ⌃⌘ on a Mac, where Qt swaps the two names.
+        "sidebar": _action(view_menu, "Toggle Sidebar", window.toggle_sidebar, "Ctrl+Meta+S"),
+        "bigger": _action(view_menu, "Bigger Text", lambda: window.change_text_size(1), keys.ZoomIn),
+        "smaller": _action(view_menu, "Smaller Text", lambda: window.change_text_size(-1), keys.ZoomOut),
+        "actual_size": _action(view_menu, "Actual Size", lambda: window.change_text_size(0), "Ctrl+0"),
+        "full_screen": _action(view_menu, "Enter Full Screen", window.toggle_full_screen, keys.FullScreen),
+        "minimize": _action(window_menu, "Minimize", window.showMinimized, "Ctrl+M"),
+        "zoom": _action(window_menu, "Zoom", window.toggle_zoom),
+        "edit_last": _action(chat_menu, "Edit Last Message", window.edit_last_message),
         "search": _action(chat_menu, "Search Chats", window.focus_search, "Ctrl+K"),
         "stop": _action(chat_menu, "Stop", window.stop, "Ctrl+."),
         "regenerate": _action(chat_menu, "Regenerate Answer", window.regenerate_last, "Ctrl+R"),

@@ -36,11 +36,12 @@ def presets(library: Library) -> dict[str, dict]:
 
 
 def chat_options(library: Library, chat_settings: dict) -> dict:
-    """A chat's effective options: its preset, then the chat's own overrides."""
+    """A chat's effective options: its preset, then the chat's own overrides, then its thinking toggle."""
     available = presets(library)
     preset = available.get(chat_settings.get("preset", DEFAULT_PRESET)) or available.get(DEFAULT_PRESET, {})
     overrides = {key: value for key, value in chat_settings.get("overrides", {}).items() if key in PRESET_KEYS}
-    return {**preset, **overrides}
+    toggle = {"thinking": chat_settings["thinking"]} if "thinking" in chat_settings else {}
+    return {**preset, **overrides, **toggle}
 
 
 class SettingsForm(QWidget):

@@ -29,7 +29,7 @@ def test_prompt_image_and_audio_tokens_equal_the_tray_counts(qtbot):
     assert stats.audio_tokens == attachments.audio_tokens > 0
 
 
-def test_composer_files_for_send_store_pasted_images_and_recordings_losslessly(qtbot, tmp_path):
+def test_composer_draft_files_store_pasted_images_and_recordings_losslessly(qtbot, tmp_path):
     from PySide6.QtGui import QImage
     from PySide6.QtWidgets import QWidget
 
@@ -49,12 +49,12 @@ def test_composer_files_for_send_store_pasted_images_and_recordings_losslessly(q
     composer.attachments.set_budget(composer.attachments.images[0], 560)
     composer.attachments.set_budget(composer.attachments.images[1], 70)
 
-    images, audio = composer.files_for_send(tmp_path / "media")
+    images, audio = composer.draft_files(tmp_path / "media")
     assert images[0] == [str(MEDIA / "image_wide.png"), 560]   # each image keeps its own budget
     assert images[1][0].startswith(str(tmp_path / "media")) and images[1][1] == 70
     assert open_image(images[1][0]).tobytes() == open_image(MEDIA / "image_tall.png").tobytes()
     assert np.array_equal(read_audio(audio[0]), tone)
-    assert composer.attachments.items == [] and composer.tray.isHidden()
+    assert len(composer.attachments.items) == 3  # the window empties the tray once the message is stored
     with qtbot.waitSignal(composer.dictated) as dictated:
         composer.recorder.finished.emit(tone, "dictate")
-    assert dictated.args[0] is tone and composer.attachments.items == []
+    assert dictated.args[0] is tone and len(composer.attachments.items) == 3  # a dictation attaches nothing

@@ -37,6 +37,7 @@ def window(qtbot, tmp_path, monkeypatch, shared_host):
     win = MainWindow(library, host=shared_host, model_folders=[MODELS],
                      options={"max_tokens": 6, "temperature": 0.0})
     qtbot.addWidget(win)
+    win.confirm = lambda question: True   # a question dialog would wait for a click that never comes
     win.show()
     assert win.select_model(TINY)
     if not win.model_loaded or shared_host.info["folder"] != str(TINY):

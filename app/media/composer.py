@@ -88,9 +88,3 @@ class MediaComposer(QObject):
         """([image path, budget] pairs, audio paths) of what the tray holds, as the engine process takes them."""
         images = [[str(image_file(item, folder)), item.budget] for item in self.attachments.images]
         return images, [str(audio_file(item, folder)) for item in self.attachments.audio]
-
-    def files_for_send(self, folder: Path) -> tuple[list[list], list[str]]:
-        """`draft_files`, and an empty tray afterwards."""
-        files = self.draft_files(folder)
-        self.attachments.clear()
-        return files

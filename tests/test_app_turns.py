@@ -1,0 +1,170 @@
+"""Turn control on the real window: stopping, regenerating, editing, retrying, refusing to send, quitting."""
+
+import shutil
+
+from PySide6.QtCore import QSettings, Qt
+from PySide6.QtWidgets import QApplication
+
+from app.settings_dialog import ChatSettingsDialog
+from tests.conftest import FIXTURES
+from tests.test_app_window import send, shared_host, window  # noqa: F401  (fixtures)
+
+IMAGE = FIXTURES / "media" / "image_wide.png"
+
+
+def start_long_reply(qtbot, window, text="Tell me a long story"):
+    window.options["max_tokens"] = 100000
+    window.send(text)
+    qtbot.waitUntil(lambda: window.pending is not None and window.pending.text != "", timeout=20000)
+
+
+def focus_input(qtbot, window):
+    window.activateWindow()
+    window.input.setFocus()
+    qtbot.waitUntil(lambda: QApplication.focusWidget() is window.input, timeout=5000)
+
+
+def test_the_stop_shortcut_stops_a_reply(qtbot, window):
+    start_long_reply(qtbot, window)
+    focus_input(qtbot, window)
+    qtbot.keyClick(window.input, Qt.Key.Key_Period, Qt.KeyboardModifier.ControlModifier)
+    qtbot.waitUntil(lambda: window.pending is None, timeout=20000)
+    assert window.conversation.path[-1].stats["stop_reason"] == "cancelled"
+
+
+def test_a_regenerated_earlier_answer_streams_under_its_own_question(qtbot, window):
+    send(qtbot, window, "first question")
+    send(qtbot, window, "second question")
+    first_answer = window.conversation.path[1]
+    window.options["max_tokens"] = 100000
+    window.regenerate(first_answer.id)
+    qtbot.waitUntil(lambda: window.pending.text != "", timeout=20000)
+    qtbot.wait(1300)   # past one save interval, so the partial answer is stored
+    shown = [(bubble.state.role, bubble.state.content) for bubble in window.view.bubbles]
+    assert shown[0] == ("user", "first question") and len(shown) == 2 and shown[1][0] == "assistant"
+    window.stop()
+    qtbot.waitUntil(lambda: window.pending is None, timeout=20000)
+    path = window.conversation.path
+    assert [m.content for m in path][:1] == ["first question"] and len(path) == 2
+    assert window.conversation.tree.variant(path[1].id).count == 2
+
+
+def test_editing_shows_a_bar_esc_cancels_and_new_media_join_the_edited_message(qtbot, window):
+    send(qtbot, window, "a question")
+    question = window.conversation.path[0]
+    window.begin_edit(question.id)
+    assert window.edit_bar.isVisible() and window.input.toPlainText() == "a question"
+    qtbot.keyClick(window, Qt.Key.Key_Escape)
+    assert not window.edit_bar.isVisible() and window.editing_id is None and window.input.toPlainText() == ""
+
+    window.begin_edit(question.id)
+    window.media.drop.attach_paths([IMAGE])
+    send(qtbot, window, "a better question")
+    edited = window.conversation.path[0]
+    assert edited.id != question.id and edited.content == "a better question"
+    assert [a.name for a in window.library.attachments(edited.id)] == [IMAGE.name]
+    assert window.media.attachments.items == [] and not window.edit_bar.isVisible()
+
+
+def test_sending_without_a_model_keeps_the_draft_and_says_why(qtbot, window):
+    window.model_loaded = False
+    window.input.setPlainText("are you there?")
+    qtbot.keyClick(window.input, Qt.Key.Key_Return)
+    assert window.pending is None and window.conversation is None
+    assert window.input.toPlainText() == "are you there?"
+    assert "No model is loaded" in window.notice_bar.label.text()
+
+
+def test_an_attachment_deleted_before_sending_is_reported_and_nothing_is_lost(qtbot, window, tmp_path):
+    photo = tmp_path / "photo.png"
+    shutil.copy(IMAGE, photo)
+    window.media.drop.attach_paths([photo])
+    photo.unlink()
+    window.input.setPlainText("what is this?")
+    window.send("what is this?")
+    assert window.pending is None and not window.conversation.path
+    assert "Not sent" in window.notice_bar.label.text() and "photo.png" in window.notice_bar.label.text()
+    assert len(window.media.attachments.items) == 1 and window.input.toPlainText() == "what is this?"
+
+
+def test_an_image_alone_can_be_sent(qtbot, window):
+    window.media.drop.attach_paths([IMAGE])
+    window.send_button.click()
+    qtbot.waitUntil(lambda: window.pending is None and window.conversation is not None
+                    and len(window.conversation.path) == 2, timeout=20000)
+    question = window.conversation.path[0]
+    assert question.content == "" and [a.kind for a in window.library.attachments(question.id)] == ["image"]
+
+
+def test_regenerate_answers_a_question_whose_turn_failed_unanswered(qtbot, window):
+    window.new_chat()
+    window.conversation.add_user_message("left unanswered")
+    window.render_conversation()
+    window.actions_by_name["regenerate"].trigger()
+    qtbot.waitUntil(lambda: window.pending is None and window.conversation.path[-1].role == "assistant",
+                    timeout=20000)
+    assert [m.role for m in window.conversation.path] == ["user", "assistant"]
+
+
+def test_chat_settings_show_and_keep_the_chat_s_thinking_toggle(qtbot, window):
+    window.new_chat()
+    window.thinking_box.setChecked(True)
+    dialog = ChatSettingsDialog(window.library, window.conversation.settings, window)
+    qtbot.addWidget(dialog)
+    assert dialog.form.thinking.isChecked()
+    window.set_chat_settings(dialog.chat_settings())   # OK without a change
+    assert window.thinking_box.isChecked() and window.chat_options()["thinking"] is True
+
+
+def test_media_a_new_model_cannot_take_are_named_in_the_notice_bar(qtbot, window):
+    window.media.drop.attach_paths([FIXTURES / "media" / "audio_16k.wav"])
+    window._on_loaded({**window.model_info, "modalities": ["image", "text"], "variant": "26b-a4b"})
+    assert window.media.attachments.items == []
+    assert "audio_16k.wav removed" in window.notice_bar.label.text()
+
+
+def test_new_chat_stays_in_a_chat_that_is_still_empty(qtbot, window):
+    before = len(window.library.conversations())
+    for _ in range(3):
+        window.actions_by_name["new"].trigger()
+    assert len(window.library.conversations()) == before + 1
+
+
+def test_quitting_during_a_reply_asks_first_and_keeps_what_was_written(qtbot, window):
+    start_long_reply(qtbot, window)
+    questions = []
+    window.confirm = lambda question: questions.append(question) and False
+    window.close()
+    assert window.isVisible() and window.pending is not None and "Stop it and quit?" in questions[0]
+    window.confirm = lambda question: True
+    turn, conversation = window.pending.turn_id, window.pending.conversation_id
+    with qtbot.waitSignal(window.host.turn_finished, timeout=20000):
+        window.close()
+        window.host.cancel(turn)   # the shared engine outlives this window: end the turn for the next test
+    assert not window.isVisible()
+    answer = window.library.messages(conversation)[-1]
+    assert answer.role == "assistant" and answer.content and answer.stats["stop_reason"] == "interrupted"
+
+
+def test_text_size_changes_and_is_remembered(qtbot, window):
+    standard = QApplication.font().pointSizeF()
+    window.actions_by_name["bigger"].trigger()
+    window.actions_by_name["bigger"].trigger()
+    assert window.view.font().pointSizeF() == window.input.font().pointSizeF() == standard + 2
+    assert float(QSettings().value("view/text_points")) == standard + 2
+    window.actions_by_name["actual_size"].trigger()
+    assert window.view.font().pointSizeF() == standard
+
+
+def test_view_window_and_edit_menu_commands(qtbot, window):
+    window.actions_by_name["sidebar"].trigger()
+    assert not window.sidebar.isVisible()
+    window.actions_by_name["sidebar"].trigger()
+    assert window.sidebar.isVisible()
+    send(qtbot, window, "edit me later")
+    window.actions_by_name["edit_last"].trigger()
+    assert window.editing_id == window.conversation.path[0].id and window.input.toPlainText() == "edit me later"
+    focus_input(qtbot, window)
+    window.actions_by_name["selectAll"].trigger()
+    window.actions_by_name["copy"].trigger()
+    assert QApplication.clipboard().text() == "edit me later"
