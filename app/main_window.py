@@ -172,6 +172,7 @@ class MainWindow(QMainWindow):
 
     def _wire_widgets(self) -> None:
         self.input.submitted.connect(self.send)
+        self.input.edit_last.connect(self.edit_last_message)
         self.media.install(self, self.input, self.view)
         self.media.drop.install_file_open(QGuiApplication.instance())
         self.media.drop.error.connect(self.notice_bar.add)
@@ -188,6 +189,7 @@ class MainWindow(QMainWindow):
         self.other_model_button.clicked.connect(self.model_picker.showPopup)
         self.sidebar.new_chat.connect(self.new_chat)
         self.sidebar.selected.connect(self.open_conversation)
+        self.sidebar.hit_selected.connect(self.open_search_hit)
         self.sidebar.rename.connect(self._rename)
         self.sidebar.delete.connect(self.delete_conversation)
         self.sidebar.undo_delete.connect(self.undo_delete)
@@ -526,6 +528,13 @@ class MainWindow(QMainWindow):
         self._sync_chat_controls()
         self._set_editing(None)
         self.render_conversation()
+
+    def open_search_hit(self, conversation_id: int, message_id: int) -> None:
+        """Open the chat on the branch that holds the matching message, scrolled to it and marked."""
+        self.open_conversation(conversation_id)
+        self.conversation.select_leaf(self.conversation.tree.newest_leaf_under(message_id))
+        self.render_conversation()
+        self.view.show_message(message_id)
 
     def _rename(self, conversation_id: int, title: str) -> None:
         self.library.rename(conversation_id, title)

@@ -47,16 +47,19 @@ SPEAKERS = {"user": "You", "assistant": "Gemma", "notice": "Lantern"}
 
 
 class ChatInput(QPlainTextEdit):
-    """Enter sends, Shift+Enter starts a new line."""
+    """Enter sends (the window decides whether there is anything to send: text or media), Shift+Enter
+    starts a new line, and Up in an empty box asks to edit the last message."""
 
     submitted = Signal(str)
+    edit_last = Signal()
 
     def keyPressEvent(self, event: QKeyEvent) -> None:
         is_enter = event.key() in (Qt.Key.Key_Return, Qt.Key.Key_Enter)
         if is_enter and not event.modifiers() & Qt.KeyboardModifier.ShiftModifier:
-            text = self.toPlainText().strip()
-            if text:
-                self.submitted.emit(text)
+            self.submitted.emit(self.toPlainText().strip())
+            return
+        if event.key() == Qt.Key.Key_Up and not self.toPlainText():
+            self.edit_last.emit()
             return
         super().keyPressEvent(event)
 
@@ -383,6 +386,7 @@ class ConversationView(QScrollArea):
         self.setWidget(container)
         self.bubbles: list[MessageWidget] = []
         self.keeping_to_end = False
+        self.shown_bubble: MessageWidget | None = None   # kept in sight instead of the end (a search hit)
         self.verticalScrollBar().rangeChanged.connect(self._keep_to_end)
         self.verticalScrollBar().valueChanged.connect(self._stop_keeping_unless_at_end)
 
@@ -393,8 +397,19 @@ class ConversationView(QScrollArea):
         for bubble in self.bubbles:
             self.column.insertWidget(self.column.count() - 1, bubble)
         self.keeping_to_end = True
+        self.shown_bubble = None
         self.scroll_to_end()
         return self.bubbles
+
+    def show_message(self, message_id: int) -> MessageWidget | None:
+        """Bring the bubble of `message_id` into sight, marked as found, instead of the end."""
+        bubble = next((b for b in self.bubbles if b.state.message_id == message_id), None)
+        if bubble is not None:
+            bubble.setProperty("found", True)
+            bubble.style().polish(bubble)
+            self.keeping_to_end, self.shown_bubble = False, bubble
+            self.ensureWidgetVisible(bubble)
+        return bubble
 
     def follow_stream(self) -> None:
         """After each streamed update: keep the newest text in sight if the view is at the end; a user
@@ -412,11 +427,16 @@ class ConversationView(QScrollArea):
         bar.setValue(bar.maximum())
 
     def _keep_to_end(self, _minimum: int, maximum: int) -> None:
-        if self.keeping_to_end:
+        if self.shown_bubble is not None:
+            self.ensureWidgetVisible(self.shown_bubble)
+        elif self.keeping_to_end:
             self.verticalScrollBar().setValue(maximum)
 
     def _stop_keeping_unless_at_end(self) -> None:
         self.keeping_to_end = self.keeping_to_end and self.is_at_end()
+
+
+_MESSAGE_ROLE = Qt.ItemDataRole.UserRole + 1   # a search hit's message
 
 
 class Sidebar(QWidget):
@@ -429,6 +449,7 @@ class Sidebar(QWidget):
     undo_delete = Signal()
     toggle_pin = Signal(int)
     search = Signal(str)
+    hit_selected = Signal(int, int)   # conversation id, id of the message that matched
 
     def __init__(self, parent: QWidget | None = None):
         super().__init__(parent)
@@ -471,8 +492,13 @@ class Sidebar(QWidget):
             signal.emit(current)
 
     def _on_current(self, item: QListWidgetItem | None, _previous) -> None:
-        if item is not None and not self._filling:
+        if item is None or self._filling:
+            return
+        message_id = item.data(_MESSAGE_ROLE)
+        if message_id is None:
             self.selected.emit(item.data(Qt.ItemDataRole.UserRole))
+        else:
+            self.hit_selected.emit(item.data(Qt.ItemDataRole.UserRole), message_id)
 
     def _on_renamed(self, item: QListWidgetItem) -> None:
         if not self._filling:
@@ -482,14 +508,17 @@ class Sidebar(QWidget):
         self._fill([(row.id, ("📌 " if row.pinned else "") + row.title, True) for row in rows], current)
 
     def show_hits(self, hits: list[SearchHit]) -> None:
-        self._fill([(hit.conversation_id, f"{hit.title} — {hit.snippet}", False) for hit in hits], None)
+        self._fill([(hit.conversation_id, f"{hit.title} — {hit.snippet}", False) for hit in hits], None,
+                   [hit.message_id for hit in hits])
 
-    def _fill(self, rows: list[tuple[int, str, bool]], current: int | None) -> None:
+    def _fill(self, rows: list[tuple[int, str, bool]], current: int | None,
+              message_ids: list[int] | None = None) -> None:
         self._filling = True
         self.list.clear()
-        for conversation_id, text, editable in rows:
+        for index, (conversation_id, text, editable) in enumerate(rows):
             item = QListWidgetItem(text)
             item.setData(Qt.ItemDataRole.UserRole, conversation_id)
+            item.setData(_MESSAGE_ROLE, message_ids[index] if message_ids else None)
             if editable:
                 item.setFlags(item.flags() | Qt.ItemFlag.ItemIsEditable)
             self.list.addItem(item)

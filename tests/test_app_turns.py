@@ -89,7 +89,7 @@ def test_an_attachment_deleted_before_sending_is_reported_and_nothing_is_lost(qt
 
 def test_an_image_alone_can_be_sent(qtbot, window):
     window.media.drop.attach_paths([IMAGE])
-    window.send_button.click()
+    qtbot.keyClick(window.input, Qt.Key.Key_Return)
     qtbot.waitUntil(lambda: window.pending is None and window.conversation is not None
                     and len(window.conversation.path) == 2, timeout=20000)
     question = window.conversation.path[0]
@@ -168,3 +168,33 @@ def test_view_window_and_edit_menu_commands(qtbot, window):
     window.actions_by_name["selectAll"].trigger()
     window.actions_by_name["copy"].trigger()
     assert QApplication.clipboard().text() == "edit me later"
+
+
+def test_up_in_an_empty_box_edits_the_last_message(qtbot, window):
+    send(qtbot, window, "first")
+    send(qtbot, window, "second")
+    qtbot.keyClick(window.input, Qt.Key.Key_Up)
+    assert window.editing_id == window.conversation.path[2].id and window.input.toPlainText() == "second"
+    qtbot.keyClick(window.input, Qt.Key.Key_Up)   # a box with text: Up moves the cursor, nothing else
+    assert window.input.toPlainText() == "second"
+
+
+def test_a_search_hit_opens_its_branch_scrolled_to_the_marked_message(qtbot, window):
+    send(qtbot, window, "tell me about pineapples")
+    original = window.conversation.path[0]
+    for index in range(6):   # enough turns that the hit is out of sight at the end
+        send(qtbot, window, f"filler question number {index} " * 8)
+    window.begin_edit(original.id)
+    send(qtbot, window, "tell me about apples")   # the active branch no longer holds the hit
+    window.new_chat()
+    window.sidebar.search_box.setText("pineapples")
+    qtbot.waitUntil(lambda: window.sidebar.list.count() == 1, timeout=5000)
+    window.sidebar.list.setCurrentRow(0)
+    assert window.conversation.path[0].id == original.id
+    bubble = next(b for b in window.view.bubbles if b.state.message_id == original.id)
+    assert bubble.property("found") is True
+    qtbot.waitUntil(lambda: window.view.verticalScrollBar().maximum() > 0, timeout=5000)
+    qtbot.wait(50)
+    top = bubble.mapTo(window.view.widget(), bubble.rect().topLeft()).y()
+    bar = window.view.verticalScrollBar()
+    assert bar.value() <= top < bar.value() + window.view.viewport().height()
