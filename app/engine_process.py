@@ -212,10 +212,18 @@ class EngineService:
         stats = None
         for item in events:
             if item.kind == "done":
+                self._finished_running(turn_id)
                 stats = dataclasses.asdict(item.stats) if item.stats is not None else {}
             elif item.kind in ("thinking", "text", "notice"):
                 self.reply({"ev": "event", "turn": turn_id, "kind": item.kind, "text": item.text})
         self.reply({"ev": "done", "turn": turn_id, "stats": stats or {}})
+
+    def _finished_running(self, turn_id: int) -> None:
+        """From the turn's last event on, a cancel must not reach the session: the session keeps a cancel
+        for its next turn, which would then stop before it began."""
+        with self._lock:
+            if self._running is not None and self._running[0] == turn_id:
+                self._running = None
 
     def cancel(self, turn_id: int) -> None:
         """From the reader thread: stops turn `turn_id` now, or before it starts."""

@@ -1,13 +1,14 @@
 """The engine process on its own: the protocol over real pipes, and the history reuse inside it."""
 
 import subprocess
+import threading
 from pathlib import Path
 
 from engine.chat import Message
 
 from app import engine_protocol as protocol
 from app.engine_host import engine_command, explain_exit
-from app.engine_process import Turn, reuse_messages
+from app.engine_process import EngineService, Turn, reuse_messages
 from tests.conftest import FIXTURES, MODELS
 
 REPO = Path(__file__).resolve().parents[1]
@@ -135,3 +136,21 @@ def test_a_changed_turn_or_new_media_rebuilds_everything_after_it():
     assert len(new[0].images) == 2 and new[0].images[0].size[0] > new[0].images[0].size[1]
     assert new[0].images[1][1] == 560 and new[0].images[1][0].size == new[0].images[0].size
     assert reuse_messages(old, old_turns, []) == []
+
+
+def test_a_stop_pressed_as_a_reply_ends_does_not_stop_the_next_reply():
+    replies = []
+
+    def reply(message):
+        replies.append(message)
+        if message["ev"] == "done" and message["turn"] == 1:
+            service.cancel(1)   # the user's Stop crossed the end of the reply
+
+    service = EngineService(reply)
+    service.load(str(TINY), threading.Event())
+    request = {"conversation": 1, "history": [], "text": "hi", "options": {"max_tokens": 4, "temperature": 0.0}}
+    service.turn({"turn": 1, **request})
+    service.turn({"turn": 2, **request})
+    done = [message for message in replies if message["ev"] == "done"]
+    assert [message["turn"] for message in done] == [1, 2]
+    assert done[1]["stats"]["stop_reason"] != "cancelled" and done[1]["stats"]["generated_tokens"] == 4
