@@ -12,7 +12,7 @@ import os
 import shutil
 import sqlite3
 import time
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
@@ -74,6 +74,10 @@ MIGRATIONS: tuple[str, ...] = (
     """,
     """
     ALTER TABLE attachments ADD COLUMN budget INTEGER;
+    """,
+    # Deleting a message looks up its replies (ON DELETE CASCADE); without this, each one scans every message.
+    """
+    CREATE INDEX messages_by_parent ON messages(parent_id);
     """,
 )
 
@@ -159,7 +163,14 @@ class Library:
         self._db.execute("PRAGMA synchronous=NORMAL")
         # Cheap, and a checkpoint then reaches the disk on a Mac, not just the drive's cache.
         self._db.execute("PRAGMA checkpoint_fullfsync=ON")
+        # Deleted text is zeroed in the transaction that deletes it, so no crash can leave it in a free page.
+        # Debian's SQLite does this by default, python.org's macOS build does not.
+        self._db.execute("PRAGMA secure_delete=ON")
         self._migrate()
+        # "Undo delete" is offered only in the session that deleted, so an earlier session's deletions are final.
+        # A full disk must not keep Lantern from starting: the chats then stay hidden until a later start.
+        with suppress(sqlite3.OperationalError, OSError):
+            self.purge_deleted()
 
     @classmethod
     def open_checked(cls, folder: Path | None = None) -> tuple["Library", str | None]:
@@ -174,22 +185,33 @@ class Library:
                              f"kept at {kept}; Lantern started with an empty history.")
 
     def backup(self, target: Path) -> Path:
-        """A consistent copy of the whole library in folder `target` (the SQLite backup API, safe while
-        the app writes), checked before it takes its final name; attachments are copied beside it."""
+        """A consistent copy of the library in folder `target` (the SQLite backup API, safe while the app
+        writes), without the chats pending deletion, checked before it takes its final name; the attachment
+        files its messages refer to are copied beside it."""
         target = Path(target)
         target.mkdir(parents=True, exist_ok=True)
         partial = target / (DATABASE_NAME + ".partial")
-        copy = sqlite3.connect(partial)
+        copy = sqlite3.connect(partial, isolation_level=None)
         try:
+            copy.execute("PRAGMA foreign_keys=ON")
             self._db.backup(copy)
+            if _delete_pending(copy):
+                copy.execute("VACUUM")   # the copy has the library's free pages too; see purge_deleted
             if copy.execute("PRAGMA integrity_check").fetchone()[0] != "ok":
                 raise sqlite3.DatabaseError("the backup copy failed its integrity check")
+            files = _referenced_files(copy)
         finally:
             copy.close()
         os.replace(partial, target / DATABASE_NAME)
-        if self.attachments_dir.is_dir():
-            shutil.copytree(self.attachments_dir, target / ATTACHMENTS_DIR, dirs_exist_ok=True)
+        self._copy_attachments(files, target / ATTACHMENTS_DIR)
         return target / DATABASE_NAME
+
+    def _copy_attachments(self, files: set[str], folder: Path) -> None:
+        for name in files:
+            source = self.attachments_dir / name
+            if source.is_file():   # a row can outlive its file, e.g. in a library copied without attachments
+                folder.mkdir(exist_ok=True)
+                shutil.copy2(source, folder / name)
 
     def close(self) -> None:
         self._db.close()
@@ -268,8 +290,28 @@ class Library:
         self._set(conversation_id, "deleted", None)
 
     def purge_deleted(self) -> None:
+        """Delete the hidden conversations for good: their rows, their words in the search index, every
+        copy of their text in the database file and its WAL, and the attachment files no message refers to.
+
+        Call it while no message is being added (as when the library opens): a file is stored before the
+        row that refers to it, and would look unreferenced in between.
+        """
         with self.transaction() as db:
-            db.execute("DELETE FROM conversations WHERE deleted IS NOT NULL")
+            purged = _delete_pending(db)
+        if purged:
+            # secure_delete zeroes only what is freed while it is on; VACUUM also drops what an earlier Lantern
+            # (or an SQLite built without it) left in free pages, such as the drafts of a streamed answer.
+            self._db.execute("VACUUM")
+        self._remove_unreferenced_attachments()
+        # The WAL still holds earlier versions of the zeroed pages until a checkpoint; TRUNCATE empties it.
+        # Run every time, so a purge cut short by a crash before this point is completed on the next start.
+        self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+
+    def _remove_unreferenced_attachments(self) -> None:
+        referenced = _referenced_files(self._db)
+        for path in self.attachments_dir.glob("*"):
+            if path.is_file() and path.name not in referenced:
+                path.unlink()
 
     # -- messages ----------------------------------------------------------------------------------
 
@@ -352,6 +394,21 @@ class Library:
             "JOIN conversations c ON c.id = m.conversation_id "
             "WHERE messages_fts MATCH ? AND c.deleted IS NULL ORDER BY rank LIMIT ?", (query, limit)).fetchall()
         return [SearchHit(row[0], row[1], row[2], row[3]) for row in rows]
+
+
+def _delete_pending(db: sqlite3.Connection) -> bool:
+    """Delete the conversations pending deletion (their messages and attachment rows cascade) on a
+    connection with foreign_keys and secure_delete on; False when there were none."""
+    if not db.execute("DELETE FROM conversations WHERE deleted IS NOT NULL").rowcount:
+        return False
+    # FTS5 records a deletion as a marker beside the old entry, which keeps the words in the index until
+    # its segments merge; 'optimize' merges them all now (several times faster than a 'rebuild').
+    db.execute("INSERT INTO messages_fts(messages_fts) VALUES ('optimize')")
+    return True
+
+
+def _referenced_files(db: sqlite3.Connection) -> set[str]:
+    return {row[0] for row in db.execute("SELECT DISTINCT file FROM attachments")}
 
 
 def _clean(text: str) -> str:

@@ -202,7 +202,7 @@ def test_an_older_library_gains_per_image_budgets_and_keeps_its_message_wide_bud
     db.commit()
     db.close()
     lib = Library(tmp_path)
-    assert lib.schema_version == len(MIGRATIONS) == 3 and lib.attachments(1)[0].budget is None
+    assert lib.schema_version == len(MIGRATIONS) and lib.attachments(1)[0].budget is None
     assert Conversation(lib, 1).media_of(1)["images"] == [[str(lib.attachments_dir / "abc.png"), 560]]
     chat = Conversation(lib, 1)
     new = chat.add_user_message("and these", [("image", REPO / "tests/fixtures/media/image_wide.png", 70),
