@@ -20,12 +20,30 @@ def safe_name(title: str) -> str:
     return name[:80] or "Chat"
 
 
+def _unused_name(folder: Path, name: str, *suffixes: str) -> str:
+    """`name`, else `name 2`, `name 3`…: the first for which no `<name><suffix>` exists in `folder`."""
+    candidate, number = name, 1
+    while any((folder / (candidate + suffix)).exists() for suffix in suffixes):
+        number += 1
+        candidate = f"{name} {number}"
+    return candidate
+
+
+def _write_new(target: Path, text: str) -> None:
+    # Mode "x" refuses a file that appeared after the name was chosen: an export never replaces one.
+    with open(target, "x", encoding="utf-8") as handle:
+        handle.write(text)
+
+
 def export_markdown(library: Library, conversation_id: int, folder: Path) -> Path:
-    """The active branch as `<title>.md` in `folder`, attachments in `<title> files/` linked from it."""
+    """The active branch as `<title>.md` in `folder`, attachments in `<title> files/` linked from it.
+    A name already taken there gets a number (`<title> 2.md`); returns the file written."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
     conversation = Conversation(library, conversation_id)
     title = library.conversation(conversation_id).title
-    name = safe_name(title)
-    files = Path(folder) / f"{name} files"
+    name = _unused_name(folder, safe_name(title), ".md", " files")
+    files = folder / f"{name} files"
     lines = [f"# {title}", ""]
     for message in conversation.path:
         speaker = "You" if message.role == "user" else "Gemma"
@@ -40,9 +58,8 @@ def export_markdown(library: Library, conversation_id: int, folder: Path) -> Pat
         if message.thinking:
             lines += ["<details><summary>Thoughts</summary>", "", message.thinking, "", "</details>", ""]
         lines += [message.content, ""]
-    target = Path(folder) / f"{name}.md"
-    target.parent.mkdir(parents=True, exist_ok=True)
-    target.write_text("\n".join(lines), encoding="utf-8")
+    target = folder / f"{name}.md"
+    _write_new(target, "\n".join(lines))
     return target
 
 
@@ -59,10 +76,12 @@ def conversation_json(library: Library, conversation_id: int) -> dict:
 
 
 def export_json(library: Library, conversation_id: int, folder: Path) -> Path:
-    target = Path(folder) / f"{safe_name(library.conversation(conversation_id).title)}.json"
-    target.parent.mkdir(parents=True, exist_ok=True)
-    target.write_text(json.dumps(conversation_json(library, conversation_id), ensure_ascii=False, indent=2),
-                      encoding="utf-8")
+    """The whole chat as `<title>.json` in `folder` (numbered like Markdown exports); returns the file written."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    name = _unused_name(folder, safe_name(library.conversation(conversation_id).title), ".json")
+    target = folder / f"{name}.json"
+    _write_new(target, json.dumps(conversation_json(library, conversation_id), ensure_ascii=False, indent=2))
     return target
 
 

@@ -53,6 +53,26 @@ def test_export_markdown_includes_images_as_files(library, tmp_path):
     assert (target.parent / relative).read_bytes() == IMAGE.read_bytes()
 
 
+def test_exports_never_overwrite_an_earlier_file_of_the_same_name(library, tmp_path):
+    first, _ = chat_with_an_image(library)
+    second = Conversation(library, library.create_conversation())
+    second.add_answer(second.add_user_message("What is in this picture?"), "ANSWER OF THE SECOND CHAT")
+    out = tmp_path / "out"
+    (out / "What is in this picture 3 files").mkdir(parents=True)   # a folder of the user's, not ours
+    markdown = [export_markdown(library, chat.id, out) for chat in (first, second, first)]
+    assert [p.name for p in markdown] == ["What is in this picture.md", "What is in this picture 2.md",
+                                          "What is in this picture 4.md"]
+    texts = [p.read_text(encoding="utf-8") for p in markdown]
+    assert "A **wide** picture." in texts[0] and "ANSWER OF THE SECOND CHAT" in texts[1]
+    link = next(line for line in texts[2].splitlines() if line.startswith("!["))
+    assert link[link.index("(") + 1:-1].startswith("What%20is%20in%20this%20picture%204%20files/")
+    assert not list((out / "What is in this picture 3 files").iterdir())
+    json_files = [export_json(library, chat.id, out) for chat in (first, second)]
+    assert [p.name for p in json_files] == ["What is in this picture.json", "What is in this picture 2.json"]
+    assert [json.loads(p.read_text(encoding="utf-8"))["messages"][-1]["content"] for p in json_files] == [
+        "A **wide** picture.", "ANSWER OF THE SECOND CHAT"]
+
+
 def test_export_json_keeps_every_branch(library, tmp_path):
     chat, user = chat_with_an_image(library)
     chat.edit_user_message(user, "Another question")
