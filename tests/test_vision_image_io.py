@@ -108,3 +108,35 @@ def test_something_other_than_a_pil_image_is_named(value) -> None:
     for use in (to_rgb, upright_size):
         with pytest.raises(EngineError, match=f"must be a PIL image, not {type(value).__name__}"):
             use(value)
+
+
+def png_header_claiming(width: int, height: int) -> bytes:
+    """A PNG whose header claims `width` x `height` pixels (the pixel data is never reached)."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+
+    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"\x00")) + chunk(b"IEND", b"")
+
+
+def test_an_image_over_the_pixel_cap_is_refused_before_decoding() -> None:
+    with pytest.raises(EngineError, match=r"is 10000x10000 \(100 megapixels\); Lantern takes images of up to 80"):
+        open_image(png_header_claiming(10_000, 10_000))
+
+
+def test_formats_outside_the_allow_list_are_refused(tmp_path: Path) -> None:
+    path = tmp_path / "stars.png"
+    Image.new("L", (8, 8), 7).save(path, format="PCX")   # a format Pillow reads, renamed
+    with pytest.raises(EngineError, match="stars.png is not an image Lantern can read"):
+        open_image(path)
+
+
+def test_messages_use_the_label_and_name_heic_and_empty_files(tmp_path: Path) -> None:
+    heic = b"\x00\x00\x00\x18ftypheic\x00\x00\x00\x00mif1heic" + bytes(32)
+    with pytest.raises(EngineError, match="^IMG_7.HEIC is a HEIC photo, which Lantern cannot decode here"):
+        open_image(heic, label="IMG_7.HEIC")
+    with pytest.raises(EngineError, match=r"^blank.png is empty \(0 bytes\)"):
+        open_image(b"", label="blank.png")

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import io
 import struct
+import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -27,15 +28,28 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 from ..errors import EngineError
 
 _WIDE_MODES = ("I", "F")
+# Formats opened at all: a short list keeps Pillow's rarer parsers (and their bugs) out of reach. MPO is
+# how Pillow before 13 names the JPEG files of many phones and cameras (13 reads them as JPEG).
+_FORMATS = ("PNG", "JPEG", "MPO", "WEBP", "GIF", "BMP", "TIFF")
+# Far above what the model can use (1120 soft tokens cover about 2.6 megapixels) and above every phone
+# camera, but below what would take seconds and gigabytes to decode.
+MAX_PIXELS = 80_000_000
+# ISO media "ftyp" brands of HEIC / HEIF still images (iPhone photos), which Pillow cannot decode.
+_HEIF_BRANDS = (b"heic", b"heix", b"heim", b"heis", b"mif1", b"msf1", b"hevc", b"hevx")
 _ORIENTATION_TAG = 0x0112
 _QUARTER_TURNS = (5, 6, 7, 8)  # EXIF orientations stored rotated by 90 degrees one way or the other
 
 
-def open_image(source: str | Path | bytes) -> Image.Image:
-    """Decode an image file (path or raw bytes) completely, or raise EngineError saying why not."""
-    name = "the image data" if isinstance(source, (bytes, bytearray)) else str(source)
+def open_image(source: str | Path | bytes, label: str | None = None) -> Image.Image:
+    """Decode an image file (path or raw bytes) completely, or raise EngineError saying why not.
+    `label` names the image in messages (default: its path)."""
+    name = label or ("the image data" if isinstance(source, (bytes, bytearray)) else str(source))
+    with _decoding(name):
+        head = _head(source)
+    _refuse_known_unreadable(head, name)
     with _decoding(name):
         with _open(source) as probe:
+            _check_pixel_count(probe.size, name)
             probe.verify()  # checks the container and checksums without decoding pixels
         image = _open(source)
         image.load()  # decodes every pixel, so a truncated file fails here, not later
@@ -51,16 +65,44 @@ def _decoding(name: str) -> Iterator[None]:
         yield
     except FileNotFoundError:
         raise EngineError(f"{name}: no such image file") from None
-    except (UnidentifiedImageError, Image.DecompressionBombError) as exc:
+    except UnidentifiedImageError:
+        raise EngineError(f"{name} is not an image Lantern can read (it reads PNG, JPEG, WebP, GIF, BMP and "
+                          "TIFF)") from None
+    except Image.DecompressionBombError as exc:
         raise EngineError(f"{name} is not an image Lantern can read: {exc}") from None
     except (OSError, SyntaxError, ValueError, EOFError) as exc:
         raise EngineError(f"{name} is damaged or truncated and cannot be decoded: {exc}") from None
 
 
-def _open(source: str | Path | bytes) -> Image.Image:
+def _head(source: str | Path | bytes) -> bytes:
     if isinstance(source, (bytes, bytearray)):
-        return Image.open(io.BytesIO(bytes(source)))
-    return Image.open(Path(source))
+        return bytes(source[:16])
+    with open(source, "rb") as handle:
+        return handle.read(16)
+
+
+def _refuse_known_unreadable(head: bytes, name: str) -> None:
+    if not head:
+        raise EngineError(f"{name} is empty (0 bytes), not an image")
+    if head[4:8] == b"ftyp" and head[8:12] in _HEIF_BRANDS:
+        raise EngineError(f"{name} is a HEIC photo, which Lantern cannot decode here; export it as JPEG or PNG "
+                          "(in Preview: File → Export) and attach that")
+
+
+def _check_pixel_count(size: tuple[int, int], name: str) -> None:
+    width, height = size
+    if width * height > MAX_PIXELS:
+        raise EngineError(f"{name} is {width}x{height} ({width * height / 1e6:.0f} megapixels); Lantern takes images "
+                          f"of up to {MAX_PIXELS // 1_000_000} megapixels. Scale it down first: the model sees at "
+                          "most about 2.6 megapixels of it anyway.")
+
+
+def _open(source: str | Path | bytes) -> Image.Image:
+    data = io.BytesIO(bytes(source)) if isinstance(source, (bytes, bytearray)) else Path(source)
+    Image.init()   # registers every format plugin; returns at once after the first call
+    with warnings.catch_warnings():   # Pillow only warns from 89 megapixels; our own cap refuses them
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        return Image.open(data, formats=[name for name in _FORMATS if name in Image.OPEN])
 
 
 def to_rgb(image: Image.Image) -> Image.Image:
