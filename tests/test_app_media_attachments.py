@@ -79,6 +79,15 @@ def test_corrupt_image_and_text_named_wav_give_clear_errors(tmp_path):
     assert attachments.items == []
 
 
+def test_an_animated_image_says_that_the_model_sees_its_first_frame():
+    attachments = Attachments()
+    animated = attachments.add_path(FIXTURES / "images" / "animation_48x32.gif")
+    still = attachments.add_path(MEDIA / "image_wide.png")
+    frames = Image.open(FIXTURES / "images" / "animation_48x32.gif").n_frames
+    assert frames > 1 and animated.note == f"animated ({frames} frames): the model sees the first frame"
+    assert still.note is None
+
+
 def test_audio_the_engine_would_refuse_is_refused_when_attached(tmp_path):
     rate = 16_000
     corrupt = np.zeros(rate, dtype=np.float32)

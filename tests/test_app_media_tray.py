@@ -127,6 +127,30 @@ def test_the_card_thumbnail_is_upright_and_8_bit_as_the_model_sees_it(composer, 
     assert np.abs(pixels - np.asarray(upright, dtype=int)).mean() < 8
 
 
+def test_heic_photos_are_decoded_by_the_system_where_it_can_and_explained_where_it_cannot(composer, tmp_path):
+    attachments, _, _, drop, errors = composer
+    heic = tmp_path / "IMG_0001.HEIC"   # an iPhone photo's header; Qt here has no HEIC reader
+    heic.write_bytes(b"\x00\x00\x00\x18ftypheic\x00\x00\x00\x00mif1heic" + bytes(64))
+    assert drop.attach_paths([heic]) == 0
+    assert errors == ["IMG_0001.HEIC is a HEIC photo, which Lantern cannot decode here; export it as JPEG or PNG "
+                      "(in Preview: File → Export) and attach that"]
+    readable = tmp_path / "photo.heic"   # what the system reader hands over where it can read HEIC
+    readable.write_bytes((MEDIA / "image_wide.png").read_bytes())
+    assert drop.attach_paths([readable]) == 1
+    item = attachments.items[0]
+    assert item.name == "photo.heic" and item.data is not None
+    assert item.image.convert("RGB").tobytes() == open_image(MEDIA / "image_wide.png").convert("RGB").tobytes()
+
+
+def test_unreadable_files_are_named_without_their_folder(composer, tmp_path):
+    _, _, _, drop, errors = composer
+    (tmp_path / "notes.png").write_text("not a picture")
+    (tmp_path / "blank.jpg").write_bytes(b"")
+    drop.attach_paths([tmp_path / "notes.png", tmp_path / "blank.jpg"])
+    assert errors == ["notes.png is not an image Lantern can read (it reads PNG, JPEG, WebP, GIF, BMP and TIFF)",
+                      "blank.jpg is empty (0 bytes), not an image"]
+
+
 def test_remove_button_and_errors_for_broken_files(qtbot, composer, tmp_path):
     attachments, box, tray, drop, errors = composer
     broken = tmp_path / "scan.jpg"
@@ -135,7 +159,7 @@ def test_remove_button_and_errors_for_broken_files(qtbot, composer, tmp_path):
     fake.write_text("Dear diary, today I recorded nothing.\n")
     drop_on(box.viewport(), file_urls(broken, fake, MEDIA / "image_wide.png"))
     assert len(errors) == 2
-    assert errors[0].startswith(f"{broken}") and ("damaged" in errors[0] or "not an image" in errors[0])
+    assert errors[0].startswith("scan.jpg is ") and ("damaged" in errors[0] or "not an image" in errors[0])
     assert errors[1] == "memo.wav is not an audio file: it holds text"
     assert [item.name for item in attachments.items] == ["image_wide.png"]
     card = tray.cards[0]

@@ -99,6 +99,12 @@ class ImageAttachment:
         """(width, height) the model sees the image at."""
         return target_size(*self.size, self.budget)
 
+    @property
+    def note(self) -> str | None:
+        """A sentence for the user when the model sees less of the file than it holds."""
+        frames = getattr(self.image, "n_frames", 1)
+        return f"animated ({frames} frames): the model sees the first frame" if frames > 1 else None
+
     def model_view(self) -> Image.Image:
         """The image as the vision tower receives it: upright RGB at the budget's size."""
         return to_rgb(self.image).resize(self.model_size, Image.Resampling.BICUBIC)
@@ -180,7 +186,7 @@ class Attachments:
 
     def add_image(self, source: str | Path | bytes, name: str) -> ImageAttachment:
         self.require("image")
-        image = open_image(source)
+        image = open_image(source, label=name)
         pasted = isinstance(source, (bytes, bytearray))
         return self._add(ImageAttachment(name, image, upright_size(image), auto_budget(image),
                                          path=None if pasted else Path(source), data=bytes(source) if pasted else None))

@@ -11,7 +11,7 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from PySide6.QtCore import QBuffer, QByteArray, QEvent, QIODevice, QMimeData, QObject, Signal
-from PySide6.QtGui import QGuiApplication, QImage, QKeySequence
+from PySide6.QtGui import QGuiApplication, QImage, QImageReader, QKeySequence
 from PySide6.QtWidgets import QAbstractScrollArea, QFileDialog, QWidget
 
 from engine.errors import EngineError
@@ -22,6 +22,8 @@ FILE_FILTER = (f"Images and audio ({' '.join('*' + s for s in sorted(IMAGE_SUFFI
                f"Images ({' '.join('*' + s for s in sorted(IMAGE_SUFFIXES))});;"
                f"Audio ({' '.join('*' + s for s in sorted(AUDIO_SUFFIXES))})")
 _DRAG_EVENTS = (QEvent.Type.DragEnter, QEvent.Type.DragMove)
+# Photos Pillow cannot decode but Qt can where the system can (macOS's image I/O reads HEIC).
+_SYSTEM_DECODED = frozenset({".heic", ".heif"})
 
 
 def png_bytes(image: QImage) -> bytes:
@@ -78,7 +80,18 @@ class MediaDrop(QObject):
         return 0
 
     def attach_paths(self, paths: Iterable[str | Path]) -> int:
-        return sum(self._attach(lambda path=path: self.attachments.add_path(path)) for path in paths)
+        return sum(self._attach(lambda path=Path(path): self._add_file(path)) for path in paths)
+
+    def _add_file(self, path: Path):
+        if path.suffix.lower() in _SYSTEM_DECODED:
+            reader = QImageReader(str(path))
+            reader.setAutoTransform(True)   # the photo's orientation tag, as for every other image
+            if reader.canRead():
+                image = reader.read()
+                if image.isNull():
+                    raise EngineError(f"{path.name} could not be decoded: {reader.errorString()}")
+                return self.attachments.add_image(png_bytes(image), path.name)
+        return self.attachments.add_path(path)
 
     def attach_image(self, image: QImage) -> int:
         if image.isNull():
