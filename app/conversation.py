@@ -10,7 +10,7 @@ from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
 
-from .storage import Library, MessageRow
+from .storage import Attachment, Library, MessageRow
 
 
 @dataclass(frozen=True)
@@ -75,15 +75,15 @@ class Conversation:
         self.library.set_settings(self.id, {**self.settings, **changes})
 
     def _add(self, parent_id: int | None, role: str, content: str, thinking: str = "",
-             stats: dict | None = None, attachments: list[tuple] = ()) -> int:
+             stats: dict | None = None, attachments: list[Attachment] = ()) -> int:
         message_id = self.library.add_message(self.id, parent_id, role, content, thinking, stats, attachments)
         self.reload()
         return message_id
 
-    def add_user_message(self, text: str, attachments: list[tuple] = ()) -> int:
+    def add_user_message(self, text: str, attachments: list[Attachment] = ()) -> int:
         """A new user turn at the end of the active branch; names the chat after its first message.
-        `attachments` are ("image" | "audio", file[, image budget]) tuples, stored beside the history with
-        the budget each image was given, so a regenerated answer sees them the same way."""
+        `attachments` are stored beside the history with their names and the budget each image was
+        given, so a regenerated answer sees them the same way."""
         if not self.path:
             self.library.rename(self.id, _title_from(text))
         return self._add(self.active_leaf, "user", text, attachments=attachments)
@@ -91,13 +91,13 @@ class Conversation:
     def add_answer(self, user_id: int, content: str, thinking: str = "", stats: dict | None = None) -> int:
         return self._add(user_id, "assistant", content, thinking, stats)
 
-    def edit_user_message(self, message_id: int, text: str, added: list[tuple] = ()) -> int:
-        """A sibling of user message `message_id` carrying `text`, the same attachments and then `added`
-        (tuples as for `add_user_message`); what followed the old one is kept."""
+    def edit_user_message(self, message_id: int, text: str, added: list[Attachment] = ()) -> int:
+        """A sibling of user message `message_id` carrying `text`, the same attachments and then `added`;
+        what followed the old one is kept."""
         original = self.tree.by_id[message_id]
         if original.role != "user":
             raise ValueError(f"message {message_id} is not a user message")
-        kept = [(a.kind, a.path, a.budget) for a in self.library.attachments(message_id)]
+        kept = self.library.attachments(message_id)
         return self._add(original.parent_id, "user", text, stats=original.stats, attachments=kept + list(added))
 
     def regeneration_parent(self, message_id: int) -> int:

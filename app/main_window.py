@@ -678,8 +678,7 @@ class MainWindow(QMainWindow):
         return "No model is loaded: pick one above and press Load. Your message stays in the box."
 
     def _store_user_message(self, text: str) -> int:
-        images, audio = self.media.draft_files(self.media_folder)
-        attachments = [("image", Path(p), budget) for p, budget in images] + [("audio", Path(p)) for p in audio]
+        attachments = self.media.to_store(self.media_folder)
         if self.editing_id is not None:
             return self.conversation.edit_user_message(self.editing_id, text, attachments)
         return self.conversation.add_user_message(text, attachments)

@@ -119,8 +119,8 @@ class MessageRow:
 @dataclass(frozen=True)
 class Attachment:
     kind: str      # "image" | "audio"
-    path: Path     # the stored copy beside the database
-    name: str      # what the user attached, for display
+    path: Path     # the stored copy beside the database (for `add_message`: the file to copy in)
+    name: str = ""   # what the user attached, for display; "" takes the file's name
     budget: int | None = None   # an image's soft-token budget; None: the chat's default
 
 
@@ -317,14 +317,14 @@ class Library:
 
     def add_message(self, conversation_id: int, parent_id: int | None, role: str, content: str,
                     thinking: str = "", stats: dict | None = None,
-                    attachments: list[tuple] = ()) -> int:
+                    attachments: list[Attachment] = ()) -> int:
         """Store a message under `parent_id` and make it the end of the conversation's active branch.
 
-        `attachments` are (kind, file) or (kind, file, image budget) tuples; the files are copied beside
-        the database first, so a row never points at a file that is not there.
+        The `attachments`' files are copied beside the database first, so a row never points at a file
+        that is not there.
         """
-        stored = [(kind, self._store_file(Path(source)), Path(source).name, budget[0] if budget else None)
-                  for kind, source, *budget in attachments]
+        stored = [(item.kind, self._store_file(Path(item.path)), item.name or Path(item.path).name, item.budget)
+                  for item in attachments]
         now = time.time()
         with self.transaction() as db:
             cursor = db.execute(

@@ -7,7 +7,7 @@ import pytest
 
 from app.conversation import Conversation
 from app.export import export_json, export_markdown, safe_name
-from app.storage import DATABASE_NAME, Library
+from app.storage import DATABASE_NAME, Attachment, Library
 from tests.conftest import FIXTURES
 
 IMAGE = FIXTURES / "media" / "image_wide.png"
@@ -22,7 +22,7 @@ def library(tmp_path):
 
 def chat_with_an_image(library):
     chat = Conversation(library, library.create_conversation())
-    user = chat.add_user_message("What is in this picture?", [("image", IMAGE)])
+    user = chat.add_user_message("What is in this picture?", [Attachment("image", IMAGE)])
     chat.add_answer(user, "A **wide** picture.", thinking="look closely", stats={"generated_tokens": 4})
     return chat, user
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from app.conversation import Conversation
-from app.storage import ATTACHMENTS_DIR, Library
+from app.storage import ATTACHMENTS_DIR, Attachment, Library
 from tests.conftest import FIXTURES
 
 REPO = Path(__file__).resolve().parents[1]
@@ -39,11 +39,11 @@ def library_with_a_deleted_chat(folder: Path) -> tuple[Library, int, int]:
     left the previous draft in a free page."""
     library = Library(folder)
     kept = Conversation(library, library.create_conversation())
-    kept.add_user_message("a question to keep", [("image", SHARED_IMAGE)])
+    kept.add_user_message("a question to keep", [Attachment("image", SHARED_IMAGE)])
     library.delete(kept.id)
     library.restore(kept.id)
     gone = Conversation(library, library.create_conversation())
-    user = gone.add_user_message(f"my bank PIN is 4321 {SECRET}", [("image", SHARED_IMAGE), ("image", OWN_IMAGE)])
+    user = gone.add_user_message(f"my bank PIN is 4321 {SECRET}", [Attachment("image", SHARED_IMAGE), Attachment("image", OWN_IMAGE)])
     answer = gone.add_answer(user, "")
     library.close()
     earlier = sqlite3.connect(folder / "history.sqlite3")
@@ -80,7 +80,7 @@ def test_a_chat_deleted_in_an_earlier_session_is_gone_from_disk_at_the_next_star
 
 def test_files_no_message_refers_to_are_removed_at_the_next_start(tmp_path):
     library = Library(tmp_path)
-    Conversation(library, library.create_conversation()).add_user_message("look", [("image", SHARED_IMAGE)])
+    Conversation(library, library.create_conversation()).add_user_message("look", [Attachment("image", SHARED_IMAGE)])
     stored = attachment_names(tmp_path)
     library.close()
     # What a crash leaves: a file stored before its row was written, and one half written.

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from app.conversation import Conversation, Variant
-from app.storage import Library, MIGRATIONS
+from app.storage import MIGRATIONS, Attachment, Library
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -205,8 +205,9 @@ def test_an_older_library_gains_per_image_budgets_and_keeps_its_message_wide_bud
     assert lib.schema_version == len(MIGRATIONS) and lib.attachments(1)[0].budget is None
     assert Conversation(lib, 1).media_of(1)["images"] == [[str(lib.attachments_dir / "abc.png"), 560]]
     chat = Conversation(lib, 1)
-    new = chat.add_user_message("and these", [("image", REPO / "tests/fixtures/media/image_wide.png", 70),
-                                              ("image", REPO / "tests/fixtures/media/image_tall.png")])
+    new = chat.add_user_message("and these", [Attachment("image", REPO / "tests/fixtures/media/image_wide.png",
+                                                         budget=70),
+                                              Attachment("image", REPO / "tests/fixtures/media/image_tall.png")])
     assert [a.budget for a in lib.attachments(new)] == [70, None]
     assert chat.media_of(new)["images"][0][1] == 70 and isinstance(chat.media_of(new)["images"][1], str)
     lib.close()

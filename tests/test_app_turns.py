@@ -198,3 +198,15 @@ def test_a_search_hit_opens_its_branch_scrolled_to_the_marked_message(qtbot, win
     top = bubble.mapTo(window.view.widget(), bubble.rect().topLeft()).y()
     bar = window.view.verticalScrollBar()
     assert bar.value() <= top < bar.value() + window.view.viewport().height()
+
+
+def test_pasted_images_and_recordings_keep_their_names_in_the_history(qtbot, window):
+    import numpy as np
+    from PySide6.QtGui import QImage
+
+    window.media.drop.attach_image(QImage(str(IMAGE)))
+    tone = (0.3 * np.sin(np.arange(16_000) * 0.1)).astype(np.float32)
+    window.media.attachments.add_audio(tone, 16_000, "Recording 1")
+    send(qtbot, window, "what do you make of these?")
+    stored = window.library.attachments(window.conversation.path[0].id)
+    assert [(a.kind, a.name) for a in stored] == [("image", "Pasted image 1.png"), ("audio", "Recording 1")]

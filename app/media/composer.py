@@ -17,6 +17,7 @@ from PySide6.QtWidgets import QWidget
 
 from engine.audio import SAMPLE_RATE
 
+from ..storage import Attachment
 from .attachments import Attachments, AudioAttachment, ImageAttachment
 from .controls import MediaControls
 from .drop import MediaDrop
@@ -83,6 +84,13 @@ class MediaComposer(QObject):
     def recording_file(self, waveform: np.ndarray, folder: Path) -> str:
         """A 16 kHz recording written under `folder` (for a dictation turn)."""
         return str(audio_file(AudioAttachment("Dictation", waveform, SAMPLE_RATE), folder))
+
+    def to_store(self, folder: Path) -> list[Attachment]:
+        """What the tray holds as the library stores it: each file with the name the user knows it by
+        ("Pasted image 1.png", "Recording 2") and each image's budget."""
+        images = [Attachment("image", image_file(item, folder), item.name, item.budget)
+                  for item in self.attachments.images]
+        return images + [Attachment("audio", audio_file(item, folder), item.name) for item in self.attachments.audio]
 
     def draft_files(self, folder: Path) -> tuple[list[list], list[str]]:
         """([image path, budget] pairs, audio paths) of what the tray holds, as the engine process takes them."""
