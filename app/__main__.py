@@ -66,11 +66,16 @@ def main(argv: list[str] | None = None) -> int:
 
     from .appearance import follow_system_appearance
     from .main_window import MainWindow
-    from .storage import Library
+    from .single_instance import SingleInstance
+    from .storage import Library, data_dir
 
     app = QApplication(sys.argv[:1])
     app.setOrganizationName("Lantern")
     app.setApplicationName("Lantern")
+    instance = SingleInstance(data_dir())
+    if not instance.claim():
+        print("Lantern is already running: its window was brought forward.")
+        return 0
     follow_system_appearance(app)
     library, notice = Library.open_checked()
     # A short reply is enough to prove the whole path works.
@@ -80,6 +85,7 @@ def main(argv: list[str] | None = None) -> int:
     if notice:
         window.show_notice(notice)
     selected = bool(args.model) and window.select_model(args.model.resolve())
+    instance.knocked.connect(lambda: bring_forward(window))
     window.show()
     if args.self_test:
         status = run_self_test(app, window, args.screenshot) if selected else 1
@@ -89,7 +95,15 @@ def main(argv: list[str] | None = None) -> int:
             window.auto_load()
         status = app.exec()
     dispose(window)
+    instance.release()
     return status
+
+
+def bring_forward(window) -> None:
+    if window.isMinimized():
+        window.showNormal()
+    window.raise_()
+    window.activateWindow()
 
 
 def dispose(window) -> None:
