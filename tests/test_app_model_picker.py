@@ -4,29 +4,19 @@ picked while the list is rebuilt. Nothing is loaded, so these tests never wait o
 import shutil
 
 import pytest
-from PySide6.QtCore import QSettings
 
-from app.engine_host import EngineHost
 from app.main_window import MainWindow
 from app.models import remembered_folders
 from app.storage import Library
 from tests.conftest import MODELS
-
-
-@pytest.fixture(scope="module")
-def shared_host(qapp):
-    host = EngineHost()
-    yield host
-    host.stop()
+from tests.test_app_window import isolate, shared_host  # noqa: F401  (fixture)
 
 
 @pytest.fixture
 def open_window(qtbot, tmp_path, monkeypatch, shared_host):
     """Opens a window as `python -m app` does without --model; call it again to restart the app."""
-    monkeypatch.setenv("LANTERN_DATA_DIR", str(tmp_path / "data"))
-    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "empty-hub"))
+    isolate(monkeypatch, tmp_path)
     monkeypatch.setenv("HOME", str(tmp_path / "home"))   # no LM Studio models of the machine's user
-    QSettings.setPath(QSettings.Format.NativeFormat, QSettings.Scope.UserScope, str(tmp_path / "settings"))
     library = Library()
     windows = []
 

@@ -28,11 +28,16 @@ def shared_host(qapp):
     host.stop()
 
 
-@pytest.fixture
-def window(qtbot, tmp_path, monkeypatch, shared_host):
+def isolate(monkeypatch, tmp_path) -> None:
+    """Data, model cache and settings under `tmp_path`: nothing of the machine's user is read or written."""
     monkeypatch.setenv("LANTERN_DATA_DIR", str(tmp_path / "data"))
     monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "empty-hub"))
     QSettings.setPath(QSettings.Format.NativeFormat, QSettings.Scope.UserScope, str(tmp_path / "settings"))
+
+
+@pytest.fixture
+def window(qtbot, tmp_path, monkeypatch, shared_host):
+    isolate(monkeypatch, tmp_path)
     library = Library()
     win = MainWindow(library, host=shared_host, model_folders=[MODELS],
                      options={"max_tokens": 6, "temperature": 0.0})
