@@ -16,7 +16,8 @@ from PySide6.QtGui import QDesktopServices
 from PySide6.QtWidgets import (QHBoxLayout, QLabel, QMessageBox, QProgressBar, QPushButton, QTreeWidget,
                                QTreeWidgetItem, QVBoxLayout, QWidget)
 
-from app.models import ModelEntry, format_bytes, hf_cache_dir, lm_studio_models, scan_folder, scan_hf_cache
+from app.models import (ModelEntry, converted_models_dir, format_bytes, hf_cache_dir, lm_studio_models, scan_folder,
+                        scan_hf_cache)
 
 from .catalog import CATALOG, CatalogEntry, describe, recommend
 from .download import HubDownload, partial_bytes, repo_folder
@@ -42,7 +43,7 @@ class LibraryPage(QWidget):
                  endpoint: str | None = None, catalog: tuple[CatalogEntry, ...] = CATALOG,
                  confirm: Callable[[QWidget, str], bool] = _ask):
         super().__init__(parent)
-        self.models_dir = models_dir or _default_models_dir()
+        self.models_dir = models_dir or converted_models_dir()
         self.cache, self.endpoint, self.catalog, self.confirm = cache or hf_cache_dir(), endpoint, catalog, confirm
         self.downloads: dict[str, DownloadJob] = {}
         self.conversion: ConvertJob | None = None
@@ -289,12 +290,6 @@ class LibraryPage(QWidget):
             self.conversion.cancel()
             self.conversion.wait()
             self.conversion = None
-
-
-def _default_models_dir() -> Path:
-    from app.storage import data_dir
-
-    return data_dir() / "models"
 
 
 def open_library(parent: QWidget | None = None, **options) -> LibraryPage:
