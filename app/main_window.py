@@ -176,6 +176,7 @@ class MainWindow(QMainWindow):
         self.media.install(self, self.input, self.view)
         self.media.drop.install_file_open(QGuiApplication.instance())
         self.media.drop.error.connect(self.notice_bar.add)
+        self.media.drop.reading.connect(self._show_reading)
         self.media.recorder.failed.connect(self.notice_bar.add)
         self.media.recorded.connect(lambda: self.send(self.input.toPlainText().strip() or "Listen to this."))
         self.media.dictated.connect(self.dictate)
@@ -657,6 +658,9 @@ class MainWindow(QMainWindow):
         if not self.model_loaded:
             self.notice_bar.add(self._not_ready_reason())
             return
+        if self.media.drop.busy:
+            self.notice_bar.add("Still reading the attached files; send once they are in the tray.")
+            return
         if self.conversation is None:
             self.new_chat()
         try:
@@ -671,6 +675,12 @@ class MainWindow(QMainWindow):
         self.notice_bar.dismiss()
         self.refresh_sidebar()
         self._start_turn(user_id)
+
+    def _show_reading(self, text: str) -> None:
+        if text:
+            self.statusBar().showMessage(text)
+        elif self.statusBar().currentMessage().startswith("Reading "):
+            self.statusBar().clearMessage()
 
     def _not_ready_reason(self) -> str:
         if self.loading_model:

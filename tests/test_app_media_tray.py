@@ -1,5 +1,7 @@
 """Drop, paste and pick media into the composer; the tray's budgets and token counts; capability gating."""
 
+import threading
+
 import numpy as np
 import pytest
 from PySide6.QtCore import QMimeData, QPointF, Qt, QUrl
@@ -45,6 +47,12 @@ def drop_on(widget, mime: QMimeData) -> QDropEvent:
     return event
 
 
+def finish_reading(qtbot, drop: MediaDrop) -> None:
+    """Dropped and opened files are read on worker threads; the GUI thread attaches them when ready."""
+    assert drop.busy
+    qtbot.waitUntil(lambda: not drop.busy, timeout=10000)
+
+
 def file_urls(*paths) -> QMimeData:
     mime = QMimeData()
     mime.setUrls([QUrl.fromLocalFile(str(path)) for path in paths])
@@ -64,9 +72,10 @@ def test_dropping_image_data_on_the_input_box_adds_a_card(composer):
     assert box.toPlainText() == ""  # nothing was typed into the box
 
 
-def test_dropping_file_urls_attaches_images_and_audio_in_order(composer):
-    attachments, box, tray, _, errors = composer
+def test_dropping_file_urls_attaches_images_and_audio_in_order(qtbot, composer):
+    attachments, box, tray, drop, errors = composer
     drop_on(box.viewport(), file_urls(MEDIA / "image_wide.png", MEDIA / "audio_16k.wav", MEDIA / "image_tall.png"))
+    finish_reading(qtbot, drop)
     assert errors == []
     assert [item.name for item in attachments.items] == ["image_wide.png", "audio_16k.wav", "image_tall.png"]
     assert [type(card).__name__ for card in tray.cards] == ["ImageCard", "AudioChip", "ImageCard"]
@@ -127,6 +136,30 @@ def test_the_card_thumbnail_is_upright_and_8_bit_as_the_model_sees_it(composer, 
     assert np.abs(pixels - np.asarray(upright, dtype=int)).mean() < 8
 
 
+def test_files_are_read_off_the_gui_thread_and_attached_in_the_order_given(qtbot, composer, monkeypatch):
+    attachments, _, tray, drop, _ = composer
+    release = threading.Event()
+    decode = attachments.decode_path
+
+    def slow_for_the_first(path):
+        if path.name == "image_wide.png":
+            assert release.wait(10), "never released"
+        return decode(path)
+
+    monkeypatch.setattr(attachments, "decode_path", slow_for_the_first)
+    readings = []
+    drop.reading.connect(readings.append)
+    drop.read_paths([MEDIA / "image_wide.png", MEDIA / "image_tall.png"])   # returns while the first is held
+    assert drop.busy and attachments.items == []
+    assert readings[-1] == "Reading image_wide.png, image_tall.png…"
+    qtbot.wait(200)   # the second is read by now, but waits for the first
+    assert attachments.items == [] and drop.busy
+    release.set()
+    qtbot.waitUntil(lambda: not drop.busy, timeout=10000)
+    assert [item.name for item in attachments.items] == ["image_wide.png", "image_tall.png"]
+    assert readings[-1] == "" and len(tray.cards) == 2
+
+
 def test_heic_photos_are_decoded_by_the_system_where_it_can_and_explained_where_it_cannot(composer, tmp_path):
     attachments, _, _, drop, errors = composer
     heic = tmp_path / "IMG_0001.HEIC"   # an iPhone photo's header; Qt here has no HEIC reader
@@ -158,6 +191,7 @@ def test_remove_button_and_errors_for_broken_files(qtbot, composer, tmp_path):
     fake = tmp_path / "memo.wav"
     fake.write_text("Dear diary, today I recorded nothing.\n")
     drop_on(box.viewport(), file_urls(broken, fake, MEDIA / "image_wide.png"))
+    finish_reading(qtbot, drop)
     assert len(errors) == 2
     assert errors[0].startswith("scan.jpg is ") and ("damaged" in errors[0] or "not an image" in errors[0])
     assert errors[1] == "memo.wav is not an audio file: it holds text"
@@ -174,6 +208,7 @@ def test_file_open_event_on_the_application_attaches(qtbot, composer):
         QApplication.sendEvent(QApplication.instance(), QFileOpenEvent(str(MEDIA / "image_tall.png")))
     finally:
         QApplication.instance().removeEventFilter(drop)
+    finish_reading(qtbot, drop)
     assert [item.name for item in attachments.items] == ["image_tall.png"]
     assert attachments.items[0].image.tobytes() == open_image(MEDIA / "image_tall.png").tobytes()
 
@@ -193,6 +228,7 @@ def test_mic_is_disabled_with_the_reason_on_a_model_without_audio(qtbot, compose
     assert notes == [f"audio_16k.wav removed: {expected[0].lower() + expected[1:]}"]
     assert [type(item) for item in attachments.items] == [ImageAttachment]
     drop_on(box.viewport(), file_urls(MEDIA / "audio_16k.wav"))
+    finish_reading(qtbot, drop)
     assert errors == [expected]
 
     e2b = engine.load(MODELS / "tiny-e2b").info

@@ -37,19 +37,23 @@ def load(qtbot, win, name):
     qtbot.waitUntil(lambda: win.model_loaded, timeout=30000)
 
 
-def drop_files(widget, *paths):
+def drop_files(qtbot, window, *paths):
+    """Drop files on the message box as the window system does, and wait until they are read."""
+    widget = window.input.viewport()
     mime = QMimeData()
     mime.setUrls([QUrl.fromLocalFile(str(path)) for path in paths])
     where = QPointF(5.5, 5.5)
     rest = (Qt.DropAction.CopyAction, mime, Qt.MouseButton.LeftButton, Qt.KeyboardModifier.NoModifier)
     QApplication.sendEvent(widget, QDragEnterEvent(where.toPoint(), *rest))  # enter events take a QPoint
     QApplication.sendEvent(widget, QDropEvent(where, *rest))
+    assert window.media.drop.busy   # read on worker threads, not in the event handler
+    qtbot.waitUntil(lambda: not window.media.drop.busy, timeout=10000)
 
 
 def test_two_dropped_images_reach_the_model_each_at_its_own_budget(qtbot, window):
     load(qtbot, window, "tiny-e2b")
     assert window.media.controls.mic_button.isEnabled()
-    drop_files(window.input.viewport(), MEDIA / "image_wide.png", MEDIA / "image_tall.png")
+    drop_files(qtbot, window, MEDIA / "image_wide.png", MEDIA / "image_tall.png")
     cards = window.media.tray.cards
     for card, budget in zip(cards, (70, 560)):
         card.budget_combo.setCurrentIndex(card.budget_combo.findData(budget))
@@ -105,7 +109,7 @@ def test_mic_and_audio_drop_are_refused_with_the_reason_on_tiny_31b(qtbot, windo
     load(qtbot, window, "tiny-31b")
     reason = window.media.controls.mic_button.toolTip()
     assert not window.media.controls.mic_button.isEnabled() and reason.startswith("Audio needs Gemma 4 E2B or E4B")
-    drop_files(window.input.viewport(), MEDIA / "audio_16k.wav", MEDIA / "image_wide.png")
+    drop_files(qtbot, window, MEDIA / "audio_16k.wav", MEDIA / "image_wide.png")
     assert [item.name for item in window.media.attachments.items] == ["image_wide.png"]
     assert window.notice_bar.isVisible() and window.notice_bar.label.text() == reason
     window.notice_bar.close_button.click()

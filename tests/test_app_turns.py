@@ -1,6 +1,7 @@
 """Turn control on the real window: stopping, regenerating, editing, retrying, refusing to send, quitting."""
 
 import shutil
+import threading
 
 from PySide6.QtCore import QSettings, Qt
 from PySide6.QtWidgets import QApplication
@@ -210,3 +211,20 @@ def test_pasted_images_and_recordings_keep_their_names_in_the_history(qtbot, win
     send(qtbot, window, "what do you make of these?")
     stored = window.library.attachments(window.conversation.path[0].id)
     assert [(a.kind, a.name) for a in stored] == [("image", "Pasted image 1.png"), ("audio", "Recording 1")]
+
+
+def test_sending_while_attached_files_are_still_read_waits_for_them(qtbot, window, monkeypatch):
+    release = threading.Event()
+    decode = window.media.attachments.decode_path
+    monkeypatch.setattr(window.media.attachments, "decode_path", lambda path: release.wait(10) and decode(path))
+    window.media.drop.read_paths([IMAGE])
+    assert window.statusBar().currentMessage() == f"Reading {IMAGE.name}…"
+    window.input.setPlainText("what is this?")
+    window.send("what is this?")
+    assert window.pending is None and "Still reading" in window.notice_bar.label.text()
+    assert window.input.toPlainText() == "what is this?"
+    release.set()
+    qtbot.waitUntil(lambda: not window.media.drop.busy, timeout=10000)
+    assert window.statusBar().currentMessage() == ""
+    send(qtbot, window, "what is this?")
+    assert [a.name for a in window.library.attachments(window.conversation.path[0].id)] == [IMAGE.name]

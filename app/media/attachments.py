@@ -173,23 +173,38 @@ class Attachments:
 
     def add_path(self, path: str | Path) -> ImageAttachment | AudioAttachment:
         """Attach an image or audio file, chosen by its suffix; raises EngineError with the reason."""
+        return self.add_decoded(self.decode_path(path))
+
+    def add_image(self, source: str | Path | bytes, name: str) -> ImageAttachment:
+        return self.add_decoded(self.decode_image(source, name))
+
+    def decode_path(self, path: str | Path) -> ImageAttachment | AudioAttachment:
+        """The attachment a file would make, decoded and checked but not added: the slow half of
+        `add_path`, safe on a worker thread."""
         path = Path(path)
         suffix = path.suffix.lower()
         if suffix in AUDIO_SUFFIXES:
             self.require("audio")
             waveform, rate = checked_mono(*load_audio(path), path.name)
-            return self._add(AudioAttachment(path.name, waveform, rate, path))
+            return AudioAttachment(path.name, waveform, rate, path)
         if suffix in IMAGE_SUFFIXES:
-            return self.add_image(path, path.name)
+            return self.decode_image(path, path.name)
         raise EngineError(f"{path.name}: Lantern attaches images ({', '.join(sorted(IMAGE_SUFFIXES))}) and "
                           f"audio ({', '.join(sorted(AUDIO_SUFFIXES))}), not {suffix or 'files without a suffix'}")
 
-    def add_image(self, source: str | Path | bytes, name: str) -> ImageAttachment:
+    def decode_image(self, source: str | Path | bytes, name: str) -> ImageAttachment:
+        """An image attachment from a file or encoded bytes, decoded and checked but not added."""
         self.require("image")
         image = open_image(source, label=name)
         pasted = isinstance(source, (bytes, bytearray))
-        return self._add(ImageAttachment(name, image, upright_size(image), auto_budget(image),
-                                         path=None if pasted else Path(source), data=bytes(source) if pasted else None))
+        return ImageAttachment(name, image, upright_size(image), auto_budget(image),
+                               path=None if pasted else Path(source), data=bytes(source) if pasted else None)
+
+    def add_decoded(self, item: ImageAttachment | AudioAttachment) -> ImageAttachment | AudioAttachment:
+        """Add an attachment made by `decode_path` or `decode_image`, if the model (maybe switched while
+        it was decoded) can take it."""
+        self.require("image" if isinstance(item, ImageAttachment) else "audio")
+        return self._add(item)
 
     def add_audio(self, waveform: np.ndarray, sample_rate: int, name: str) -> AudioAttachment:
         self.require("audio")

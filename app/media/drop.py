@@ -8,20 +8,22 @@ file copied in the Finder carries its icon as image data, and the user meant the
 from __future__ import annotations
 
 from collections.abc import Iterable
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
-from PySide6.QtCore import QBuffer, QByteArray, QEvent, QIODevice, QMimeData, QObject, Signal
+from PySide6.QtCore import QBuffer, QByteArray, QEvent, QIODevice, QMimeData, QObject, QTimer, Signal
 from PySide6.QtGui import QGuiApplication, QImage, QImageReader, QKeySequence
 from PySide6.QtWidgets import QAbstractScrollArea, QFileDialog, QWidget
 
 from engine.errors import EngineError
 
-from .attachments import AUDIO_SUFFIXES, IMAGE_SUFFIXES, Attachments
+from .attachments import AUDIO_SUFFIXES, IMAGE_SUFFIXES, Attachments, AudioAttachment, ImageAttachment
 
 FILE_FILTER = (f"Images and audio ({' '.join('*' + s for s in sorted(IMAGE_SUFFIXES | AUDIO_SUFFIXES))});;"
                f"Images ({' '.join('*' + s for s in sorted(IMAGE_SUFFIXES))});;"
                f"Audio ({' '.join('*' + s for s in sorted(AUDIO_SUFFIXES))})")
 _DRAG_EVENTS = (QEvent.Type.DragEnter, QEvent.Type.DragMove)
+_COLLECT_MS = 30
 # Photos Pillow cannot decode but Qt can where the system can (macOS's image I/O reads HEIC).
 _SYSTEM_DECODED = frozenset({".heic", ".heif"})
 
@@ -49,12 +51,18 @@ class MediaDrop(QObject):
 
     attached = Signal(object)   # the new ImageAttachment / AudioAttachment
     error = Signal(str)         # a sentence for the user, one per refused file
+    reading = Signal(str)       # "Reading photo.jpg…" while files are decoded, "" when done
 
     def __init__(self, attachments: Attachments, parent: QObject | None = None):
         super().__init__(parent)
         self.attachments = attachments
         self._pasted = 0
         self._targets: list[QObject] = []
+        # A phone photo takes a good part of a second to decode and measure: never on the GUI thread.
+        self._readers = ThreadPoolExecutor(max_workers=2, thread_name_prefix="media-reader")
+        self._being_read: list[tuple[str, Future]] = []
+        self._collector = QTimer(self, interval=_COLLECT_MS)
+        self._collector.timeout.connect(self._collect)
 
     def install(self, widget: QWidget) -> None:
         """Make `widget` (and its viewport, for text boxes and scroll areas) take drops and media pastes."""
@@ -70,19 +78,50 @@ class MediaDrop(QObject):
 
     # -- sources ----------------------------------------------------------------------------------
 
-    def attach_mime(self, mime: QMimeData) -> int:
-        """Attach the files or the image in `mime`; returns how many were attached."""
+    def attach_mime(self, mime: QMimeData) -> None:
+        """Attach the files (read in the background) or the image in `mime`."""
         files = local_files(mime)
         if files:
-            return self.attach_paths(files)
-        if mime.hasImage():
-            return self.attach_image(QImage(mime.imageData()))
-        return 0
+            self.read_paths(files)
+        elif mime.hasImage():
+            self.attach_image(QImage(mime.imageData()))
 
     def attach_paths(self, paths: Iterable[str | Path]) -> int:
-        return sum(self._attach(lambda path=Path(path): self._add_file(path)) for path in paths)
+        """Attach files now, on this thread; returns how many were attached."""
+        return sum(self._attach(lambda path=Path(path): self.attachments.add_decoded(self._decode(path)))
+                   for path in paths)
 
-    def _add_file(self, path: Path):
+    def read_paths(self, paths: Iterable[str | Path]) -> None:
+        """Decode files on worker threads and attach them in the given order as they are ready."""
+        for path in map(Path, paths):
+            self._being_read.append((path.name, self._readers.submit(self._decode, path)))
+        self._collector.start()
+        self._announce()
+
+    @property
+    def busy(self) -> bool:
+        """Whether files are still being read."""
+        return bool(self._being_read)
+
+    def finish_reading(self) -> None:
+        """Wait until every file being read is attached (or refused)."""
+        for _, future in self._being_read:
+            future.exception()
+        self._collect()
+
+    def _collect(self) -> None:
+        while self._being_read and self._being_read[0][1].done():
+            _, future = self._being_read.pop(0)
+            self._attach(lambda: self.attachments.add_decoded(future.result()))
+        if not self._being_read:
+            self._collector.stop()
+        self._announce()
+
+    def _announce(self) -> None:
+        names = [name for name, _ in self._being_read]
+        self.reading.emit(f"Reading {', '.join(names)}…" if names else "")
+
+    def _decode(self, path: Path) -> ImageAttachment | AudioAttachment:
         if path.suffix.lower() in _SYSTEM_DECODED:
             reader = QImageReader(str(path))
             reader.setAutoTransform(True)   # the photo's orientation tag, as for every other image
@@ -90,8 +129,8 @@ class MediaDrop(QObject):
                 image = reader.read()
                 if image.isNull():
                     raise EngineError(f"{path.name} could not be decoded: {reader.errorString()}")
-                return self.attachments.add_image(png_bytes(image), path.name)
-        return self.attachments.add_path(path)
+                return self.attachments.decode_image(png_bytes(image), path.name)
+        return self.attachments.decode_path(path)
 
     def attach_image(self, image: QImage) -> int:
         if image.isNull():
@@ -109,9 +148,9 @@ class MediaDrop(QObject):
         self.attach_mime(mime)
         return True
 
-    def pick_files(self, parent: QWidget | None = None) -> int:
+    def pick_files(self, parent: QWidget | None = None) -> None:
         paths, _ = QFileDialog.getOpenFileNames(parent, "Attach images or audio", "", FILE_FILTER)
-        return self.attach_paths(paths)
+        self.read_paths(paths)
 
     def _attach(self, add) -> int:
         try:
@@ -126,7 +165,7 @@ class MediaDrop(QObject):
     def eventFilter(self, watched: QObject, event: QEvent) -> bool:
         kind = event.type()
         if kind == QEvent.Type.FileOpen and event.file():
-            self.attach_paths([event.file()])
+            self.read_paths([event.file()])
             return True
         if watched not in self._targets:   # the application filter (file-open) sees every widget's events
             return super().eventFilter(watched, event)
