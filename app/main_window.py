@@ -7,8 +7,8 @@ from pathlib import Path
 
 from PySide6.QtCore import QSettings, QTimer
 from PySide6.QtGui import QAccessible, QAccessibleAnnouncementEvent, QGuiApplication, QKeySequence, QShortcut
-from PySide6.QtWidgets import (QApplication, QCheckBox, QComboBox, QFileDialog, QHBoxLayout, QLabel, QMainWindow,
-                               QMessageBox, QProgressBar, QPushButton, QSplitter, QVBoxLayout, QWidget)
+from PySide6.QtWidgets import (QApplication, QCheckBox, QComboBox, QFileDialog, QHBoxLayout, QLabel, QLineEdit,
+                               QMainWindow, QMessageBox, QProgressBar, QPushButton, QSplitter, QVBoxLayout, QWidget)
 
 from .context_meter import ContextMeter, Usage
 from .conversation import Conversation
@@ -128,6 +128,11 @@ class MainWindow(QMainWindow):
         self.restart_button = QPushButton("Restart engine", accessibleName="Restart the engine", visible=False)
         self.other_model_button = QPushButton("Choose another model…", accessibleName="Choose another model",
                                               visible=False)
+        self.find_bar = QWidget(visible=False)
+        self.find_box = QLineEdit(placeholderText="Find in this chat", accessibleName="Find in this chat")
+        self.find_status = QLabel()
+        self.find_done_button = QPushButton("Done", accessibleName="Close the find bar")
+        self.find_index = 0
         self.edit_bar = QWidget(visible=False)
         self.edit_label = QLabel()
         self.edit_label.setWordWrap(True)
@@ -150,6 +155,11 @@ class MainWindow(QMainWindow):
         for widget in (self.load_progress, self.cancel_load_button, self.restart_button, self.other_model_button):
             status_row.addWidget(widget)
         column.addLayout(status_row)
+        find_row = QHBoxLayout(self.find_bar)
+        find_row.setContentsMargins(0, 0, 0, 0)
+        for widget, stretch in ((self.find_box, 1), (self.find_status, 0), (self.find_done_button, 0)):
+            find_row.addWidget(widget, stretch)
+        column.addWidget(self.find_bar)
         column.addWidget(self.view, 1)
         column.addWidget(self.notice_bar)
         column.addWidget(self.media.tray)
@@ -197,6 +207,9 @@ class MainWindow(QMainWindow):
         self.sidebar.toggle_pin.connect(self._toggle_pin)
         self.sidebar.search.connect(self.search)
         self.cancel_edit_button.clicked.connect(self.cancel_edit)
+        self.find_box.textChanged.connect(lambda _text: self._find(0))
+        self.find_box.returnPressed.connect(self.find_next)
+        self.find_done_button.clicked.connect(self.close_find)
         # Ctrl+. (⌘.) belongs to the Stop menu action; a second shortcut on the same keys would make both ambiguous.
         QShortcut(QKeySequence("Escape"), self, activated=self.escape)
 
@@ -214,6 +227,35 @@ class MainWindow(QMainWindow):
         method = getattr(focused, command, None)
         if callable(method):
             method()
+
+    def open_find(self) -> None:
+        self.find_bar.setVisible(True)
+        self.find_box.setFocus()
+        self.find_box.selectAll()
+        self._find(0)
+
+    def find_next(self, step: int = 1) -> None:
+        """The next (step 1) or previous (-1) bubble holding the find bar's text, wrapping around."""
+        if not self.find_bar.isVisible():
+            self.open_find()
+        else:
+            self._find(self.find_index + step)
+
+    def close_find(self) -> None:
+        self.find_bar.setVisible(False)
+        self.view.show_bubble(None)
+        self.input.setFocus()
+
+    def _find(self, index: int) -> None:
+        text = self.find_box.text()
+        found = self.view.bubbles_containing(text)
+        if not found:
+            self.find_status.setText("Not found" if text else "")
+            self.view.show_bubble(None)
+            return
+        self.find_index = index % len(found)
+        self.view.show_bubble(found[self.find_index])
+        self.find_status.setText(f"{self.find_index + 1} of {len(found)}")
 
     def toggle_sidebar(self) -> None:
         self.sidebar.setVisible(not self.sidebar.isVisible())
@@ -704,8 +746,11 @@ class MainWindow(QMainWindow):
         self.input.clear()
 
     def escape(self) -> None:
-        """Esc stops the reply being written; otherwise it leaves editing a message."""
-        if self.pending is not None:
+        """Esc closes the find bar when typing in it, else stops the reply being written, else leaves
+        editing a message."""
+        if self.find_box.hasFocus():
+            self.close_find()
+        elif self.pending is not None:
             self.stop()
         elif self.editing_id is not None:
             self.cancel_edit()

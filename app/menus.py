@@ -40,6 +40,9 @@ def build_menus(window) -> dict[str, QAction]:
            for name, text, key in (("undo", "Undo", keys.Undo), ("redo", "Redo", keys.Redo), ("cut", "Cut", keys.Cut),
                                    ("copy", "Copy", keys.Copy), ("paste", "Paste", keys.Paste),
                                    ("selectAll", "Select All", keys.SelectAll))},
+        "find": _action(edit_menu, "Find…", window.open_find, keys.Find),
+        "find_next": _action(edit_menu, "Find Next", window.find_next, keys.FindNext),
+        "find_previous": _action(edit_menu, "Find Previous", lambda: window.find_next(-1), keys.FindPrevious),
         # Ctrl+Meta is ⌃⌘ on a Mac, where Qt swaps the two names.
         "sidebar": _action(view_menu, "Toggle Sidebar", window.toggle_sidebar, "Ctrl+Meta+S"),
         "bigger": _action(view_menu, "Bigger Text", lambda: window.change_text_size(1), keys.ZoomIn),

@@ -404,12 +404,24 @@ class ConversationView(QScrollArea):
     def show_message(self, message_id: int) -> MessageWidget | None:
         """Bring the bubble of `message_id` into sight, marked as found, instead of the end."""
         bubble = next((b for b in self.bubbles if b.state.message_id == message_id), None)
-        if bubble is not None:
-            bubble.setProperty("found", True)
-            bubble.style().polish(bubble)
-            self.keeping_to_end, self.shown_bubble = False, bubble
-            self.ensureWidgetVisible(bubble)
+        self.show_bubble(bubble)
         return bubble
+
+    def show_bubble(self, bubble: MessageWidget | None) -> None:
+        """Mark `bubble` as found (and no other) and keep it in sight; None only clears the mark."""
+        for each in self.bubbles:
+            if each.property("found") != (each is bubble):
+                each.setProperty("found", each is bubble)
+                each.style().polish(each)
+        self.shown_bubble = bubble
+        if bubble is not None:
+            self.keeping_to_end = False
+            self.ensureWidgetVisible(bubble)
+
+    def bubbles_containing(self, text: str) -> list[MessageWidget]:
+        """The bubbles whose message or thoughts contain `text`, ignoring case, top to bottom."""
+        wanted = text.casefold()
+        return [b for b in self.bubbles if wanted and wanted in (b.state.content + b.state.thinking).casefold()]
 
     def follow_stream(self) -> None:
         """After each streamed update: keep the newest text in sight if the view is at the end; a user

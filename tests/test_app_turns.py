@@ -228,3 +228,23 @@ def test_sending_while_attached_files_are_still_read_waits_for_them(qtbot, windo
     assert window.statusBar().currentMessage() == ""
     send(qtbot, window, "what is this?")
     assert [a.name for a in window.library.attachments(window.conversation.path[0].id)] == [IMAGE.name]
+
+
+def test_find_in_the_chat_marks_each_match_in_turn_and_esc_closes_it(qtbot, window):
+    for text in ("apples are red", "bananas are yellow", "more APPLES please"):
+        send(qtbot, window, text)
+    window.actions_by_name["find"].trigger()
+    assert window.find_bar.isVisible() and window.find_box.hasFocus()
+    qtbot.keyClicks(window.find_box, "apples")
+    marked = [b.state.content for b in window.view.bubbles if b.property("found")]
+    assert marked == ["apples are red"] and window.find_status.text() == "1 of 2"
+    qtbot.keyClick(window.find_box, Qt.Key.Key_Return)
+    assert [b.state.content for b in window.view.bubbles if b.property("found")] == ["more APPLES please"]
+    window.actions_by_name["find_next"].trigger()
+    assert window.find_status.text() == "1 of 2"   # wraps around
+    window.actions_by_name["find_previous"].trigger()
+    assert window.find_status.text() == "2 of 2"
+    qtbot.keyClicks(window.find_box, " pie")
+    assert window.find_status.text() == "Not found" and not any(b.property("found") for b in window.view.bubbles)
+    qtbot.keyClick(window.find_box, Qt.Key.Key_Escape)
+    assert not window.find_bar.isVisible()
