@@ -60,6 +60,11 @@ def test_microphone_usage_is_explained(info_plist):
     assert "microphone" in text.lower() and len(text) > 40
 
 
+def test_app_nap_cannot_stall_a_reply_in_the_background(info_plist):
+    # A napped window reads the engine's pipe late; a full pipe would stop the engine mid-reply.
+    assert info_plist["NSAppSleepDisabled"] is True
+
+
 def test_document_types_accept_images_and_audio(info_plist):
     types = {entry["CFBundleTypeName"]: entry for entry in info_plist["CFBundleDocumentTypes"]}
     assert "public.image" in types["Image"]["LSItemContentTypes"]
