@@ -193,11 +193,12 @@ class EngineService:
             if conversation is not None:
                 self._sessions[conversation] = (key, session, history + [user])
             images, audio = open_media(user.images, user.audio)
+            events = session.send(user.text, images=images, audio=audio)   # a session cancel stops it from here
             with self._lock:
                 self._running = (turn_id, session)
                 if turn_id in self._cancelled:
                     session.cancel()
-            self._stream(turn_id, session.send(user.text, images=images, audio=audio))
+            self._stream(turn_id, events)
         except engine.EngineError as error:
             self.reply({"ev": "failed", "turn": turn_id, "error": str(error)})
         except Exception as error:
@@ -212,18 +213,10 @@ class EngineService:
         stats = None
         for item in events:
             if item.kind == "done":
-                self._finished_running(turn_id)
                 stats = dataclasses.asdict(item.stats) if item.stats is not None else {}
             elif item.kind in ("thinking", "text", "notice"):
                 self.reply({"ev": "event", "turn": turn_id, "kind": item.kind, "text": item.text})
         self.reply({"ev": "done", "turn": turn_id, "stats": stats or {}})
-
-    def _finished_running(self, turn_id: int) -> None:
-        """From the turn's last event on, a cancel must not reach the session: the session keeps a cancel
-        for its next turn, which would then stop before it began."""
-        with self._lock:
-            if self._running is not None and self._running[0] == turn_id:
-                self._running = None
 
     def cancel(self, turn_id: int) -> None:
         """From the reader thread: stops turn `turn_id` now, or before it starts."""

@@ -306,9 +306,11 @@ class ChatSession:
     # -- answering -------------------------------------------------------------------------------
 
     def _turn(self, history: list[Message], notices: Sequence[str] = ()) -> Iterator[ChatEvent]:
-        """Make `history` the conversation and answer it."""
+        """Make `history` the conversation and answer it. The turn exists from this call on, so a cancel
+        from here to its end stops it, and a cancel made earlier (for a turn already over) does not."""
         before = list(self.messages)
         self.messages[:] = history
+        self._cancel.clear()
         return self._answer(notices, before)
 
     def _answer(self, notices: Sequence[str] = (), before: list[Message] | None = None) -> Iterator[ChatEvent]:
@@ -330,9 +332,6 @@ class ChatSession:
         except BaseException:  # GeneratorExit or KeyboardInterrupt: stopped by the user
             self._keep_answer(stream)
             raise
-        finally:
-            # Cleared only here, at the end: a cancel made before the turn started must stop it.
-            self._cancel.clear()
         self._keep_answer(stream)
         yield ChatEvent("done", stats=self.generator.stats)
 
