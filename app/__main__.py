@@ -89,6 +89,7 @@ def main(argv: list[str] | None = None) -> int:
     window.show()
     if args.self_test:
         status = run_self_test(app, window, args.screenshot) if selected else 1
+        window.confirm = lambda question: True   # nobody is there to answer "stop the reply and quit?"
         window.close()
     else:
         if selected:

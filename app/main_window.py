@@ -440,7 +440,9 @@ class MainWindow(QMainWindow):
             self.add_model_folder(Path(folder))
 
     def select_model(self, folder: Path) -> bool:
-        index = self.model_picker.findData(str(Path(folder)))
+        """Pick the listed model in `folder`, however the path to it is spelled (symlinks included)."""
+        wanted = Path(folder).resolve()
+        index = next((i for i, entry in enumerate(self.models) if entry.path.resolve() == wanted), -1)
         if index >= 0:
             self.model_picker.setCurrentIndex(index)
         return index >= 0

@@ -15,9 +15,9 @@ from engine.errors import EngineError
 from .storage import data_dir
 
 GEMMA4_TYPES = {"gemma4", "gemma4_text"}
-# macOS lets the GPU wire about three quarters of RAM; the rest keeps the system and the app alive.
 # What a message can carry in this app, in the order it is shown; the engine's video input is not offered.
 MESSAGE_INPUTS = ("text", "image", "audio")
+# macOS lets the GPU wire about three quarters of RAM; the rest keeps the system and the app alive.
 USABLE_RAM_FRACTION = 0.75
 DEFAULT_CONTEXT = 8192
 KV_BYTES_PER_VALUE = 2     # the KV cache is kept in 16-bit floats on the GPU

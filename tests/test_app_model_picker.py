@@ -78,3 +78,13 @@ def test_a_folder_without_models_is_reported_and_not_kept(open_window, tmp_path)
     assert win.notice_bar.lines == [f"No Gemma 4 models found in {empty}"]
     assert listed(win) == before and win.model_picker.currentData() == str(MODELS / "tiny-e4b")
     assert remembered_folders() == []
+
+
+def test_a_model_listed_through_a_symlinked_folder_is_selected_by_its_real_path(open_window, tmp_path):
+    real = tmp_path / "drive" / "gemma-e2b"
+    shutil.copytree(MODELS / "tiny-e2b", real)
+    (tmp_path / "links").mkdir()
+    (tmp_path / "links" / "gemma-e2b").symlink_to(real, target_is_directory=True)
+    win = open_window([tmp_path / "links", tmp_path / "drive"])
+    assert listed(win) == [str(tmp_path / "links" / "gemma-e2b")]   # listed once
+    assert win.select_model(real) and win.model_picker.currentData() == str(tmp_path / "links" / "gemma-e2b")

@@ -123,8 +123,13 @@ def png_header_claiming(width: int, height: int) -> bytes:
 
 
 def test_an_image_over_the_pixel_cap_is_refused_before_decoding() -> None:
-    with pytest.raises(EngineError, match=r"is 10000x10000 \(100 megapixels\); Lantern takes images of up to 80"):
-        open_image(png_header_claiming(10_000, 10_000))
+    with pytest.raises(EngineError, match=r"^the image data is 13400x13300 \(178 megapixels\); Lantern takes images "
+                                          r"of up to 178 megapixels\. Scale it down"):
+        open_image(png_header_claiming(13_400, 13_300))
+    with pytest.raises(EngineError, match=r"^the image data has more than 178 megapixels, more than Lantern takes\."):
+        open_image(png_header_claiming(20_000, 20_000))
+    with pytest.raises(EngineError, match="damaged or truncated"):   # a 108-megapixel phone photo is not too big
+        open_image(png_header_claiming(12_000, 9_000))
 
 
 def test_formats_outside_the_allow_list_are_refused(tmp_path: Path) -> None:

@@ -31,9 +31,10 @@ _WIDE_MODES = ("I", "F")
 # Formats opened at all: a short list keeps Pillow's rarer parsers (and their bugs) out of reach. MPO is
 # how Pillow before 13 names the JPEG files of many phones and cameras (13 reads them as JPEG).
 _FORMATS = ("PNG", "JPEG", "MPO", "WEBP", "GIF", "BMP", "TIFF")
-# Far above what the model can use (1120 soft tokens cover about 2.6 megapixels) and above every phone
-# camera, but below what would take seconds and gigabytes to decode.
-MAX_PIXELS = 80_000_000
+# Far above what the model can use (1120 soft tokens cover about 2.6 megapixels), above the 108-megapixel
+# photos of some phones, and just below the size at which Pillow refuses an image as a decompression bomb.
+MAX_PIXELS = 178_000_000
+_SCALE_DOWN = "Scale it down first: the model sees at most about 2.6 megapixels of it anyway."
 # ISO media "ftyp" brands of HEIC / HEIF still images (iPhone photos), which Pillow cannot decode.
 _HEIF_BRANDS = (b"heic", b"heix", b"heim", b"heis", b"mif1", b"msf1", b"hevc", b"hevx")
 _ORIENTATION_TAG = 0x0112
@@ -63,13 +64,16 @@ def _decoding(name: str) -> Iterator[None]:
     """Turn Pillow's many ways of failing on a bad file into one EngineError that names it."""
     try:
         yield
+    except EngineError:   # already says what is wrong (a ValueError, which the last clause would rewrap)
+        raise
     except FileNotFoundError:
         raise EngineError(f"{name}: no such image file") from None
     except UnidentifiedImageError:
         raise EngineError(f"{name} is not an image Lantern can read (it reads PNG, JPEG, WebP, GIF, BMP and "
                           "TIFF)") from None
-    except Image.DecompressionBombError as exc:
-        raise EngineError(f"{name} is not an image Lantern can read: {exc}") from None
+    except Image.DecompressionBombError:
+        raise EngineError(f"{name} has more than {MAX_PIXELS // 1_000_000} megapixels, more than Lantern takes. "
+                          + _SCALE_DOWN) from None
     except (OSError, SyntaxError, ValueError, EOFError) as exc:
         raise EngineError(f"{name} is damaged or truncated and cannot be decoded: {exc}") from None
 
@@ -93,8 +97,7 @@ def _check_pixel_count(size: tuple[int, int], name: str) -> None:
     width, height = size
     if width * height > MAX_PIXELS:
         raise EngineError(f"{name} is {width}x{height} ({width * height / 1e6:.0f} megapixels); Lantern takes images "
-                          f"of up to {MAX_PIXELS // 1_000_000} megapixels. Scale it down first: the model sees at "
-                          "most about 2.6 megapixels of it anyway.")
+                          f"of up to {MAX_PIXELS // 1_000_000} megapixels. " + _SCALE_DOWN)
 
 
 def _open(source: str | Path | bytes) -> Image.Image:
