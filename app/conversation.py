@@ -86,7 +86,12 @@ class Conversation:
         given, so a regenerated answer sees them the same way."""
         if not self.path:
             self.library.rename(self.id, _title_from(text))
-        return self._add(self.active_leaf, "user", text, attachments=attachments)
+        parent, last = self.active_leaf, self.tree.by_id.get(self.active_leaf)
+        if last is not None and last.role == "user":
+            # A question left unanswered (its turn failed, say for being too long) is not built upon: the
+            # new one goes beside it, reachable with ‹ ›, and the failed one stays out of the history.
+            parent = last.parent_id
+        return self._add(parent, "user", text, attachments=attachments)
 
     def add_answer(self, user_id: int, content: str, thinking: str = "", stats: dict | None = None) -> int:
         return self._add(user_id, "assistant", content, thinking, stats)

@@ -92,6 +92,8 @@ class MainWindow(QMainWindow):
         self.input.textChanged.connect(self.count_timer.start)
         self.media.attachments.listeners.append(self.count_timer.start)
         self._count_request = 0
+        self._count_draft: tuple | None = None    # the draft the last count was asked for
+        self.counted_draft: tuple | None = None   # the draft the meter's figures are for
         self.refresh_models()
         self.refresh_sidebar()
         self._restore_geometry()
@@ -324,10 +326,12 @@ class MainWindow(QMainWindow):
         self._sync_chat_controls()
 
     def _sync_chat_controls(self) -> None:
+        """The thinking box and the context meter after the chat or its settings changed."""
         if self.conversation is not None:
             self.thinking_box.blockSignals(True)
             self.thinking_box.setChecked(bool(self.chat_options().get("thinking", False)))
             self.thinking_box.blockSignals(False)
+        self.count_timer.start()   # a system prompt changes the count
 
     def chat_options(self) -> dict:
         """What the next turn of this chat uses: preset, the window's own options, the chat's overrides
@@ -615,8 +619,9 @@ class MainWindow(QMainWindow):
 
     def _set_thinking(self, enabled: bool) -> None:
         if self.conversation is None:
-            self.new_chat()
+            self.new_chat()   # which shows the new chat's preset in the box: the click must win
         self.conversation.update_settings(thinking=enabled)
+        self._sync_chat_controls()
 
     # -- rendering ---------------------------------------------------------------------------------
 
@@ -668,13 +673,21 @@ class MainWindow(QMainWindow):
         if not self.model_loaded:
             return
         images, audio = self.media.draft_files(self.media_folder)
+        self._count_draft = self._draft_key()
         self._count_request = self.host.count_tokens(self.conversation.id if self.conversation else None,
                                                      self._draft_history(), self.input.toPlainText(),
                                                      self.chat_options(), images, audio)
 
+    def _draft_key(self) -> tuple:
+        """What the count of a draft depends on (besides the chat's settings, which reset the meter)."""
+        items = tuple((id(item), getattr(item, "budget", None)) for item in self.media.attachments.items)
+        chat = self.conversation.id if self.conversation else None
+        return self.input.toPlainText(), items, self.editing_id, chat
+
     def _on_counted(self, request: int, counts: dict | None) -> None:
         if request != self._count_request or counts is None or self.model_info is None:
             return
+        self.counted_draft = self._count_draft
         text = counts["total"] - counts["image"] - counts["audio"]
         self.context_meter.show_usage(Usage(text, counts["image"], counts["audio"], self.model_info["context_length"]))
 
@@ -704,6 +717,11 @@ class MainWindow(QMainWindow):
             return
         if self.media.drop.busy:
             self.notice_bar.add("Still reading the attached files; send once they are in the tray.")
+            return
+        usage = self.context_meter.usage
+        if usage is not None and usage.total > usage.limit and self.counted_draft == self._draft_key():
+            self.notice_bar.add(f"This message does not fit: the chat would take {usage.total:,} tokens and the "
+                                f"model holds {usage.limit:,}. Shorten it, remove an attachment, or start a new chat.")
             return
         if self.conversation is None:
             self.new_chat()
@@ -748,10 +766,13 @@ class MainWindow(QMainWindow):
         self.input.clear()
 
     def escape(self) -> None:
-        """Esc closes the find bar when typing in it, else stops the reply being written, else leaves
-        editing a message."""
+        """Esc closes the find bar when typing in it, else throws away a recording, else stops the reply
+        being written, else leaves editing a message."""
         if self.find_box.hasFocus():
             self.close_find()
+        elif self.media.recorder.recording:
+            self.media.recorder.cancel()
+            self.statusBar().showMessage("Recording cancelled.", 5000)
         elif self.pending is not None:
             self.stop()
         elif self.editing_id is not None:
@@ -826,7 +847,11 @@ class MainWindow(QMainWindow):
     def dictate(self, waveform) -> None:
         """Transcribe a recording in a side turn (outside every conversation); the text lands in the
         input box for editing before it is sent."""
+        if not self.model_loaded:
+            self.notice_bar.add("Dictation needs a loaded model with audio (E2B or E4B).")
+            return
         if self.dictation is not None:
+            self.notice_bar.add("Still writing down the last dictation; dictate again once it is in the box.")
             return
         clip = self.media.recording_file(waveform, self.media_folder)
         options = {"thinking": False, "temperature": 0.0,
@@ -842,6 +867,7 @@ class MainWindow(QMainWindow):
         dictation, self.dictation = self.dictation, None
         if error is not None:
             self.notice_bar.add(f"Dictation failed: {error}")
+            self.statusBar().showMessage("Dictation failed.", 5000)
             return True
         self.input.textCursor().insertText(dictation.text.strip())
         self.input.setFocus()
@@ -867,7 +893,8 @@ class MainWindow(QMainWindow):
         if pending.message_id is None:   # nothing was written yet: show the failure without storing it
             keys = self.actions_by_name["regenerate"].shortcut().toString(QKeySequence.SequenceFormat.NativeText)
             self.render_conversation(MessageState(None, "assistant", pending.text, pending.thinking,
-                                                  error=f"{message} (Chat → Regenerate Answer, {keys}, tries again)"))
+                                                  error=f"{message} (Regenerate Answer, {keys}, tries again; "
+                                                        "Edit changes the question)"))
         else:
             self._store_answer(pending, {"stop_reason": "failed", "error": message})
             if self.conversation is not None:

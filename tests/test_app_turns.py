@@ -3,6 +3,8 @@
 import shutil
 import threading
 
+import numpy as np
+
 from PySide6.QtCore import QSettings, Qt
 from PySide6.QtWidgets import QApplication
 
@@ -248,3 +250,73 @@ def test_find_in_the_chat_marks_each_match_in_turn_and_esc_closes_it(qtbot, wind
     assert window.find_status.text() == "Not found" and not any(b.property("found") for b in window.view.bubbles)
     qtbot.keyClick(window.find_box, Qt.Key.Key_Escape)
     assert not window.find_bar.isVisible()
+
+
+def test_a_message_the_meter_counts_as_too_long_is_not_sent(qtbot, window):
+    window.model_info = {**window.model_info, "context_length": 40}   # as a model with a tiny context
+    window.input.setPlainText("many words to count " * 30)
+    qtbot.waitUntil(lambda: window.context_meter.usage is not None and window.context_meter.usage.total > 40
+                    and window.counted_draft is not None, timeout=10000)
+    qtbot.keyClick(window.input, Qt.Key.Key_Return)
+    assert window.pending is None and window.conversation is None
+    assert "This message does not fit" in window.notice_bar.label.text()
+    assert window.input.toPlainText() == "many words to count " * 30
+
+
+def test_a_new_question_after_an_unanswered_one_is_asked_beside_it(qtbot, window):
+    window.new_chat()
+    failed = window.conversation.add_user_message("a question whose turn failed")
+    send(qtbot, window, "the next question")
+    path = window.conversation.path
+    assert [m.content for m in path][:1] == ["the next question"] and path[1].role == "assistant"
+    assert window.conversation.tree.variant(path[0].id).count == 2 and failed not in [m.id for m in path]
+
+
+def test_the_first_thinking_click_without_a_chat_shows_what_the_chat_stores(qtbot, window):
+    assert window.conversation is None
+    window.thinking_box.click()
+    assert window.thinking_box.isChecked() and window.conversation.settings["thinking"] is True
+
+
+def test_the_meter_counts_again_when_the_chat_settings_change(qtbot, window):
+    send(qtbot, window, "hello")
+    qtbot.waitUntil(lambda: window.context_meter.usage is not None, timeout=10000)
+    before = window.context_meter.usage.total
+    window.set_chat_settings({"overrides": {"system": "You answer in the style of a pirate. " * 20}})
+    qtbot.waitUntil(lambda: window.context_meter.usage.total > before + 100, timeout=10000)
+
+
+def test_esc_throws_a_recording_away_and_each_button_stops_only_its_own_mode(qtbot, window):
+    from tests.test_app_media_recorder import FakeMicrophone, tone_bytes
+    from app.media.recorder import PcmFormat
+
+    recorder, controls = window.media.recorder, window.media.controls
+    finished = []
+    recorder.finished.connect(lambda wave, mode: finished.append(mode))
+    pcm = PcmFormat(16_000, 1, np.int16)
+    recorder.start_capture((mic := FakeMicrophone()).buffer, pcm, mode="ask")
+    mic.speak(qtbot, tone_bytes(pcm, 1.0))
+    controls.dictate_button.click()   # the other mode's button: nothing happens
+    assert recorder.recording and finished == []
+    qtbot.keyClick(window, Qt.Key.Key_Escape)
+    assert not recorder.recording and finished == [] and window.pending is None
+    assert window.conversation is None   # nothing was sent
+
+
+def test_dictation_needs_a_model_and_one_at_a_time(qtbot, window):
+    tone = (0.3 * np.sin(np.arange(16_000) * 0.1)).astype(np.float32)
+    window.model_loaded = False
+    window.dictate(tone)
+    assert window.dictation is None and "Dictation needs a loaded model" in window.notice_bar.label.text()
+    window.model_loaded = True
+    window.dictate(tone)
+    first = window.dictation
+    window.dictate(tone)
+    assert window.dictation is first and "Still writing down the last dictation" in window.notice_bar.label.text()
+    qtbot.waitUntil(lambda: window.dictation is None, timeout=20000)
+
+
+def test_the_voice_buttons_have_names_a_screen_reader_can_say(window):
+    controls = window.media.controls
+    assert [b.accessibleName() for b in (controls.attach_button, controls.mic_button, controls.dictate_button)] == \
+        ["Attach files", "Record a spoken question", "Dictate into the message box"]

@@ -15,10 +15,11 @@ from .recorder import Recorder
 _METER_STEPS = 100
 
 
-def _button(text: str, tip: str) -> QToolButton:
+def _button(text: str, tip: str, name: str) -> QToolButton:
     button = QToolButton()
     button.setText(text)
     button.setToolTip(tip)
+    button.setAccessibleName(name)   # the glyphs mean nothing to a screen reader
     return button
 
 
@@ -29,9 +30,11 @@ class MediaControls(QWidget):
         super().__init__(parent)
         self.attachments = attachments
         self.recorder = recorder
-        self.attach_button = _button("📎", "Attach images or audio (or drop / paste them)")
-        self.mic_button = _button("🎤", "Record a question for the model (stop sends it)")
-        self.dictate_button = _button("✎🎤", "Dictate: the model writes what you say into the input box")
+        self.attach_button = _button("📎", "Attach images or audio (or drop / paste them)", "Attach files")
+        self.mic_button = _button("🎤", "Record a question for the model (stop sends it, Esc cancels)",
+                                  "Record a spoken question")
+        self.dictate_button = _button("✎🎤", "Dictate: the model writes what you say into the input box (Esc "
+                                      "cancels)", "Dictate into the message box")
         for button in (self.mic_button, self.dictate_button):
             button.setCheckable(True)
         self.meter = QProgressBar()
@@ -60,10 +63,12 @@ class MediaControls(QWidget):
         self.recorder.remaining.connect(lambda seconds: self.countdown.setText(f"{seconds:.0f} s left"))
 
     def _toggle(self, mode: str) -> None:
-        if self.recorder.recording:
-            self.recorder.stop()
-        else:
+        """Start recording in `mode`, or stop (and use) a recording in that same mode; the other
+        button does nothing meanwhile, so a question is never sent by reaching for Dictate."""
+        if not self.recorder.recording:
             self.recorder.start(mode)
+        elif self.recorder.mode == mode:
+            self.recorder.stop()
         self._show_recording(self.recorder.recording)
 
     def _show_recording(self, recording: bool) -> None:
