@@ -5,8 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from PySide6.QtCore import QSettings, QTimer
-from PySide6.QtGui import QAccessible, QAccessibleAnnouncementEvent, QGuiApplication, QKeySequence, QShortcut
+from PySide6.QtCore import QSettings, QTimer, QUrl
+from PySide6.QtGui import (QAccessible, QAccessibleAnnouncementEvent, QDesktopServices, QGuiApplication, QKeySequence,
+                           QShortcut)
 from PySide6.QtWidgets import (QApplication, QCheckBox, QComboBox, QFileDialog, QHBoxLayout, QLabel, QLineEdit,
                                QMainWindow, QMessageBox, QProgressBar, QPushButton, QSplitter, QVBoxLayout, QWidget)
 
@@ -16,7 +17,7 @@ from .engine_host import EngineHost
 from .export import export_json, export_markdown
 from .load_marker import LoadMarker
 from .media.composer import MediaComposer
-from .media.recorder import DICTATION_PROMPT
+from .media.recorder import DENIED, DICTATION_PROMPT, PRIVACY_SETTINGS_URL
 from .menus import build_menus
 from .models import (ModelEntry, check_memory, describe_inputs, discover, remember_folder, remembered_folders,
                      scan_folder)
@@ -189,7 +190,7 @@ class MainWindow(QMainWindow):
         self.media.drop.install_file_open(QGuiApplication.instance())
         self.media.drop.error.connect(self.notice_bar.add)
         self.media.drop.reading.connect(self._show_reading)
-        self.media.recorder.failed.connect(self.notice_bar.add)
+        self.media.recorder.failed.connect(self._recording_failed)
         self.media.recorded.connect(lambda: self.send(self.input.toPlainText().strip() or "Listen to this."))
         self.media.dictated.connect(self.dictate)
         self.send_button.clicked.connect(lambda: self.input.submitted.emit(self.input.toPlainText().strip()))
@@ -737,6 +738,10 @@ class MainWindow(QMainWindow):
         self.notice_bar.dismiss()
         self.refresh_sidebar()
         self._start_turn(user_id)
+
+    def _recording_failed(self, reason: str) -> None:
+        settings = ("Open Privacy Settings", lambda: QDesktopServices.openUrl(QUrl(PRIVACY_SETTINGS_URL)))
+        self.notice_bar.add(reason, settings if reason == DENIED else None)
 
     def _show_reading(self, text: str) -> None:
         if text:

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 from PySide6.QtWidgets import (QCheckBox, QComboBox, QDialog, QDialogButtonBox, QDoubleSpinBox, QFormLayout,
-                               QHBoxLayout, QInputDialog, QPlainTextEdit, QPushButton, QSpinBox, QVBoxLayout,
-                               QWidget)
+                               QHBoxLayout, QInputDialog, QLabel, QPlainTextEdit, QPushButton, QSpinBox,
+                               QVBoxLayout, QWidget)
 
 from .storage import Library
 
@@ -52,7 +52,8 @@ class SettingsForm(QWidget):
         form = QFormLayout(self)
         self.system = QPlainTextEdit(accessibleName="System prompt", maximumHeight=90)
         self.temperature = QDoubleSpinBox(accessibleName="Temperature", minimum=0.0, maximum=2.0, singleStep=0.05)
-        self.top_p = QDoubleSpinBox(accessibleName="Top p", minimum=0.0, maximum=1.0, singleStep=0.01)
+        # The engine takes top-p in (0, 1]: a 0 here would make every reply of the preset fail.
+        self.top_p = QDoubleSpinBox(accessibleName="Top p", minimum=0.01, maximum=1.0, singleStep=0.01)
         self.top_k = QSpinBox(accessibleName="Top k", minimum=0, maximum=1000)
         self.max_tokens = QSpinBox(accessibleName="Maximum reply tokens", minimum=1, maximum=131072, singleStep=256)
         self.thinking = QCheckBox("Think before answering", accessibleName="Thinking")
@@ -94,6 +95,8 @@ class PresetsDialog(QDialog):
         self.save_button = QPushButton("Save preset", accessibleName="Save preset")
         self.new_button = QPushButton("New preset…", accessibleName="New preset")
         self.delete_button = QPushButton("Delete preset", accessibleName="Delete preset")
+        self.status = QLabel(wordWrap=True)
+        self.shown: str | None = None
         buttons = QHBoxLayout()
         for button in (self.new_button, self.delete_button, self.save_button):
             buttons.addWidget(button)
@@ -102,6 +105,7 @@ class PresetsDialog(QDialog):
         layout.addWidget(self.picker)
         layout.addWidget(self.form)
         layout.addLayout(buttons)
+        layout.addWidget(self.status)
         layout.addWidget(close)
         self.picker.currentTextChanged.connect(self._show)
         self.save_button.clicked.connect(self.save)
@@ -118,14 +122,27 @@ class PresetsDialog(QDialog):
         self._show(self.picker.currentText())
 
     def _show(self, name: str) -> None:
+        """Switch the form to preset `name`, saving the edits of the one shown before (never lost)."""
+        if self.shown is not None and self.shown in presets(self.library) and self.unsaved():
+            self.library.save_preset(self.shown, self.form.values())
+        self.shown = name
         self.form.set_values(presets(self.library).get(name, {}))
+        self._sync_buttons()
+
+    def unsaved(self) -> bool:
+        return self.form.values() != {**BUILT_IN_PRESETS[DEFAULT_PRESET], **presets(self.library).get(self.shown, {})}
 
     def save(self) -> None:
         self.library.save_preset(self.picker.currentText(), self.form.values())
 
-    def add(self, name: str) -> None:
+    def add(self, name: str) -> bool:
+        """A new preset with the form's values; False (and nothing changes) when the name is taken."""
+        if name in presets(self.library):
+            self.status.setText(f"There is already a preset named {name!r}; pick another name.")
+            return False
         self.library.save_preset(name, self.form.values())
         self._fill(name)
+        return True
 
     def _ask_new(self) -> None:
         name, accepted = QInputDialog.getText(self, "New preset", "Name:")
@@ -133,9 +150,26 @@ class PresetsDialog(QDialog):
             self.add(name.strip())
 
     def delete(self) -> None:
-        if len(self.library.presets()) > 1:
-            self.library.delete_preset(self.picker.currentText())
-            self._fill()
+        """Delete the shown preset; chats that used it fall back to the default preset, which stays."""
+        name = self.picker.currentText()
+        if name == DEFAULT_PRESET:
+            return
+        self.shown = None   # its edits go with it
+        self.library.delete_preset(name)
+        self.status.setText(f"Deleted {name!r}; chats that used it now use {DEFAULT_PRESET!r}.")
+        self._fill()
+
+    def _sync_buttons(self) -> None:
+        default = self.picker.currentText() == DEFAULT_PRESET
+        self.delete_button.setEnabled(not default)
+        self.delete_button.setToolTip(f"{DEFAULT_PRESET} is the preset every chat falls back to; edit it instead"
+                                      if default else "")
+
+    def done(self, result: int) -> None:
+        """Closing keeps the edits of the preset shown, as switching to another one does."""
+        if self.shown in presets(self.library) and self.unsaved():
+            self.library.save_preset(self.shown, self.form.values())
+        super().done(result)
 
 
 class ChatSettingsDialog(QDialog):
@@ -147,7 +181,8 @@ class ChatSettingsDialog(QDialog):
         self.library = library
         self.preset = QComboBox(accessibleName="Preset for this chat")
         self.preset.addItems(sorted(presets(library)))
-        self.preset.setCurrentIndex(max(0, self.preset.findText(chat_settings.get("preset", DEFAULT_PRESET))))
+        chosen = chat_settings.get("preset", DEFAULT_PRESET)   # a deleted preset: the default stands in, as in use
+        self.preset.setCurrentText(chosen if chosen in presets(library) else DEFAULT_PRESET)
         self.form = SettingsForm()
         self.form.set_values(chat_options(library, chat_settings))
         self.preset.currentTextChanged.connect(lambda name: self.form.set_values(presets(library)[name]))

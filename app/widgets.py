@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from PySide6.QtCore import QSizeF, Qt, QUrl, Signal
@@ -38,9 +39,9 @@ def format_stats(stats: dict) -> str:
              f"{stats.get('cached_tokens', 0)} cached"]
     parts += [f"{stats[key]} {kind} tokens in the prompt" for key, kind in
               (("image_tokens", "image"), ("audio_tokens", "audio")) if stats.get(key)]
-    if stats.get("stop_reason") == "cancelled":
-        parts.append("stopped")
-    return " · ".join(parts)
+    ending = {"cancelled": "stopped", "length": "cut off at the reply's token limit (Chat Settings)",
+              "context": "cut off: the context window is full"}.get(stats.get("stop_reason", ""))
+    return " · ".join(parts + ([ending] if ending else []))
 
 
 SPEAKERS = {"user": "You", "assistant": "Gemma", "notice": "Lantern"}
@@ -79,21 +80,36 @@ class NoticeBar(QFrame):
         self.close_button = QToolButton(text="✕", autoRaise=True)
         self.close_button.setAccessibleName("Dismiss notice")
         self.close_button.clicked.connect(self.dismiss)
+        self.action_button = QPushButton(visible=False)
+        self.action_button.clicked.connect(self._act)
+        self._action: Callable[[], None] | None = None
         row = QHBoxLayout(self)
         row.setContentsMargins(8, 4, 4, 4)
         row.addWidget(QLabel("⚠"))
         row.addWidget(self.label, 1)
+        row.addWidget(self.action_button, alignment=Qt.AlignmentFlag.AlignTop)
         row.addWidget(self.close_button, alignment=Qt.AlignmentFlag.AlignTop)
         self.lines: list[str] = []
         self.setVisible(False)
 
-    def add(self, text: str) -> None:
+    def add(self, text: str, action: tuple[str, Callable[[], None]] | None = None) -> None:
+        """Show `text`; `action` (a button's label and what it does) offers the way out, e.g. a settings page."""
         self.lines = (self.lines + [text])[-self.KEPT_LINES:]
         self.label.setText("\n".join(self.lines))
+        self._action = action[1] if action else None
+        self.action_button.setText(action[0] if action else "")
+        self.action_button.setAccessibleName(action[0] if action else "")
+        self.action_button.setVisible(action is not None)
         self.setVisible(True)
+
+    def _act(self) -> None:
+        if self._action is not None:
+            self._action()
 
     def dismiss(self) -> None:
         self.lines = []
+        self._action = None
+        self.action_button.setVisible(False)
         self.label.clear()
         self.setVisible(False)
 
@@ -387,6 +403,7 @@ class ConversationView(QScrollArea):
         self.bubbles: list[MessageWidget] = []
         self.keeping_to_end = False
         self.shown_bubble: MessageWidget | None = None   # kept in sight instead of the end (a search hit)
+        self.open_thoughts: set[int] = set()   # messages whose thoughts the user opened: open after a redraw
         self.verticalScrollBar().rangeChanged.connect(self._keep_to_end)
         self.verticalScrollBar().valueChanged.connect(self._stop_keeping_unless_at_end)
 
@@ -396,10 +413,19 @@ class ConversationView(QScrollArea):
         self.bubbles = [MessageWidget(state) for state in states]
         for bubble in self.bubbles:
             self.column.insertWidget(self.column.count() - 1, bubble)
+            self._keep_thoughts_open(bubble)
         self.keeping_to_end = True
         self.shown_bubble = None
         self.scroll_to_end()
         return self.bubbles
+
+    def _keep_thoughts_open(self, bubble: MessageWidget) -> None:
+        message_id = bubble.state.message_id
+        if message_id is None:
+            return
+        bubble.thoughts_toggle.setChecked(message_id in self.open_thoughts)
+        bubble.thoughts_toggle.toggled.connect(
+            lambda shown: (self.open_thoughts.add if shown else self.open_thoughts.discard)(message_id))
 
     def show_message(self, message_id: int) -> MessageWidget | None:
         """Bring the bubble of `message_id` into sight, marked as found, instead of the end."""

@@ -8,7 +8,7 @@ import numpy as np
 from PySide6.QtCore import QSettings, Qt
 from PySide6.QtWidgets import QApplication
 
-from app.settings_dialog import ChatSettingsDialog
+from app.settings_dialog import ChatSettingsDialog, presets
 from tests.conftest import FIXTURES
 from tests.test_app_window import send, shared_host, window  # noqa: F401  (fixtures)
 
@@ -320,3 +320,65 @@ def test_the_voice_buttons_have_names_a_screen_reader_can_say(window):
     controls = window.media.controls
     assert [b.accessibleName() for b in (controls.attach_button, controls.mic_button, controls.dictate_button)] == \
         ["Attach files", "Record a spoken question", "Dictate into the message box"]
+
+
+def test_opened_thoughts_stay_open_when_the_chat_is_drawn_again(qtbot, window):
+    window.thinking_box.click()
+    send(qtbot, window, "think about it")
+    answer = window.conversation.path[-1]
+    window.library.update_message(answer.id, answer.content or "ok", "some thoughts", answer.stats)
+    window.conversation.reload()
+    window.render_conversation()
+    bubble = window.view.bubbles[-1]
+    assert bubble.thoughts_toggle.isVisibleTo(bubble) and not bubble.thoughts.isVisibleTo(bubble)
+    bubble.thoughts_toggle.click()
+    window.render_conversation()
+    redrawn = window.view.bubbles[-1]
+    assert redrawn is not bubble and redrawn.thoughts.isVisibleTo(redrawn)
+
+
+def test_stats_say_when_a_reply_was_cut_off():
+    from app.widgets import format_stats
+
+    base = {"generated_tokens": 4, "time_to_first_token": 0.1, "decode_tokens_per_second": 9.0, "cached_tokens": 0}
+    assert format_stats({**base, "stop_reason": "context"}).endswith("cut off: the context window is full")
+    assert "token limit" in format_stats({**base, "stop_reason": "length"})
+    assert format_stats({**base, "stop_reason": "stop"}).endswith("0 cached")
+
+
+def test_presets_keep_edits_refuse_taken_names_and_keep_the_default(qtbot, window):
+    dialog = window.open_settings()
+    qtbot.addWidget(dialog)
+    dialog.picker.setCurrentText("Precise")
+    dialog.form.temperature.setValue(0.42)
+    dialog.picker.setCurrentText("Reasoning")   # switching away keeps the edit
+    assert presets(window.library)["Precise"]["temperature"] == 0.42
+    system = presets(window.library)["Reasoning"]["system"]
+    dialog.form.system.setPlainText("something else")
+    assert not dialog.add("Reasoning") and "already a preset" in dialog.status.text()
+    dialog.form.system.setPlainText(system)
+    assert presets(window.library)["Reasoning"]["system"] == system
+    dialog.picker.setCurrentText("Balanced")
+    assert not dialog.delete_button.isEnabled()
+    dialog.delete()
+    assert "Balanced" in presets(window.library)
+    dialog.form.top_p.setValue(0.0)
+    assert dialog.form.top_p.value() == 0.01
+    dialog.form.top_k.setValue(12)
+    dialog.reject()   # closing keeps the edit too
+    assert presets(window.library)["Balanced"]["top_k"] == 12
+
+
+def test_a_refused_microphone_offers_the_privacy_settings(qtbot, window, monkeypatch):
+    from PySide6.QtGui import QDesktopServices
+
+    from app.media.recorder import DENIED, PRIVACY_SETTINGS_URL
+
+    opened = []
+    monkeypatch.setattr(QDesktopServices, "openUrl", lambda url: opened.append(url.toString()))
+    window.media.recorder.failed.emit(DENIED)
+    assert window.notice_bar.label.text() == DENIED and window.notice_bar.action_button.isVisibleTo(window)
+    window.notice_bar.action_button.click()
+    assert opened == [PRIVACY_SETTINGS_URL]
+    window.media.recorder.failed.emit("No microphone was found.")   # nothing to open for that
+    assert not window.notice_bar.action_button.isVisibleTo(window)

@@ -33,8 +33,10 @@ DICTATION_PROMPT = "Transcribe this recording word for word. Reply with the tran
 
 # QAudioFormat.SampleFormat names -> numpy sample types (UInt8 is offset binary, centred on 128).
 _SAMPLE_TYPES = {"UInt8": np.uint8, "Int16": np.int16, "Int32": np.int32, "Float": np.float32}
-_DENIED = ("Lantern may not use the microphone. Allow it in System Settings > Privacy & Security > "
-           "Microphone, then try again.")
+DENIED = ("Lantern may not use the microphone. Allow it in System Settings > Privacy & Security > "
+          "Microphone, then try again.")
+# macOS's own page for that setting (System Settings on 13 and later, System Preferences before).
+PRIVACY_SETTINGS_URL = "x-apple.systempreferences:com.apple.preference.security?Privacy_Microphone"
 
 
 @dataclass(frozen=True)
@@ -144,7 +146,7 @@ def request_microphone(context: QObject, on_result: Callable[[bool, str], None])
 
 def _report(status, on_result: Callable[[bool, str], None]) -> None:
     granted = status == Qt.PermissionStatus.Granted
-    on_result(granted, "" if granted else _DENIED)
+    on_result(granted, "" if granted else DENIED)
 
 
 class Recorder(QObject):
