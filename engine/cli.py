@@ -7,13 +7,17 @@ chat goes on; nothing goes online.
 from __future__ import annotations
 
 import argparse
+import re
 import sys
-from typing import Sequence
+from typing import Callable, Iterator, Sequence
 
 from .errors import EngineError
 
 _DIM = "\033[2m"
 _RESET = "\033[0m"
+_CHAT_HELP = "Lantern chat: /quit to leave, /regen to answer again, /help for this list, //text to send /text."
+# A line that is just "/word" is meant as a command: a typo such as /qiut must never reach the model.
+_COMMAND = re.compile(r"/\w+")
 
 
 def _add_model_options(parser: argparse.ArgumentParser) -> None:
@@ -103,23 +107,40 @@ def _generate(args) -> None:
 
 def _chat(args) -> None:
     _, session = _session(args)
-    print(f"{_DIM}Lantern chat: /quit to leave, /regen to answer again.{_RESET}", file=sys.stderr)
+    _print_dim(_CHAT_HELP)
     while True:
         try:
             line = input("> ")
         except EOFError:
             print()
             return
-        if line.strip() in ("/quit", "/exit"):
+        command = line.strip()
+        if command in ("/quit", "/exit"):
             return
-        if line.strip():
-            _chat_turn(session, line)
+        if command == "/regen":
+            _chat_turn(session.regenerate)
+        elif command == "/help":
+            _print_dim(_CHAT_HELP)
+        elif _COMMAND.fullmatch(command):
+            _print_dim(f"{command} is not a command. {_CHAT_HELP}")
+        elif command:
+            _chat_turn(lambda: session.send(_unescaped(line)))
 
 
-def _chat_turn(session, line: str) -> None:
+def _unescaped(line: str) -> str:
+    """The message a line sends: `//text` stands for `/text`, so a message can start with a slash."""
+    stripped = line.lstrip()
+    return stripped[1:] if stripped.startswith("//") else line
+
+
+def _print_dim(text: str) -> None:
+    print(f"{_DIM}{text}{_RESET}", file=sys.stderr)
+
+
+def _chat_turn(start: Callable[[], Iterator]) -> None:
     """One exchange. A turn that fails leaves the history as it was, so the chat goes on after the message."""
     try:
-        events = session.regenerate() if line.strip() == "/regen" else session.send(line)
+        events = start()
     except EngineError as exc:
         print(f"lantern: {exc}", file=sys.stderr)
         return

@@ -38,3 +38,14 @@ def test_chat_reads_turns_until_end_of_input():
     assert result.returncode == 0
     assert result.stderr.count("TTFT") == 2
     assert "(0 cached)" in result.stderr and "(0 cached)" not in result.stderr.split("TTFT")[1]
+
+
+def test_chat_commands_never_reach_the_model_and_a_double_slash_sends_a_slash():
+    result = subprocess.run([sys.executable, "-m", "engine.cli", "chat", "--model", str(MODELS / "tiny-e2b"),
+                             "--max-tokens", "4", "--temp", "0"], input="/help\n/qiut\n//regen\n",
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0
+    assert result.stderr.count("//text to send /text") == 3   # the greeting, /help and /qiut
+    assert "/qiut is not a command" in result.stderr
+    # Only "//regen" became a turn, and as the message "/regen": regenerating now would fail, nothing to answer.
+    assert result.stderr.count("TTFT") == 1 and "nothing to regenerate" not in result.stderr
