@@ -185,12 +185,21 @@ class Library:
                              f"kept at {kept}; Lantern started with an empty history.")
 
     def backup(self, target: Path) -> Path:
-        """A consistent copy of the library in folder `target` (the SQLite backup API, safe while the app
-        writes), without the chats pending deletion, checked before it takes its final name; the attachment
-        files its messages refer to are copied beside it."""
-        target = Path(target)
-        target.mkdir(parents=True, exist_ok=True)
-        partial = target / (DATABASE_NAME + ".partial")
+        """A consistent copy of the library in a new folder inside `target`, named for the date and time
+        ("Lantern backup 2026-11-24 07.40", numbered when taken), so no earlier backup is ever replaced.
+        The copy comes from the SQLite backup API (safe while the app writes), without the chats pending
+        deletion, and is checked; the attachment files its messages refer to are copied beside it. Returns the
+        copy's database file."""
+        folder = _new_backup_folder(Path(target))
+        try:
+            self._backup_into(folder)
+        except BaseException:
+            shutil.rmtree(folder, ignore_errors=True)   # a folder named as a backup must hold a whole one
+            raise
+        return folder / DATABASE_NAME
+
+    def _backup_into(self, folder: Path) -> None:
+        partial = folder / (DATABASE_NAME + ".partial")
         copy = sqlite3.connect(partial, isolation_level=None)
         try:
             copy.execute("PRAGMA foreign_keys=ON")
@@ -202,9 +211,9 @@ class Library:
             files = _referenced_files(copy)
         finally:
             copy.close()
-        os.replace(partial, target / DATABASE_NAME)
-        self._copy_attachments(files, target / ATTACHMENTS_DIR)
-        return target / DATABASE_NAME
+        self._copy_attachments(files, folder / ATTACHMENTS_DIR)
+        # Named last: even after a crash, a folder holding history.sqlite3 holds a whole backup.
+        os.replace(partial, folder / DATABASE_NAME)
 
     def _copy_attachments(self, files: set[str], folder: Path) -> None:
         for name in files:
@@ -405,6 +414,20 @@ def _delete_pending(db: sqlite3.Connection) -> bool:
     # its segments merge; 'optimize' merges them all now (several times faster than a 'rebuild').
     db.execute("INSERT INTO messages_fts(messages_fts) VALUES ('optimize')")
     return True
+
+
+def _new_backup_folder(parent: Path) -> Path:
+    """A folder created now in `parent`, named for the minute; a second backup that minute gets a number."""
+    parent.mkdir(parents=True, exist_ok=True)
+    name = f"Lantern backup {time.strftime('%Y-%m-%d %H.%M')}"   # dots: Finder and Windows refuse a colon
+    number = 1
+    while True:
+        folder = parent / (name if number == 1 else f"{name} {number}")
+        try:
+            folder.mkdir()   # fails when the name is taken, even by a backup started at the same moment
+            return folder
+        except FileExistsError:
+            number += 1
 
 
 def _referenced_files(db: sqlite3.Connection) -> set[str]:

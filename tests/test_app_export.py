@@ -7,6 +7,7 @@ import pytest
 
 from app.conversation import Conversation
 from app.export import export_json, export_markdown, safe_name
+from app import storage
 from app.storage import DATABASE_NAME, Attachment, Library
 from tests.conftest import FIXTURES
 
@@ -93,6 +94,38 @@ def test_backup_is_a_checked_copy_with_attachments(library, tmp_path):
     assert restored.attachments(user)[0].path.read_bytes() == IMAGE.read_bytes()
     assert not list(copy.parent.glob("*.partial"))
     restored.close()
+
+
+def test_each_backup_gets_a_new_folder_so_none_replaces_an_earlier_one(library, tmp_path, monkeypatch):
+    monkeypatch.setattr(storage.time, "strftime", lambda pattern: "2026-11-24 07.40")   # both in one minute
+    monday, _ = chat_with_an_image(library)
+    first = library.backup(tmp_path / "Backups")
+    library.delete(monday.id)
+    library.purge_deleted()
+    tuesday = Conversation(library, library.create_conversation())
+    tuesday.add_user_message("Tuesday")
+    second = library.backup(tmp_path / "Backups")
+    assert [first.parent.name, second.parent.name] == ["Lantern backup 2026-11-24 07.40",
+                                                       "Lantern backup 2026-11-24 07.40 2"]
+    for copy, chat in ((first, monday), (second, tuesday)):
+        restored = Library(copy.parent)
+        assert [row.id for row in restored.conversations()] == [chat.id]
+        restored.close()
+    inside = library.backup(library.folder)   # into the library's own folder: the live file is left alone
+    assert inside.parent.parent == library.folder and library.quick_check()
+    assert [row.id for row in library.conversations()] == [tuesday.id]
+
+
+def test_a_failed_backup_leaves_no_folder_that_looks_like_one(library, tmp_path, monkeypatch):
+    chat_with_an_image(library)
+
+    def disk_full(*args):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(Library, "_copy_attachments", disk_full)
+    with pytest.raises(OSError):
+        library.backup(tmp_path / "Backups")
+    assert list((tmp_path / "Backups").iterdir()) == []
 
 
 def test_a_damaged_database_is_moved_aside_and_a_fresh_one_starts(tmp_path):
