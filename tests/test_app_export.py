@@ -1,12 +1,14 @@
 """Attachments beside the database, the start-up check, backups, and export to Markdown and JSON."""
 
 import json
+import re
 import sqlite3
+from urllib.parse import unquote, urlsplit
 
 import pytest
 
 from app.conversation import Conversation
-from app.export import export_json, export_markdown, safe_name
+from app.export import closed_fences, export_json, export_markdown, safe_name
 from app import storage
 from app.storage import DATABASE_NAME, Attachment, Library
 from tests.conftest import FIXTURES
@@ -68,7 +70,7 @@ def test_exports_never_overwrite_an_earlier_file_of_the_same_name(library, tmp_p
     link = next(line for line in texts[2].splitlines() if line.startswith("!["))
     assert link[link.index("(") + 1:-1].startswith("What%20is%20in%20this%20picture%204%20files/")
     assert not list((out / "What is in this picture 3 files").iterdir())
-    json_files = [export_json(library, chat.id, out) for chat in (first, second)]
+    json_files = [export_json(library, chat.id, tmp_path / "json") for chat in (first, second)]
     assert [p.name for p in json_files] == ["What is in this picture.json", "What is in this picture 2.json"]
     assert [json.loads(p.read_text(encoding="utf-8"))["messages"][-1]["content"] for p in json_files] == [
         "A **wide** picture.", "ANSWER OF THE SECOND CHAT"]
@@ -157,4 +159,66 @@ def test_lone_surrogates_from_a_cut_token_are_stored_not_refused(library):
 
 
 def test_safe_names():
-    assert safe_name("a/b:c") == "a b c" and safe_name("...") == "Chat" and len(safe_name("x" * 300)) == 80
+    assert safe_name("a/b:c") == "a b c" and safe_name("...") == "Chat" and len(safe_name("x" * 300)) == 200
+    assert safe_name("x" + "🎉" * 80) == "x" + "🎉" * 49   # 197 bytes: a fiftieth emoji would pass 200
+
+
+def test_a_long_emoji_title_fits_the_file_system_in_both_exports(library, tmp_path):
+    chat, _ = chat_with_an_image(library)
+    library.rename(chat.id, "🎉" * 80)
+    out = tmp_path / "out"
+    written = [export_markdown(library, chat.id, out), export_json(library, chat.id, out)]
+    assert [p.name for p in written] == ["🎉" * 50 + ".md", "🎉" * 50 + " 2.json"]
+
+
+def attachment_links(markdown: str) -> list[str]:
+    return re.findall(r"\]\(([^)]*)\)", markdown)
+
+
+def test_markdown_links_survive_url_special_characters_in_the_title(library, tmp_path):
+    chat = Conversation(library, library.create_conversation())
+    chat.add_user_message("see", [Attachment("image", IMAGE, name="shot [1.png")])
+    library.rename(chat.id, "100% sure #1? (v2)")
+    target = export_markdown(library, chat.id, tmp_path)
+    text = target.read_text(encoding="utf-8")
+    assert "![shot \\[1.png](" in text   # a lone bracket would end the link text
+    [link] = attachment_links(text)
+    parts = urlsplit(link)   # as a viewer reads it: a raw '#' or '?' would cut the path short
+    assert parts.fragment == parts.query == ""
+    assert (target.parent / unquote(parts.path)).read_bytes() == IMAGE.read_bytes()
+
+
+def test_export_json_copies_attachments_beside_it(library, tmp_path):
+    chat_with_an_image(library)
+    target = export_json(library, library.conversations()[0].id, tmp_path)
+    [attachment] = json.loads(target.read_text(encoding="utf-8"))["messages"][0]["attachments"]
+    assert attachment["name"] == IMAGE.name and attachment["file"].startswith("What is in this picture files/")
+    assert (target.parent / attachment["file"]).read_bytes() == IMAGE.read_bytes()
+
+
+def test_an_attachment_lost_from_the_library_does_not_stop_an_export(library, tmp_path):
+    chat, user = chat_with_an_image(library)
+    library.attachments(user)[0].path.unlink()
+    text = export_markdown(library, chat.id, tmp_path).read_text(encoding="utf-8")
+    assert "image_wide.png (the file is missing from the library)" in text and not attachment_links(text)
+    data = json.loads(export_json(library, chat.id, tmp_path).read_text(encoding="utf-8"))
+    assert data["messages"][0]["attachments"][0]["file"] is None
+
+
+def test_a_code_block_an_answer_left_open_is_closed_before_the_next_message(library, tmp_path):
+    chat = Conversation(library, library.create_conversation())
+    chat.add_answer(chat.add_user_message("write code"), "Sure:\n\n```python\ndef f(x):\n    return",
+                    thinking="~~~\nplan")   # both stopped mid-block
+    chat.add_answer(chat.add_user_message("Now explain it"), "It **returns** x.")
+    text = export_markdown(library, chat.id, tmp_path).read_text(encoding="utf-8")
+    assert "def f(x):\n    return\n```\n" in text and "~~~\nplan\n~~~\n" in text
+    assert text.endswith("## You\n\nNow explain it\n\n## Gemma\n\nIt **returns** x.\n")
+
+
+def test_only_an_open_fence_is_closed_and_with_its_own_marker():
+    balanced = "```\ncode\n```\n~~~\nmore\n~~~~"
+    assert closed_fences(balanced) == balanced
+    assert closed_fences("````md\n```\ninner\n```\n") == "````md\n```\ninner\n```\n````"
+    assert closed_fences("1. Run:\n   ```sh\n   make") == "1. Run:\n   ```sh\n   make\n   ```"
+    assert closed_fences("```py\nx\n``` not a close") == "```py\nx\n``` not a close\n```"
+    assert closed_fences("inline ```code``` only") == "inline ```code``` only"
