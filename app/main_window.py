@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sqlite3
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -359,7 +360,11 @@ class MainWindow(QMainWindow):
         folder = folder or self._choose_folder("Export the chat to…")
         if folder is None:
             return None
-        target = writer(self.library, self.conversation.id, folder)
+        try:
+            target = writer(self.library, self.conversation.id, folder)
+        except OSError as exc:   # a full disk, a read-only folder, a name the file system refuses
+            self.notice_bar.add(f"The chat could not be exported to {folder}: {exc.strerror or exc}")
+            return None
         self.statusBar().showMessage(f"Exported to {target}", 8000)
         return target
 
@@ -367,7 +372,11 @@ class MainWindow(QMainWindow):
         folder = folder or self._choose_folder("Back up the whole library to…")
         if folder is None:
             return None
-        target = self.library.backup(folder)
+        try:
+            target = self.library.backup(folder)
+        except (OSError, sqlite3.Error) as exc:
+            self.notice_bar.add(f"The library could not be backed up to {folder}: {exc}")
+            return None
         self.statusBar().showMessage(f"Library backed up to {target.parent}", 8000)
         return target
 

@@ -80,7 +80,7 @@ class NoticeBar(QFrame):
         self.close_button = QToolButton(text="✕", autoRaise=True)
         self.close_button.setAccessibleName("Dismiss notice")
         self.close_button.clicked.connect(self.dismiss)
-        self.action_button = QPushButton(visible=False)
+        self.action_button = QPushButton(visible=False, accessibleName="Notice action")
         self.action_button.clicked.connect(self._act)
         self._action: Callable[[], None] | None = None
         row = QHBoxLayout(self)
@@ -98,7 +98,7 @@ class NoticeBar(QFrame):
         self.label.setText("\n".join(self.lines))
         self._action = action[1] if action else None
         self.action_button.setText(action[0] if action else "")
-        self.action_button.setAccessibleName(action[0] if action else "")
+        self.action_button.setAccessibleName(action[0] if action else "Notice action")
         self.action_button.setVisible(action is not None)
         self.setVisible(True)
 

@@ -382,3 +382,13 @@ def test_a_refused_microphone_offers_the_privacy_settings(qtbot, window, monkeyp
     assert opened == [PRIVACY_SETTINGS_URL]
     window.media.recorder.failed.emit("No microphone was found.")   # nothing to open for that
     assert not window.notice_bar.action_button.isVisibleTo(window)
+
+
+def test_an_export_or_backup_that_cannot_be_written_says_why(qtbot, window, tmp_path):
+    send(qtbot, window, "keep me")
+    blocker = tmp_path / "not a folder"
+    blocker.write_text("a file where a folder should be")
+    assert window.export_chat_markdown(blocker) is None
+    assert "could not be exported" in window.notice_bar.label.text()
+    assert window.backup_library(blocker) is None
+    assert "could not be backed up" in window.notice_bar.label.text()
