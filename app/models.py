@@ -9,6 +9,7 @@ from pathlib import Path
 
 from PySide6.QtCore import QSettings
 
+from engine.checkpoint import weight_files
 from engine.config import ModelConfig, detect_variant, parse_config
 from engine.errors import EngineError
 
@@ -97,16 +98,41 @@ def _hub_name(repo_folder: Path) -> str:
 
 
 def scan_hf_cache(cache: Path | None = None) -> list[ModelEntry]:
-    """The newest snapshot of each Gemma 4 repository in the hub cache."""
+    """The newest complete snapshot of each Gemma 4 repository in the hub cache. A snapshot still missing files
+    (a download in progress, or one another tool left unfinished) is not a model yet."""
     cache = cache or hf_cache_dir()
     found = []
     for repo in sorted(cache.glob("models--*")):
         snapshots = sorted((repo / "snapshots").glob("*"), key=lambda p: p.stat().st_mtime, reverse=True)
-        entries = (read_entry(s, _hub_name(repo)) for s in snapshots)
+        entries = (read_entry(s, _hub_name(repo)) for s in snapshots if not missing_model_files(s))
         entry = next((e for e in entries if e is not None), None)
         if entry is not None:
             found.append(entry)
     return found
+
+
+def missing_model_files(folder: Path) -> list[str]:
+    """What `folder` lacks to chat with its model: any of its weights, the tokenizer, a chat template."""
+    problems = []
+    try:
+        problems += [f"{path.name} (a weight file)" for path in weight_files(folder) if not path.is_file()]
+    except EngineError as exc:
+        problems.append(str(exc))
+    if not (folder / "tokenizer.json").is_file():
+        problems.append("tokenizer.json")
+    if not (folder / "chat_template.jinja").is_file() and "chat_template" not in json_object(
+            folder / "tokenizer_config.json"):
+        problems.append("a chat template (chat_template.jinja)")
+    return problems
+
+
+def json_object(path: Path) -> dict:
+    """The JSON object in `path`; empty when the file is missing, unreadable or holds something else."""
+    try:
+        value = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return value if isinstance(value, dict) else {}
 
 
 def scan_folder(folder: Path) -> list[ModelEntry]:

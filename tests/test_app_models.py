@@ -1,6 +1,7 @@
 """Model discovery in the Hugging Face cache and user folders, and the memory check before loading."""
 
 import json
+import os
 import shutil
 
 from app.models import check_memory, hf_cache_dir, kv_cache_bytes, read_entry, scan_folder, scan_hf_cache
@@ -27,6 +28,20 @@ def test_scan_finds_gemma4_snapshots_and_skips_other_models(tmp_path):
     assert entry.quantization is not None and entry.quantization[0] == 4
     assert entry.modalities == {"text", "image", "audio"}
     assert entry.size_bytes == sum(f.stat().st_size for f in snapshot.glob("*.safetensors"))
+
+
+def test_scan_skips_snapshots_still_missing_files_for_the_newest_complete_one(tmp_path):
+    repo = tmp_path / "models--google--gemma-4-tiny" / "snapshots"
+    complete = repo / "old"
+    shutil.copytree(MODELS / "tiny-e2b-q4", complete)
+    unfinished = repo / "new"   # a newer revision whose download has not brought the tokenizer yet
+    shutil.copytree(MODELS / "tiny-e2b-q4", unfinished)
+    (unfinished / "tokenizer.json").unlink()
+    os.utime(complete, (1, 1))
+    only_config = tmp_path / "models--google--gemma-4-other" / "snapshots" / "abc"
+    only_config.mkdir(parents=True)
+    shutil.copy(MODELS / "tiny-e2b-q4" / "config.json", only_config)
+    assert [entry.path for entry in scan_hf_cache(tmp_path)] == [complete]
 
 
 def test_user_folder_lists_each_model_with_its_modalities():

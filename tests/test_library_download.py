@@ -5,6 +5,8 @@ ETag / X-Linked-Etag / X-Linked-Size headers), serving the tiny-e2b fixture as a
 import hashlib
 import json
 import re
+import resource
+import signal
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -14,13 +16,16 @@ import pytest
 from huggingface_hub import constants as hub_constants
 
 import engine
+import app.library.download as download_module
 from app.library.download import INCOMPLETE, DownloadError, DownloadStopped, HubDownload, git_blob_id, \
     missing_for_use, partial_bytes, repo_folder
+from app.models import scan_hf_cache
 
 from conftest import MODELS
 
 REPO = "lantern-test/tiny-e2b"
 COMMIT = "0123456789abcdef0123456789abcdef01234567"
+UPDATE = "89abcdef0123456789abcdef0123456789abcdef"
 LFS_SUFFIXES = (".safetensors", "tokenizer.json")
 CHUNK = 64 * 1024
 
@@ -33,12 +38,18 @@ class FakeHub:
         self.files["README.md"] = b"# not wanted by Lantern\n"
         self.corrupt: set[str] = set()
         self.chunk_delay = 0.0  # seconds between chunks, to let a test act in the middle of a transfer
+        self.commit = COMMIT
+        self.status: dict[str, int] = {}  # file name -> the error status its download answers
+        self.ignore_range = False  # like a CDN that sends the whole file whatever Range asks for
+        self.stall_at: int | None = None  # a body stops after this many bytes until `release` is set
+        self.release = threading.Event()
         self.requests: list[tuple[str, str, str | None]] = []
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
         self.endpoint = f"http://127.0.0.1:{self.server.server_address[1]}"
         threading.Thread(target=self.server.serve_forever, args=(0.05,), daemon=True).start()
 
     def stop(self) -> None:
+        self.release.set()
         self.server.shutdown()
         self.server.server_close()
 
@@ -72,7 +83,7 @@ class FakeHub:
                 info = re.fullmatch(rf"/api/models/{REPO}/revision/([^/?]+)(\?.*)?", self.path)
                 resolve = re.fullmatch(rf"/{REPO}/resolve/([^/]+)/(.+)", self.path)
                 if info:
-                    payload = json.dumps({"id": REPO, "sha": COMMIT,
+                    payload = json.dumps({"id": REPO, "sha": hub.commit,
                                           "siblings": [hub.sibling(name) for name in sorted(hub.files)]}).encode()
                     self._send(200, payload, {"Content-Type": "application/json"}, body)
                 elif resolve and resolve.group(2) in hub.files:
@@ -81,14 +92,16 @@ class FakeHub:
                     self._send(404, b"{}", {"X-Error-Code": "RepoNotFound"}, body)
 
             def _file(self, name: str, body: bool):
+                if name in hub.status:
+                    return self._send(hub.status[name], b"the server broke", {}, body)
                 data = hub.served_bytes(name)
                 sibling = hub.sibling(name)
-                headers = {"X-Repo-Commit": COMMIT, "ETag": f'"{sibling["blobId"]}"', "Accept-Ranges": "bytes"}
+                headers = {"X-Repo-Commit": hub.commit, "ETag": f'"{sibling["blobId"]}"', "Accept-Ranges": "bytes"}
                 if "lfs" in sibling:
                     headers.update({"X-Linked-Etag": f'"{sibling["lfs"]["sha256"]}"',
                                     "X-Linked-Size": str(len(data))})
                 start = int(re.fullmatch(r"bytes=(\d+)-", self.headers["Range"]).group(1)) \
-                    if self.headers.get("Range") else 0
+                    if self.headers.get("Range") and not hub.ignore_range else 0
                 if start:
                     headers["Content-Range"] = f"bytes {start}-{len(data) - 1}/{len(data)}"
                 self._send(206 if start else 200, data[start:], headers, body)
@@ -100,6 +113,8 @@ class FakeHub:
                 self.end_headers()
                 if body:
                     for offset in range(0, len(payload), CHUNK):
+                        if hub.stall_at is not None and offset >= hub.stall_at:
+                            hub.release.wait()
                         self.wfile.write(payload[offset:offset + CHUNK])
                         time.sleep(hub.chunk_delay)
 
@@ -132,6 +147,11 @@ def pause_after(job: HubDownload, fraction: float, seen: list):
     return on_progress
 
 
+def incomplete_bytes(cache: Path) -> int:
+    """Bytes in partial files: what a resume asks the rest of with a Range request."""
+    return sum(path.stat().st_size for path in (repo_folder(REPO, cache) / "blobs").glob("*" + INCOMPLETE))
+
+
 def test_download_lands_in_the_hub_cache_with_progress_and_loads(hub, tmp_path):
     seen = []
     snapshot = download(hub, tmp_path).run(seen.append)
@@ -155,7 +175,7 @@ def test_interrupted_download_resumes_with_a_range_request(hub, tmp_path):
     job, seen = download(hub, tmp_path), []
     with pytest.raises(DownloadStopped, match="paused"):
         job.run(pause_after(job, 0.5, seen))
-    kept = partial_bytes(REPO, tmp_path)
+    kept = incomplete_bytes(tmp_path)
     assert 0 < kept < len(hub.files["model.safetensors"])
     hub.requests.clear()
     snapshot = download(hub, tmp_path).run()
@@ -178,7 +198,7 @@ def test_corrupt_file_is_detected_and_removed(hub, tmp_path):
         download(hub, tmp_path).run()
     blob = repo_folder(REPO, tmp_path) / "blobs" / hub.sibling("model.safetensors")["lfs"]["sha256"]
     assert not blob.exists()
-    assert partial_bytes(REPO, tmp_path) == 0
+    assert incomplete_bytes(tmp_path) == 0
     hub.corrupt.clear()
     assert (download(hub, tmp_path).run() / "model.safetensors").read_bytes() == hub.files["model.safetensors"]
 
@@ -231,3 +251,116 @@ def test_folder_missing_the_audio_feature_extractor_is_not_ready(model_copy):
     problems = missing_for_use(folder)
     assert "tokenizer.json" in problems
     assert any("feature_extractor" in problem for problem in problems)
+
+
+def test_a_paused_download_is_not_a_model_until_every_file_is_there(hub, tmp_path):
+    job = download(hub, tmp_path)
+    with pytest.raises(DownloadStopped):
+        job.run(pause_after(job, 0.5, []))
+    assert scan_hf_cache(tmp_path) == []
+    assert not (repo_folder(REPO, tmp_path) / "snapshots").exists()
+    snapshot = download(hub, tmp_path).run()
+    assert [entry.path for entry in scan_hf_cache(tmp_path)] == [snapshot]
+
+
+def test_cancel_removes_the_files_it_finished_too(hub, tmp_path):
+    job = download(hub, tmp_path)
+
+    def cancel_at_the_tokenizer(step) -> None:  # the weights are done by then
+        if step.file == "tokenizer.json":
+            job.cancel()
+
+    with pytest.raises(DownloadStopped, match="cancelled"):
+        job.run(cancel_at_the_tokenizer)
+    assert not repo_folder(REPO, tmp_path).exists()
+
+
+def test_cancelling_an_update_keeps_the_installed_revision(hub, tmp_path):
+    installed = download(hub, tmp_path).run()
+    hub.commit = UPDATE
+    hub.files["tokenizer.json"] += b"\n"
+    job = download(hub, tmp_path)
+
+    def cancel_at_the_tokenizer(step) -> None:
+        if step.file == "tokenizer.json":
+            job.cancel()
+
+    with pytest.raises(DownloadStopped, match="cancelled"):
+        job.run(cancel_at_the_tokenizer)
+    assert [entry.path for entry in scan_hf_cache(tmp_path)] == [installed]
+    assert (installed / "tokenizer.json").read_bytes() == hub.files["tokenizer.json"][:-1]
+    assert missing_for_use(installed) == []
+    assert partial_bytes(REPO, tmp_path) == 0
+
+
+def test_a_repository_missing_a_needed_file_is_refused_and_removed(hub, tmp_path):
+    del hub.files["tokenizer.json"]
+    with pytest.raises(DownloadError, match="lacks tokenizer.json.*removed"):
+        download(hub, tmp_path).run()
+    assert scan_hf_cache(tmp_path) == []
+    assert not repo_folder(REPO, tmp_path).exists()
+
+
+def test_pause_cuts_a_transfer_that_receives_nothing(hub, tmp_path, monkeypatch):
+    monkeypatch.setattr(hub_constants, "HF_HUB_DOWNLOAD_TIMEOUT", None)  # a silent server is waited on forever
+    hub.stall_at = 4 * CHUNK
+    job, stalled, outcome = download(hub, tmp_path), threading.Event(), []
+
+    def watch(step) -> None:
+        if step.file == "model.safetensors" and step.file_done >= hub.stall_at:
+            stalled.set()
+
+    def run() -> None:
+        try:
+            job.run(watch)
+        except DownloadError as exc:
+            outcome.append(exc)
+
+    worker = threading.Thread(target=run, daemon=True)
+    worker.start()
+    assert stalled.wait(20)
+    job.pause()
+    worker.join(30)  # a guard against hanging the suite: the pause has nothing to wait for
+    assert [type(exc) for exc in outcome] == [DownloadStopped] and "paused" in str(outcome[0])
+    assert incomplete_bytes(tmp_path) == hub.stall_at
+
+
+def test_a_server_error_is_named_as_such(hub, tmp_path):
+    hub.status["model.safetensors"] = 500
+    with pytest.raises(DownloadError, match=r"server failed while sending model.safetensors .*\(HTTP 500\)") as error:
+        download(hub, tmp_path).run()
+    assert "cannot reach" not in str(error.value)
+
+
+def test_a_full_disk_is_named_with_the_room_needed(hub, tmp_path):
+    total = sum(len(data) for name, data in hub.files.items() if name != "README.md")
+    limits = resource.getrlimit(resource.RLIMIT_FSIZE)
+    previous = signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write past the limit fails with EFBIG instead
+    resource.setrlimit(resource.RLIMIT_FSIZE, (1_000_000, limits[1]))
+    try:
+        with pytest.raises(DownloadError, match=r"the disk is full: .* needs \d.* more") as error:
+            download(hub, tmp_path).run()
+    finally:
+        resource.setrlimit(resource.RLIMIT_FSIZE, limits)
+        signal.signal(signal.SIGXFSZ, previous)
+    assert "cannot reach" not in str(error.value)
+    assert 0 < incomplete_bytes(tmp_path) <= 1_000_000 < total
+
+
+def test_no_room_is_refused_before_the_first_byte(hub, tmp_path, monkeypatch):
+    usage = download_module.shutil.disk_usage(tmp_path)
+    monkeypatch.setattr(download_module.shutil, "disk_usage", lambda path: usage._replace(free=1024 * 1024))
+    with pytest.raises(DownloadError, match=r"the disk is full: .* needs 3\.6 MB more and 1\.0 MB is free"):
+        download(hub, tmp_path).run()
+    assert [path for _, path, _ in hub.requests if "/resolve/" in path] == []
+
+
+def test_a_server_that_ignores_range_restarts_the_file_without_passing_100_percent(hub, tmp_path):
+    job = download(hub, tmp_path)
+    with pytest.raises(DownloadStopped):
+        job.run(pause_after(job, 0.5, []))
+    hub.ignore_range, seen = True, []
+    snapshot = download(hub, tmp_path).run(seen.append)
+    assert all(step.done <= step.total and step.file_done <= step.file_total for step in seen)
+    assert seen[-1].done == seen[-1].total
+    assert (snapshot / "model.safetensors").read_bytes() == hub.files["model.safetensors"]

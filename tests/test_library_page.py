@@ -11,11 +11,14 @@ from PySide6.QtGui import QDesktopServices
 import engine
 import engine.convert as convert_module
 from app.library.catalog import CatalogEntry
+from app.library.download import HubDownload
 from app.library.jobs import ConvertJob
 from app.library.page import open_library
 
 from conftest import MODELS
 from test_library_download import CHUNK, COMMIT, REPO, FakeHub
+
+HUB_REPO = f"models--{REPO.replace('/', '--')}"
 
 TINY = CatalogEntry(REPO, "e2b", 4, 4_000_000, 6_000_000)
 
@@ -73,6 +76,35 @@ def test_paused_download_is_listed_and_resumable(page, qtbot, hub):
     with qtbot.waitSignal(page.model_ready, timeout=20000):
         page.download_selected()
     assert page.items("downloading") == []
+
+
+def test_a_paused_download_is_not_installed_and_cancel_removes_what_it_fetched(page, qtbot, hub, tmp_path):
+    hub.chunk_delay = 0.01
+    page.select(REPO)
+    job = page.start_download(REPO)
+    qtbot.waitUntil(lambda: job.progress is not None and job.progress.done > job.progress.total / 3, timeout=20000)
+    page.pause_selected()
+    qtbot.waitUntil(lambda: REPO not in page.downloads, timeout=20000)
+    assert page.items("installed") == [str(tmp_path / "models" / "tiny-e4b-bf16")]
+    assert page.items("downloading") == [REPO]
+    page.select(REPO)
+    page.cancel_selected()
+    assert page.items("available") == [REPO]
+    assert not (tmp_path / "hub" / HUB_REPO).exists()
+
+
+def test_quitting_does_not_wait_for_a_download_that_will_not_stop(page, monkeypatch):
+    released = threading.Event()
+    monkeypatch.setattr(HubDownload, "run", lambda download, progress=None: released.wait())  # deaf to pause
+    watchdog = threading.Timer(30, released.set)  # lets the unbounded wait this test guards against end
+    watchdog.start()
+    try:
+        job = page.start_download(REPO)
+        page.shutdown()
+        assert not job.done()
+    finally:
+        released.set()
+        watchdog.cancel()
 
 
 def test_convert_adds_a_loadable_quantized_model(page, qtbot, tmp_path):

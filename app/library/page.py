@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import shutil
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -20,11 +21,14 @@ from app.models import (ModelEntry, converted_models_dir, format_bytes, hf_cache
                         scan_hf_cache)
 
 from .catalog import CATALOG, CatalogEntry, describe, recommend
-from .download import HubDownload, partial_bytes, repo_folder
+from .download import HubDownload, discard_unfinished, partial_bytes, repo_folder
 from .jobs import ConvertJob, DownloadJob
 
 _KEY = Qt.ItemDataRole.UserRole
 _POLL_MS = 100
+# How long quitting waits for downloads to stop. A pause cuts the connection at once, but a worker still
+# connecting cannot be cut; its thread is a daemon and its partial file stays resumable, so quitting goes on.
+_QUIT_WAIT_S = 2.0
 # Signal.emit() with PySide6 6.12 on Python 3.11 returns a bool it holds no reference to; keeping the
 # returned value balances the count (see jobs.py). One entry per ready model.
 _EMITTED: list[bool] = []
@@ -224,9 +228,8 @@ class LibraryPage(QWidget):
             return
         if key[1] in self.downloads:
             self.downloads[key[1]].cancel()
-        else:  # a download paused in an earlier session: drop its partial files
-            for partial in (repo_folder(key[1], self.cache) / "blobs").glob("*.incomplete"):
-                partial.unlink()
+        else:  # a download paused in an earlier session: drop what it fetched
+            discard_unfinished(repo_folder(key[1], self.cache))
             self.refresh()
 
     def convert_selected(self, bits: int) -> ConvertJob | None:
@@ -282,9 +285,12 @@ class LibraryPage(QWidget):
     def shutdown(self) -> None:
         """Pause running downloads (their partial files are kept) and stop a conversion before the app quits."""
         self.timer.stop()
-        for job in list(self.downloads.values()):
+        jobs = list(self.downloads.values())
+        for job in jobs:
             job.pause()
-            job.wait()
+        deadline = time.monotonic() + _QUIT_WAIT_S
+        for job in jobs:
+            job.wait(max(0.0, deadline - time.monotonic()))
         self.downloads.clear()
         if self.conversion is not None:
             self.conversion.cancel()
