@@ -1,5 +1,7 @@
 """Unit checks of the pieces that are easy to get subtly wrong (blueprint §10)."""
 
+import gc
+
 import mlx.core as mx
 import mlx.nn as nn
 import numpy as np
@@ -133,6 +135,7 @@ def test_info_of_the_fixtures():
 
 
 def test_loading_is_lazy():
+    gc.collect()   # arrays earlier tests left to the collector would be freed mid-test, skewing the figures
     mx.clear_cache()
     before = mx.get_active_memory()
     model = engine.load(MODELS / "tiny-e2b")
