@@ -339,10 +339,7 @@ class MainWindow(QMainWindow):
         """What the next turn of this chat uses: preset, the window's own options, the chat's overrides
         and its thinking toggle."""
         settings = self.conversation.settings if self.conversation else {}
-        options = {**chat_options(self.library, settings), **self.options, **settings.get("overrides", {})}
-        if "thinking" in settings:
-            options["thinking"] = settings["thinking"]
-        return options
+        return chat_options(self.library, settings, self.options)
 
     def _choose_folder(self, title: str) -> Path | None:
         folder = QFileDialog.getExistingDirectory(self, title)

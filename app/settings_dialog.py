@@ -35,13 +35,14 @@ def presets(library: Library) -> dict[str, dict]:
     return stored
 
 
-def chat_options(library: Library, chat_settings: dict) -> dict:
-    """A chat's effective options: its preset, then the chat's own overrides, then its thinking toggle."""
+def chat_options(library: Library, chat_settings: dict, over_preset: dict | None = None) -> dict:
+    """A chat's effective options: its preset, then `over_preset` (the window's own choices), then the chat's
+    overrides, then its thinking toggle."""
     available = presets(library)
     preset = available.get(chat_settings.get("preset", DEFAULT_PRESET)) or available.get(DEFAULT_PRESET, {})
     overrides = {key: value for key, value in chat_settings.get("overrides", {}).items() if key in PRESET_KEYS}
     toggle = {"thinking": chat_settings["thinking"]} if "thinking" in chat_settings else {}
-    return {**preset, **overrides, **toggle}
+    return {**preset, **(over_preset or {}), **overrides, **toggle}
 
 
 class SettingsForm(QWidget):

@@ -103,12 +103,6 @@ class MediaDrop(QObject):
         """Whether files are still being read."""
         return bool(self._being_read)
 
-    def finish_reading(self) -> None:
-        """Wait until every file being read is attached (or refused)."""
-        for _, future in self._being_read:
-            future.exception()
-        self._collect()
-
     def _collect(self) -> None:
         while self._being_read and self._being_read[0][1].done():
             _, future = self._being_read.pop(0)
