@@ -104,12 +104,15 @@ class MediaDrop(QObject):
         return bool(self._being_read)
 
     def _collect(self) -> None:
+        collected = False
         while self._being_read and self._being_read[0][1].done():
             _, future = self._being_read.pop(0)
             self._attach(lambda: self.attachments.add_decoded(future.result()))
+            collected = True
         if not self._being_read:
             self._collector.stop()
-        self._announce()
+        if collected:   # said again only when it changed, not at every tick of the timer
+            self._announce()
 
     def _announce(self) -> None:
         names = [name for name, _ in self._being_read]
