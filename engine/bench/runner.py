@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import time
 from dataclasses import asdict, dataclass
 from importlib.metadata import version
@@ -13,6 +14,7 @@ from typing import Callable, Iterator
 import mlx.core as mx
 
 import engine
+from engine import fused
 
 from .analytic import kv_bytes_per_token, weight_bytes_per_token
 from .step_probe import StepProbe, fast_ops_as_kernels
@@ -76,11 +78,15 @@ def ops_per_step(stream: TokenStream, prompt: list[int], steps: int = 4, prefix:
     return {prefix + k: figures[k] for k in ("ops_per_step", "top_ops") if k in figures}
 
 
-def kernel_ops_per_step(folder: Path, dtype: mx.Dtype, prompt: list[int]) -> tuple[dict, dict]:
+def kernel_ops_per_step(folder: Path, dtype: mx.Dtype, prompt: list[int], ours_ops: dict,
+                        their_ops: dict) -> tuple[dict, dict]:
     """Both engines' decode-step primitives with each mx.fast call as one node, as a GPU records them.
 
-    Fresh engines, so every compiled function is traced with the stand-ins.
+    On a GPU backend the plain counts already are that. Elsewhere fresh engines are built, so every
+    compiled function is traced with the stand-ins.
     """
+    if fused.has_fast_kernels():
+        return ({"kernel_" + k: v for k, v in ours_ops.items()}, {"kernel_" + k: v for k, v in their_ops.items()})
     with fast_ops_as_kernels():
         ours = ops_per_step(ours_engine(folder)[0].stream, prompt, prefix="kernel_")
         theirs = ops_per_step(mlx_lm_engine(folder, dtype).stream, prompt, prefix="kernel_")
@@ -180,6 +186,7 @@ def run_cell(folder: Path, *, prompt_len: int, gen: int, trials: int, gate_token
     per_token += kv_bytes_per_token(text, prompt_len + gen // 2, float_bytes)
     record = dict(variant=folder.name, bits=bits, layers=text["num_hidden_layers"], prompt=prompt_len, gen=gen,
                   trials=trials, mlx=mx.__version__, mlx_lm_version=version("mlx-lm"), device=str(mx.default_device()),
+                  mlx_enable_tf32=os.environ.get("MLX_ENABLE_TF32"),
                   checkpoint_sha256=checkpoint_sha256,
                   ours_head_cores=model.net.text.head_parts,
                   weight_bytes=model.info.weight_bytes, bytes_per_token=per_token, bandwidth_gbps=bandwidth_gbps,
@@ -188,7 +195,7 @@ def run_cell(folder: Path, *, prompt_len: int, gen: int, trials: int, gate_token
     if checked["gate_passed"]:
         ours_t, theirs_t = _median(runs["ours"]), _median(runs["mlx_lm"])
         ours_ops, their_ops = ops_per_step(ours.stream, prompt), ops_per_step(theirs.stream, prompt)
-        ours_kernels, their_kernels = kernel_ops_per_step(folder, model.dtype, prompt)
+        ours_kernels, their_kernels = kernel_ops_per_step(folder, model.dtype, prompt, ours_ops, their_ops)
         record.update(ours=dict(asdict(ours_t), **ours_ops, **ours_kernels),
                       mlx_lm=dict(asdict(theirs_t), **their_ops, **their_kernels))
         for side in ("ours", "mlx_lm"):
