@@ -8,7 +8,7 @@ import pytest
 
 from engine.bench import variants
 from engine.bench.__main__ import checkpoint_folder, cli, main
-from engine.bench.runner import compare_logits
+from engine.bench.runner import Timing, _median, compare_logits
 from engine.bench.step_probe import StepProbe, count_primitives, fast_ops_as_kernels
 from engine.bench.writer import tensor_plan
 from engine.bench.variants import text_config
@@ -126,3 +126,9 @@ def test_the_command_exits_non_zero_when_a_gate_fails(tmp_path, monkeypatch, tol
     with pytest.raises(SystemExit) as exit_info:
         cli()
     assert exit_info.value.code == status
+
+
+def test_median_of_an_even_number_of_trials_is_the_mean_of_the_middle_two():
+    trials = [Timing(8, ttft, 1.0, decode, 10, 1.0, 2.0) for ttft, decode in ((0.1, 100.0), (0.3, 140.0))]
+    middle = _median(trials)
+    assert middle.decode_tps == pytest.approx(120.0) and middle.ttft_s == pytest.approx(0.2)

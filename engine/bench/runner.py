@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import statistics
 import time
 from dataclasses import asdict, dataclass
 from importlib.metadata import version
@@ -146,10 +147,8 @@ def random_prompt(length: int, vocab: int, seed: int = 0) -> list[int]:
 
 
 def _median(timings: list[Timing]) -> Timing:
-    def mid(values: list) -> float:
-        return sorted(values)[len(values) // 2]
-
-    return Timing(timings[0].prompt_tokens, *(mid([getattr(t, f) for t in timings]) for f in TIMED))
+    """Each timed figure's median over the trials (the mean of the middle two for an even count)."""
+    return Timing(timings[0].prompt_tokens, *(statistics.median(getattr(t, f) for t in timings) for f in TIMED))
 
 
 def _spread(timings: list[Timing]) -> dict[str, list[float]]:
