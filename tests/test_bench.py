@@ -8,10 +8,11 @@ import pytest
 
 from engine.bench import variants
 from engine.bench.__main__ import checkpoint_folder, cli, main
-from engine.bench.runner import Timing, _median, compare_logits
+from engine.bench.runner import Engine, Timing, _median, compare_logits, ours_engine, precision_gate
 from engine.bench.step_probe import StepProbe, count_primitives, fast_ops_as_kernels
 from engine.bench.writer import tensor_plan
 from engine.bench.variants import text_config
+from tests.conftest import MODELS
 
 FIGURES = ("ttft_s", "prefill_tps", "decode_tps", "peak_memory_bytes", "graph_build_ms", "dispatch_ms")
 
@@ -132,3 +133,30 @@ def test_median_of_an_even_number_of_trials_is_the_mean_of_the_middle_two():
     trials = [Timing(8, ttft, 1.0, decode, 10, 1.0, 2.0) for ttft, decode in ((0.1, 100.0), (0.3, 140.0))]
     middle = _median(trials)
     assert middle.decode_tps == pytest.approx(120.0) and middle.ttft_s == pytest.approx(0.2)
+
+
+def test_a_reduced_precision_cell_is_gated_on_its_distance_from_float32(tmp_path):
+    results = tmp_path / "bench.jsonl"
+    main(["--tiny", "--variant", "e2b", "--layers", "6", "--out", str(tmp_path / "models"), "-p", "40",
+          "-g", "4", "--gate", "4", "--trials", "1", "--compute-dtype", "bfloat16", "--json", str(results)])
+    record = json.loads(results.read_text().splitlines()[-1])
+    assert record["compute_dtype"] == "bfloat16" and record["gate_kind"] == "precision"
+    assert record["gate_passed"] and record["status"] == "ok" and record["ratio"]["decode_tps"] > 0
+    ours, theirs = record["ours_vs_float32_rel_diff"], record["mlx_lm_vs_float32_rel_diff"]
+    assert 0 < ours <= 1.25 * theirs + record["logits_tol"], "bfloat16 rounding moves both engines' logits"
+
+
+def _fixed_engine(logits: mx.array) -> Engine:
+    return Engine(stream=lambda prompt, gen: iter([7] * gen), forward=lambda prompt: logits)
+
+
+def test_the_precision_gate_refuses_logits_further_from_float32_than_mlx_lm():
+    folder, prompt = MODELS / "tiny-e2b-q4", [5, 9, 11, 13]
+    exact = ours_engine(folder, mx.float32)[0].forward(prompt)
+    scale = mx.abs(exact).max()
+    mx.random.seed(3)
+    near = _fixed_engine(exact + 0.01 * scale * mx.random.normal(exact.shape))
+    far = _fixed_engine(exact + 0.1 * scale * mx.random.normal(exact.shape))
+    assert not precision_gate(far, near, folder, prompt, 2, 1e-3)["gate_passed"]
+    passed = precision_gate(near, far, folder, prompt, 2, 1e-3)
+    assert passed["gate_passed"] and passed["ours_vs_float32_rel_diff"] < passed["mlx_lm_vs_float32_rel_diff"]

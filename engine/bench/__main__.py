@@ -11,7 +11,7 @@ from pathlib import Path
 import mlx.core as mx
 
 from .long_chat import long_chat
-from .runner import run_cell, shard_digests
+from .runner import PRECISION_SLACK, run_cell, shard_digests
 from .variants import media_config, text_config
 from .vlm import run_vlm
 from .writer import write_checkpoint
@@ -64,7 +64,8 @@ def print_table(columns: tuple[str, str], rows: dict[str, tuple[dict | None, dic
 
 
 def print_cell(record: dict) -> None:
-    print(f"\n{record['variant']}  status={record['status']}  prompt={record['prompt']} gen={record['gen']} "
+    print(f"\n{record['variant']}  status={record['status']}  compute={record['compute_dtype']}  "
+          f"prompt={record['prompt']} gen={record['gen']} "
           f"weights={record['weight_bytes'] / 1e9:.3f} GB  bytes/token={record['bytes_per_token'] / 1e9:.3f} GB  "
           f"bound@{record['bandwidth_gbps']:g}GB/s={record['bound_tps']:.1f} tok/s")
     if record.get("ours_head_cores", 1) > 1:
@@ -72,6 +73,10 @@ def print_cell(record: dict) -> None:
     print(f"gate: {record['gate_tokens']} greedy tokens equal={record['ours_tokens'] == record['mlx_lm_tokens']} "
           f"({record['distinct_tokens']} distinct); last-token logits max|diff|={record['logits_max_abs_diff']:.3g} "
           f"= {record['logits_rel_diff']:.3g} x scale {record['logits_scale']:.3g} (tol {record['logits_tol']:g})")
+    if record.get("gate_kind") == "precision":
+        print(f"precision gate (tokens not gated): distance from float32 ours={record['ours_vs_float32_rel_diff']:.3g}"
+              f" mlx-lm={record['mlx_lm_vs_float32_rel_diff']:.3g} x scale; ours may be "
+              f"{PRECISION_SLACK:g}x mlx-lm's + {record['logits_tol']:g}")
     sides = (record.get("ours"), record.get("mlx_lm"), record.get("ratio"))
     print_table(("ours", "mlx-lm"), {key: sides for key in CELL_FIGURES})
 
@@ -116,6 +121,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                     help="skeleton widths (64): a decode step costs its overhead, not its kernels")
     ap.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"],
                     help="float type of scales/biases/norms in the written file")
+    ap.add_argument("--compute-dtype", choices=["float32", "bfloat16", "float16"],
+                    help="activation dtype of both engines (default: the one our engine picks); below float32 "
+                         "the gate compares both engines' distance from float32 instead of their tokens")
     ap.add_argument("-p", "--prompt", type=int, nargs="+", default=[128])
     ap.add_argument("-g", "--gen", type=int, default=16)
     ap.add_argument("--trials", type=int, default=1)
@@ -164,7 +172,8 @@ def main(argv: list[str] | None = None) -> list[dict]:
         digests = shard_digests(folder)
         for prompt in args.prompt:
             record = run_cell(folder, prompt_len=prompt, gen=args.gen, trials=args.trials, gate_tokens=args.gate,
-                              bandwidth_gbps=args.bandwidth, checkpoint_sha256=digests, logits_tol=args.logits_tol)
+                              bandwidth_gbps=args.bandwidth, checkpoint_sha256=digests, logits_tol=args.logits_tol,
+                              compute_dtype=getattr(mx, args.compute_dtype) if args.compute_dtype else None)
             print_cell(record)
             _append(args.json, record)
             records.append(record)

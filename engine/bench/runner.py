@@ -89,13 +89,14 @@ def kernel_ops_per_step(folder: Path, dtype: mx.Dtype, prompt: list[int], ours_o
     if fused.has_fast_kernels():
         return ({"kernel_" + k: v for k, v in ours_ops.items()}, {"kernel_" + k: v for k, v in their_ops.items()})
     with fast_ops_as_kernels():
-        ours = ops_per_step(ours_engine(folder)[0].stream, prompt, prefix="kernel_")
+        ours = ops_per_step(ours_engine(folder, dtype)[0].stream, prompt, prefix="kernel_")
         theirs = ops_per_step(mlx_lm_engine(folder, dtype).stream, prompt, prefix="kernel_")
     return ours, theirs
 
 
-def ours_engine(folder: Path):
-    model = engine.load(folder)
+def ours_engine(folder: Path, dtype: mx.Dtype | None = None):
+    """Our engine in `dtype`, or in the one it picks for this backend and checkpoint."""
+    model = engine.load(folder, dtype=dtype)
 
     def stream(prompt: list[int], gen: int) -> Iterator[int]:
         return model.generate_ids(prompt, max_tokens=gen, temperature=0.0, stop_ids=[])
@@ -162,20 +163,52 @@ def gate(ours: Engine, theirs: Engine, prompt: list[int], gate_tokens: int, logi
     _, their_tokens = time_stream(theirs.stream, prompt, gate_tokens)
     logits = compare_logits(ours.forward(prompt), theirs.forward(prompt))
     passed = our_tokens == their_tokens and logits["logits_rel_diff"] <= logits_tol
-    return dict(gate_tokens=gate_tokens, logits_tol=logits_tol, gate_passed=passed, ours_tokens=our_tokens,
-                mlx_lm_tokens=their_tokens, distinct_tokens=len(set(our_tokens)), **logits)
+    return dict(gate_tokens=gate_tokens, logits_tol=logits_tol, gate_passed=passed, gate_kind="tokens",
+                ours_tokens=our_tokens, mlx_lm_tokens=their_tokens, distinct_tokens=len(set(our_tokens)), **logits)
+
+
+PRECISION_SLACK = 1.25  # how much further from float32 than mlx-lm our reduced-precision logits may be
+
+
+def precision_gate(ours: Engine, theirs: Engine, folder: Path, prompt: list[int], gate_tokens: int,
+                   logits_tol: float) -> dict:
+    """The gate in bfloat16 or float16, where rounding alone parts the two engines' greedy tokens.
+
+    Both engines' last-token logits are compared with our engine's float32 run on the same weights
+    (itself gated against mlx-lm in float32): ours may be at most PRECISION_SLACK times further from
+    it than mlx-lm's, plus logits_tol. The token runs double as warm-up and are recorded, not gated.
+    """
+    _, our_tokens = time_stream(ours.stream, prompt, gate_tokens)
+    _, their_tokens = time_stream(theirs.stream, prompt, gate_tokens)
+    exact = ours_engine(folder, mx.float32)[0].forward(prompt)
+    mx.eval(exact)
+    own, mlx_lm = compare_logits(ours.forward(prompt), exact), compare_logits(theirs.forward(prompt), exact)
+    passed = own["logits_rel_diff"] <= PRECISION_SLACK * mlx_lm["logits_rel_diff"] + logits_tol
+    between = compare_logits(ours.forward(prompt), theirs.forward(prompt))
+    return dict(gate_tokens=gate_tokens, logits_tol=logits_tol, gate_passed=passed, gate_kind="precision",
+                ours_tokens=our_tokens, mlx_lm_tokens=their_tokens, distinct_tokens=len(set(our_tokens)),
+                ours_vs_float32_rel_diff=own["logits_rel_diff"], mlx_lm_vs_float32_rel_diff=mlx_lm["logits_rel_diff"],
+                **between)
 
 
 def run_cell(folder: Path, *, prompt_len: int, gen: int, trials: int, gate_tokens: int,
-             bandwidth_gbps: float, checkpoint_sha256: dict[str, str], logits_tol: float = 1e-3) -> dict:
-    """`checkpoint_sha256`: shard_digests(folder), read once for all the cells on one folder."""
+             bandwidth_gbps: float, checkpoint_sha256: dict[str, str], logits_tol: float = 1e-3,
+             compute_dtype: mx.Dtype | None = None) -> dict:
+    """`checkpoint_sha256`: shard_digests(folder), read once for all the cells on one folder.
+
+    Both engines run in `compute_dtype`, or in the one our engine picks. Float32 is gated on equal
+    greedy tokens; a reduced precision on closeness to float32 (precision_gate).
+    """
     config = json.loads((folder / "config.json").read_text())
     text = config["text_config"]
     bits = (config.get("quantization") or {}).get("bits")
-    ours, model = ours_engine(folder)
+    ours, model = ours_engine(folder, compute_dtype)
     theirs = mlx_lm_engine(folder, model.dtype)
     prompt = random_prompt(prompt_len, text["vocab_size"])
-    checked = gate(ours, theirs, prompt, gate_tokens, logits_tol)
+    if model.dtype == mx.float32:
+        checked = gate(ours, theirs, prompt, gate_tokens, logits_tol)
+    else:
+        checked = precision_gate(ours, theirs, folder, prompt, gate_tokens, logits_tol)
     runs: dict[str, list[Timing]] = {"ours": [], "mlx_lm": []}
     for _ in range(trials if checked["gate_passed"] else 0):
         for name, side in (("ours", ours), ("mlx_lm", theirs)):  # alternate so drift hits both
@@ -185,6 +218,7 @@ def run_cell(folder: Path, *, prompt_len: int, gen: int, trials: int, gate_token
     per_token += kv_bytes_per_token(text, prompt_len + gen // 2, float_bytes)
     record = dict(variant=folder.name, bits=bits, layers=text["num_hidden_layers"], prompt=prompt_len, gen=gen,
                   trials=trials, mlx=mx.__version__, mlx_lm_version=version("mlx-lm"), device=str(mx.default_device()),
+                  compute_dtype=str(model.dtype).split(".")[-1],
                   mlx_enable_tf32=os.environ.get("MLX_ENABLE_TF32"),
                   checkpoint_sha256=checkpoint_sha256,
                   ours_head_cores=model.net.text.head_parts,
