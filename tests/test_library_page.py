@@ -6,7 +6,8 @@ import threading
 
 import pytest
 from huggingface_hub import constants as hub_constants
-from PySide6.QtGui import QDesktopServices
+from PySide6.QtCore import Qt
+from PySide6.QtGui import QDesktopServices, QKeySequence, QShortcut
 
 import engine
 import engine.convert as convert_module
@@ -166,3 +167,32 @@ def test_delete_removes_a_hub_model_with_its_blobs(page, qtbot, tmp_path):
     assert ready.args[0] not in page.items("installed")
     assert page.items("available") == [REPO]
     assert (tmp_path / "models" / "tiny-e4b-bf16").is_dir()  # nothing else was touched
+
+
+@pytest.mark.parametrize("key", [Qt.Key.Key_Escape, QKeySequence.StandardKey.Close])
+def test_the_library_is_a_titled_window_that_closes_with_escape_or_close(page, qtbot, key):
+    keys = QKeySequence(key)
+    page.show()
+    assert page.windowTitle() == "Model Library"
+    # offscreen, no window becomes active, so the shortcut is triggered rather than typed
+    shortcut = next(s for s in page.findChildren(QShortcut) if s.key() == keys)
+    shortcut.activated.emit()
+    assert not page.isVisible()
+
+
+def test_return_on_an_installed_model_uses_it(page, qtbot, tmp_path):
+    installed = str(tmp_path / "models" / "tiny-e4b-bf16")
+    page.select(installed)
+    with qtbot.waitSignal(page.model_ready, timeout=2000) as ready:
+        page.tree.itemActivated.emit(page.tree.currentItem(), 0)
+    assert ready.args == [installed]
+
+
+def test_an_empty_library_says_what_to_do_and_still_lists_the_catalog(qtbot, tmp_path, hub):
+    widget = open_library(None, models_dir=tmp_path / "none", cache=tmp_path / "hub", endpoint=hub.endpoint,
+                          catalog=(TINY,), confirm=lambda parent, question: True)
+    qtbot.addWidget(widget)
+    installed = widget.tree.topLevelItem(0)
+    assert widget.items("installed") == [] and installed.child(0).text(0) == "None yet"
+    assert widget.items("available") == [REPO]
+    widget.shutdown()

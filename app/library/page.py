@@ -13,8 +13,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 from PySide6.QtCore import Qt, QTimer, QUrl, Signal
-from PySide6.QtGui import QDesktopServices
-from PySide6.QtWidgets import (QHBoxLayout, QLabel, QMessageBox, QProgressBar, QPushButton, QTreeWidget,
+from PySide6.QtGui import QDesktopServices, QKeySequence, QShortcut
+from PySide6.QtWidgets import (QHBoxLayout, QHeaderView, QLabel, QMessageBox, QProgressBar, QPushButton, QTreeWidget,
                                QTreeWidgetItem, QVBoxLayout, QWidget)
 
 from app.models import (ModelEntry, converted_models_dir, format_bytes, hf_cache_dir, lm_studio_models, scan_folder,
@@ -59,9 +59,14 @@ class LibraryPage(QWidget):
         self.refresh()
 
     def _build(self) -> None:
-        self.tree = QTreeWidget()
+        self.setWindowTitle("Model Library")
+        for keys in (QKeySequence.StandardKey.Close, QKeySequence(Qt.Key.Key_Escape)):
+            QShortcut(keys, self, self.close)
+        self.tree = QTreeWidget(accessibleName="Models")
         self.tree.setHeaderLabels(["Model", "Details"])
+        self.tree.header().setSectionResizeMode(0, QHeaderView.ResizeMode.ResizeToContents)
         self.tree.itemSelectionChanged.connect(self._update_buttons)
+        self.tree.itemActivated.connect(self.activate_selected)
         self.buttons = {name: QPushButton(name) for name in
                         ("Use", "Download", "Pause", "Cancel", "Convert to 4-bit", "Convert to 8-bit",
                          "Reveal in Finder", "Delete")}
@@ -74,7 +79,8 @@ class LibraryPage(QWidget):
             button.clicked.connect(actions[name])
             row.addWidget(button)
         self.status = QLabel("")
-        self.bar = QProgressBar()
+        self.status.setAccessibleName("Library status")
+        self.bar = QProgressBar(accessibleName="Download or conversion progress")
         self.bar.setRange(0, 1000)
         self.bar.hide()
         layout = QVBoxLayout(self)
@@ -104,6 +110,9 @@ class LibraryPage(QWidget):
                 mark = "Recommended · " if item == best else ""
                 self._add(sections["Available"], f"{item.label} ({item.repo_id})", mark + describe(item),
                           ("available", item.repo_id))
+        if not self.installed:
+            sections["Installed"].addChild(QTreeWidgetItem(["None yet", "Download one below, or add a folder "
+                                                                         "in the main window"]))
         for section in sections.values():
             self.tree.addTopLevelItem(section)
             section.setExpanded(True)
@@ -123,15 +132,15 @@ class LibraryPage(QWidget):
         found = []
         for index in range(self.tree.topLevelItemCount()):
             section = self.tree.topLevelItem(index)
-            found += [section.child(i).data(0, _KEY)[1] for i in range(section.childCount())
-                      if section.child(i).data(0, _KEY)[0] == kind]
+            keys = [section.child(i).data(0, _KEY) for i in range(section.childCount())]
+            found += [key[1] for key in keys if key and key[0] == kind]  # the "None yet" line has no key
         return found
 
     def select(self, key: str) -> None:
         for index in range(self.tree.topLevelItemCount()):
             section = self.tree.topLevelItem(index)
             for i in range(section.childCount()):
-                if section.child(i).data(0, _KEY)[1] == key:
+                if (section.child(i).data(0, _KEY) or ("", ""))[1] == key:
                     self.tree.setCurrentItem(section.child(i))
                     return
         raise KeyError(key)
@@ -164,6 +173,14 @@ class LibraryPage(QWidget):
         return entry is not None and entry.quantization is None and self.conversion is None
 
     # -- actions --
+
+    def activate_selected(self) -> None:
+        """Return or a double click: use an installed model, download an available one."""
+        key = self.selected()
+        if key and key[0] == "installed":
+            self.use_selected()
+        elif key and key[0] == "available":
+            self.download_selected()
 
     def use_selected(self) -> None:
         key = self.selected()
