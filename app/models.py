@@ -73,17 +73,42 @@ def hf_cache_dir() -> Path:
     return home / "hub"
 
 
+class FolderProblem(Exception):
+    """Why a folder does not hold a usable Gemma 4 model, in words for the user."""
+
+
+def _gemma4_config(folder: Path) -> ModelConfig:
+    if not folder.is_dir():
+        raise FolderProblem(f"{folder} no longer exists (moved, renamed or deleted)")
+    path = folder / "config.json"
+    if not path.is_file():
+        raise FolderProblem(f"{folder} holds no config.json")
+    try:
+        raw = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise FolderProblem(f"the config.json in {folder} cannot be read ({exc})") from exc
+    if not isinstance(raw, dict) or raw.get("model_type") not in GEMMA4_TYPES:
+        raise FolderProblem(f"{folder} does not hold a Gemma 4 model")
+    try:
+        return parse_config(raw)
+    except EngineError as exc:
+        raise FolderProblem(f"the config.json in {folder} is not usable: {exc}") from exc
+
+
+def folder_problem(folder: Path) -> str | None:
+    """Why `folder` cannot be loaded as it is on disk now, or None when its config is a usable Gemma 4 one."""
+    try:
+        _gemma4_config(Path(folder))
+    except FolderProblem as exc:
+        return str(exc)
+    return None
+
+
 def read_entry(folder: Path, name: str | None = None) -> ModelEntry | None:
     """The model in `folder`, or None when it is not a Gemma 4 folder."""
     try:
-        raw = json.loads((folder / "config.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-    if raw.get("model_type") not in GEMMA4_TYPES:
-        return None
-    try:
-        config = parse_config(raw)
-    except EngineError:
+        config = _gemma4_config(folder)
+    except FolderProblem:
         return None
     quant = config.quantization
     modalities = {"text"} | ({"image"} if config.vision else set()) | ({"audio"} if config.audio else set())
@@ -199,6 +224,14 @@ def discover(extra_folders: list[Path]) -> list[ModelEntry]:
     for entry in entries:
         unique.setdefault(entry.path.resolve(), entry)
     return list(unique.values())
+
+
+def picker_labels(entries: list[ModelEntry]) -> list[str]:
+    """Each entry's label; two models of one name (a copy on another drive) also name their parent folder."""
+    counts: dict[str, int] = {}
+    for entry in entries:
+        counts[entry.name] = counts.get(entry.name, 0) + 1
+    return [entry.label + (f" · in {entry.path.parent}" if counts[entry.name] > 1 else "") for entry in entries]
 
 
 def physical_ram_bytes() -> int:

@@ -4,7 +4,8 @@ import json
 import os
 import shutil
 
-from app.models import check_memory, hf_cache_dir, kv_cache_bytes, read_entry, scan_folder, scan_hf_cache
+from app.models import (check_memory, folder_problem, hf_cache_dir, kv_cache_bytes, picker_labels, read_entry,
+                        scan_folder, scan_hf_cache)
 from tests.conftest import MODELS
 
 
@@ -114,3 +115,24 @@ def test_models_converted_in_the_library_are_found_once(tmp_path, monkeypatch):
     assert converted_models_dir() == converted.parent
     assert [entry.path for entry in discover([])] == [converted]
     assert [entry.path for entry in discover([converted.parent, converted])] == [converted]
+
+
+def test_two_copies_of_one_model_are_told_apart_by_their_folder(tmp_path):
+    for drive in ("internal", "external"):
+        shutil.copytree(MODELS / "tiny-e2b", tmp_path / drive / "gemma")
+    entries = scan_folder(tmp_path / "internal") + scan_folder(tmp_path / "external") + scan_folder(MODELS)
+    labels = picker_labels(entries)
+    assert labels[0].endswith(f"in {tmp_path / 'internal'}") and labels[1].endswith(f"in {tmp_path / 'external'}")
+    assert labels[2:] == [entry.label for entry in entries[2:]]   # unique names stay as they were
+
+
+def test_folder_problem_says_why_a_folder_cannot_be_loaded(tmp_path):
+    assert folder_problem(MODELS / "tiny-e2b") is None
+    assert "no longer exists" in folder_problem(tmp_path / "gone")
+    assert "no config.json" in folder_problem(tmp_path)
+    (tmp_path / "config.json").write_text("{ not json")
+    assert "cannot be read" in folder_problem(tmp_path)
+    (tmp_path / "config.json").write_text('{"model_type": "llama"}')
+    assert "does not hold a Gemma 4 model" in folder_problem(tmp_path)
+    (tmp_path / "config.json").write_text('{"model_type": "gemma4", "text_config": {"hidden_size": "wide"}}')
+    assert "is not usable" in folder_problem(tmp_path)
