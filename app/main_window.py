@@ -6,10 +6,10 @@ import sqlite3
 from dataclasses import dataclass
 from pathlib import Path
 
-from PySide6.QtCore import QSettings, QTimer, QUrl
+from PySide6.QtCore import QSettings, Qt, QTimer, QUrl
 from PySide6.QtGui import (QAccessible, QAccessibleAnnouncementEvent, QDesktopServices, QGuiApplication, QKeySequence,
                            QShortcut)
-from PySide6.QtWidgets import (QApplication, QCheckBox, QComboBox, QFileDialog, QHBoxLayout, QLabel, QLineEdit,
+from PySide6.QtWidgets import (QApplication, QCheckBox, QFileDialog, QHBoxLayout, QLabel, QLineEdit,
                                QMainWindow, QMessageBox, QProgressBar, QPushButton, QSplitter, QVBoxLayout, QWidget)
 
 from .context_meter import ContextMeter, Usage
@@ -20,14 +20,17 @@ from .load_marker import LoadMarker
 from .media.composer import MediaComposer
 from .media.recorder import DENIED, DICTATION_PROMPT, PRIVACY_SETTINGS_URL
 from .menus import build_menus
-from .models import (ModelEntry, check_memory, describe_inputs, discover, remember_folder, remembered_folders,
-                     scan_folder)
+from .models import (ModelEntry, check_memory, describe_inputs, discover, folder_problem, picker_labels,
+                     remember_folder, remembered_folders, scan_folder)
 from .settings_dialog import ChatSettingsDialog, PresetsDialog, chat_options
 from .storage import Library
-from .widgets import INTERRUPTED, ChatInput, ConversationView, MessageState, MessageWidget, NoticeBar, Sidebar
+from .widgets import (INTERRUPTED, ChatInput, ConversationView, MessageState, MessageWidget, ModelPicker, NoticeBar,
+                      Sidebar)
 
 RENDER_INTERVAL_MS = 33   # re-render the streaming reply at most ~30 times a second
 SAVE_INTERVAL_MS = 1000   # a crash of the window loses at most this much of a reply being written
+NO_MODEL_YET = ("No model yet: download one in the Model Library (⇧⌘L), or use Add folder… for a model "
+                "already on this Mac.")
 COUNT_DELAY_MS = 300
 DICTATION_MAX_TOKENS = 512
 
@@ -78,6 +81,8 @@ class MainWindow(QMainWindow):
         self.editing_id: int | None = None
         self.last_deleted: int | None = None
         self.model_loaded = False
+        self.loading_folder: Path | None = None
+        self.last_good_folder: Path | None = None   # the model loaded last: offered again when another fails
         self.model_info: dict | None = None
         self.loading_model = False
         self.shut_down = False
@@ -102,6 +107,7 @@ class MainWindow(QMainWindow):
         self._apply_text_size(float(QSettings().value("view/text_points", QApplication.font().pointSizeF())))
         if self.host.info is not None:   # a host shared with another window may have a model already
             self._on_loaded(self.host.info)
+        QTimer.singleShot(0, self.input.setFocus)   # once shown: typing goes to the message, not the search
 
     @property
     def media_folder(self) -> Path:
@@ -121,8 +127,9 @@ class MainWindow(QMainWindow):
         self.send_button = QPushButton("Send", accessibleName="Send message")
         self.stop_button = QPushButton("Stop", accessibleName="Stop generating", enabled=False)
         self.thinking_box = QCheckBox("Thinking", accessibleName="Thinking mode for this chat")
-        self.model_picker = QComboBox(accessibleName="Model")
+        self.model_picker = ModelPicker(accessibleName="Model")
         self.add_folder_button = QPushButton("Add folder…", accessibleName="Add a model folder")
+        self.library_button = QPushButton("Model Library…", accessibleName="Open the Model Library")
         self.load_button = QPushButton("Load", accessibleName="Load the selected model")
         self.model_status = QLabel("No model loaded")
         self.model_status.setWordWrap(True)
@@ -143,7 +150,8 @@ class MainWindow(QMainWindow):
         self.cancel_edit_button = QPushButton("Cancel Editing", accessibleName="Cancel editing the message")
 
         top = QHBoxLayout()
-        for widget in (self.model_picker, self.add_folder_button, self.load_button, self.thinking_box):
+        for widget in (self.model_picker, self.load_button, self.add_folder_button, self.library_button,
+                       self.thinking_box):
             top.addWidget(widget)
         top.setStretch(0, 1)
         bottom = QHBoxLayout()
@@ -199,11 +207,14 @@ class MainWindow(QMainWindow):
         self.thinking_box.toggled.connect(self._set_thinking)
         self.load_button.clicked.connect(self.load_selected_model)
         self.add_folder_button.clicked.connect(self._ask_for_folder)
+        self.library_button.clicked.connect(self.open_model_library)
+        self.model_picker.opening.connect(self.refresh_models)
         self.cancel_load_button.clicked.connect(self.cancel_load)
         self.restart_button.clicked.connect(self.restart_engine)
         self.other_model_button.clicked.connect(self.model_picker.showPopup)
         self.sidebar.new_chat.connect(self.new_chat)
         self.sidebar.selected.connect(self.open_conversation)
+        self.sidebar.chosen.connect(self.input.setFocus)
         self.sidebar.hit_selected.connect(self.open_search_hit)
         self.sidebar.rename.connect(self._rename)
         self.sidebar.delete.connect(self.delete_conversation)
@@ -411,17 +422,23 @@ class MainWindow(QMainWindow):
         picked = self.model_picker.currentData()
         self.models: list[ModelEntry] = discover(self.model_folders + remembered_folders())
         self.model_picker.clear()
-        for entry in self.models:
-            self.model_picker.addItem(entry.label, str(entry.path))
+        for entry, label in zip(self.models, picker_labels(self.models)):
+            self.model_picker.addItem(label, str(entry.path))
+            self.model_picker.setItemData(self.model_picker.count() - 1, str(entry.path), Qt.ItemDataRole.ToolTipRole)
         if picked is not None:
             self.select_model(Path(picked))
+        self.load_button.setEnabled(bool(self.models))
+        if not self.models and not (self.model_loaded or self.loading_model):
+            self.model_status.setText(NO_MODEL_YET)
 
     def add_model_folder(self, folder: Path) -> None:
         """Remember a folder of models across restarts and pick its first model; a folder without any is
         only reported, so it is not scanned again at every start."""
         found = scan_folder(Path(folder))
         if not found:
-            self.notice_bar.add(f"No Gemma 4 models found in {folder}")
+            problem = folder_problem(Path(folder)) if (Path(folder) / "config.json").exists() else None
+            self.notice_bar.add(f"Found a model, but {problem}." if problem else
+                                f"No Gemma 4 models found in {folder}")
             return
         remember_folder(Path(folder))
         self.refresh_models()
@@ -462,9 +479,16 @@ class MainWindow(QMainWindow):
         """Load the picked model if it fits in memory; otherwise say why and what to try instead."""
         index = self.model_picker.currentIndex()
         if index < 0:
-            self.model_status.setText("No Gemma 4 model found. Add a folder that holds one.")
+            self.model_status.setText(NO_MODEL_YET)
             return False
         entry = self.models[index]
+        problem = folder_problem(entry.path)   # checked before the engine lets go of the model it has
+        if problem:
+            kept = f" {self.model_info and Path(self.model_info['folder']).name} is still loaded." \
+                if self.model_loaded else ""
+            self.refresh_models()
+            self.model_status.setText(f"Not loaded: {problem}.{kept}")
+            return False
         verdict = check_memory(entry, ram_bytes=self.ram_bytes)
         if not verdict.fits:
             self.model_status.setText(f"Not loaded: {verdict.message}")
@@ -488,6 +512,7 @@ class MainWindow(QMainWindow):
 
     def _begin_load(self, folder: Path) -> None:
         self.loading_model = True
+        self.loading_folder = Path(folder)
         self.load_marker.begin(Path(folder))
         self._on_loading("Starting the engine…", 0.0)
 
@@ -530,6 +555,7 @@ class MainWindow(QMainWindow):
         self._end_load()
         self.model_loaded = True
         self.model_info = info
+        self.last_good_folder = Path(info["folder"])
         for note in self.media.set_model(info["modalities"], info["variant"]):
             self.notice_bar.add(note)
         self.count_timer.start()
@@ -540,6 +566,9 @@ class MainWindow(QMainWindow):
     def _on_load_failed(self, message: str) -> None:
         self._end_load()
         self.model_loaded = False
+        previous = self.last_good_folder
+        if previous is not None and previous != self.loading_folder and self.select_model(previous):
+            message += f" {previous.name}, loaded before, is selected again: press Load to go back to it."
         self._loading_done(f"Could not load the model: {message}")
         self.render_conversation(MessageState(None, "notice", "", error=f"Could not load the model: {message}"))
 
@@ -758,6 +787,8 @@ class MainWindow(QMainWindow):
     def _not_ready_reason(self) -> str:
         if self.loading_model:
             return "The model is still loading; your message stays in the box until it is ready."
+        if not self.models:
+            return NO_MODEL_YET + " Your message stays in the box."
         return "No model is loaded: pick one above and press Load. Your message stays in the box."
 
     def _store_user_message(self, text: str) -> int:

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 
 from PySide6.QtCore import QSizeF, Qt, QUrl, Signal
 from PySide6.QtGui import QDesktopServices, QFontDatabase, QGuiApplication, QKeyEvent, QPalette, QTextDocument
-from PySide6.QtWidgets import (QFrame, QHBoxLayout, QLabel, QLineEdit, QListWidget, QListWidgetItem,
+from PySide6.QtWidgets import (QComboBox, QFrame, QHBoxLayout, QLabel, QLineEdit, QListWidget, QListWidgetItem,
                                QPlainTextEdit, QPushButton, QScrollArea, QSizePolicy, QTextBrowser, QToolButton,
                                QVBoxLayout, QWidget)
 
@@ -54,6 +54,10 @@ class ChatInput(QPlainTextEdit):
     submitted = Signal(str)
     edit_last = Signal()
 
+    def __init__(self, parent: QWidget | None = None):
+        super().__init__(parent)
+        self.setTabChangesFocus(True)  # Tab reaches Send and the media buttons, as in any text field
+
     def keyPressEvent(self, event: QKeyEvent) -> None:
         is_enter = event.key() in (Qt.Key.Key_Return, Qt.Key.Key_Enter)
         if is_enter and not event.modifiers() & Qt.KeyboardModifier.ShiftModifier:
@@ -79,6 +83,7 @@ class NoticeBar(QFrame):
         self.label.setAccessibleName("Notice")
         self.close_button = QToolButton(text="✕", autoRaise=True)
         self.close_button.setAccessibleName("Dismiss notice")
+        self.close_button.setToolTip("Dismiss")
         self.close_button.clicked.connect(self.dismiss)
         self.action_button = QPushButton(visible=False, accessibleName="Notice action")
         self.action_button.clicked.connect(self._act)
@@ -342,8 +347,9 @@ class MessageWidget(QFrame):
         if count > 1 and message_id is not None:
             self.variant_label = QLabel(f"{position}/{count}")
             previous, following = QToolButton(text="‹"), QToolButton(text="›")
-            previous.setAccessibleName("Previous variant")
-            following.setAccessibleName("Next variant")
+            for button, name in ((previous, "Previous answer"), (following, "Next answer")):
+                button.setAccessibleName(name)
+                button.setToolTip(name)
             previous.clicked.connect(lambda: self.switch_variant.emit(message_id, -1))
             following.clicked.connect(lambda: self.switch_variant.emit(message_id, 1))
             for widget in (previous, self.variant_label, following):
@@ -477,6 +483,16 @@ class ConversationView(QScrollArea):
 _MESSAGE_ROLE = Qt.ItemDataRole.UserRole + 1   # a search hit's message
 
 
+class ModelPicker(QComboBox):
+    """The model list, which asks to be refreshed each time it opens: folders change while the app runs."""
+
+    opening = Signal()
+
+    def showPopup(self) -> None:
+        self.opening.emit()
+        super().showPopup()
+
+
 class Sidebar(QWidget):
     """Conversation list with search, new / rename / delete (with undo) / pin."""
 
@@ -488,6 +504,7 @@ class Sidebar(QWidget):
     toggle_pin = Signal(int)
     search = Signal(str)
     hit_selected = Signal(int, int)   # conversation id, id of the message that matched
+    chosen = Signal()                 # Return or a double click on a chat: on to writing in it
 
     def __init__(self, parent: QWidget | None = None):
         super().__init__(parent)
@@ -499,6 +516,7 @@ class Sidebar(QWidget):
         self.list = QListWidget()
         self.list.setAccessibleName("Conversations")
         self.list.currentItemChanged.connect(self._on_current)
+        self.list.itemActivated.connect(lambda item: self.chosen.emit())
         self.list.itemChanged.connect(self._on_renamed)
         layout.addWidget(self.list)
         buttons = QHBoxLayout()

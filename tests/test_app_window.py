@@ -1,6 +1,7 @@
 """The main window on real widgets (offscreen) with the tiny E2B fixture on the real engine thread."""
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -8,6 +9,7 @@ from pathlib import Path
 
 import pytest
 from PySide6.QtCore import QSettings, Qt
+from PySide6.QtWidgets import QAbstractButton
 
 from app.engine_host import EngineHost
 from app.main_window import MainWindow
@@ -170,10 +172,74 @@ def test_a_broken_model_folder_shows_an_error_and_the_app_keeps_working(qtbot, w
     notice = window.view.bubbles[-1]
     assert notice.state.role == "notice" and "Could not load the model" in notice.body.toPlainText()
     assert "safetensors" in notice.body.toPlainText()
+    assert "press Load to go back" in window.model_status.text()
+    assert Path(window.model_picker.currentData()).resolve() == TINY.resolve()   # the model loaded before
     assert window.select_model(TINY) and window.load_selected_model()
     qtbot.waitUntil(lambda: window.model_loaded, timeout=20000)
     send(qtbot, window, "still alive?")
     assert window.conversation.path[-1].role == "assistant"
+
+
+def test_a_folder_gone_or_damaged_since_it_was_listed_is_refused_and_the_loaded_model_stays(qtbot, window,
+                                                                                             model_copy):
+    gone = model_copy("tiny-e2b")
+    window.add_model_folder(gone)
+    assert window.select_model(gone)
+    shutil.rmtree(gone)
+    assert not window.load_selected_model()
+    assert "no longer exists" in window.model_status.text() and "still loaded" in window.model_status.text()
+    assert window.model_loaded and not window.select_model(gone)   # the list was refreshed
+    damaged = model_copy("tiny-e4b")
+    window.add_model_folder(damaged)
+    assert window.select_model(damaged)
+    (damaged / "config.json").write_text("{ cut short")
+    assert not window.load_selected_model() and "cannot be read" in window.model_status.text()
+    assert window.model_loaded
+    send(qtbot, window, "still here?")
+    assert window.conversation.path[-1].role == "assistant"
+
+
+def test_adding_a_folder_whose_model_config_is_damaged_says_so(qtbot, window, model_copy):
+    damaged = model_copy("tiny-e4b")
+    (damaged / "config.json").write_text("{ cut short")
+    window.add_model_folder(damaged)
+    assert "Found a model, but" in window.notice_bar.label.text() and "cannot be read" in window.notice_bar.label.text()
+
+
+def test_icon_only_buttons_have_names_and_tooltips(qtbot, window):
+    send(qtbot, window, "one")
+    window.regenerate_last()
+    qtbot.waitUntil(lambda: window.pending is None, timeout=20000)
+    glyphs = [b for b in window.findChildren(QAbstractButton) if b.text() and not any(c.isalnum() for c in b.text())]
+    assert len(glyphs) >= 3   # the notice bar's dismiss button and an answer's two variant arrows at least
+    for button in glyphs:
+        assert button.accessibleName() and button.toolTip(), button.text()
+
+
+def test_tab_in_the_message_box_moves_on_instead_of_typing_a_tab(qtbot, window):
+    window.input.setPlainText("")
+    qtbot.keyClick(window.input, Qt.Key.Key_Tab)
+    assert window.input.toPlainText() == ""
+
+
+def test_first_run_without_any_model_points_to_the_model_library(qtbot, tmp_path, monkeypatch):
+    isolate(monkeypatch, tmp_path)
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))   # no LM Studio folders either
+    library = Library()
+    win = MainWindow(library, model_folders=[])   # its own engine: the shared one holds a model
+    qtbot.addWidget(win)
+    try:
+        assert win.models == [] and not win.load_button.isEnabled() and not win.model_loaded
+        assert "Model Library" in win.model_status.text()
+        win.input.setPlainText("hello?")
+        qtbot.keyClick(win.input, Qt.Key.Key_Return)
+        assert "Model Library" in win.notice_bar.label.text() and win.input.toPlainText() == "hello?"
+        win.library_button.click()
+        assert win.model_library is not None and win.model_library.isVisible()
+        win.model_library.shutdown()
+    finally:
+        win.close()
+        library.close()
 
 
 def test_restart_shows_the_same_history(qtbot, window):

@@ -58,6 +58,7 @@ def _remove_button(tip: str) -> QToolButton:
     button = QToolButton()
     button.setText("✕")
     button.setToolTip(tip)
+    button.setAccessibleName(tip)  # a screen reader would otherwise read the glyph
     button.setAutoRaise(True)
     return button
 
@@ -75,6 +76,7 @@ class ImageCard(QFrame):
         self.thumb.setToolTip(f"{item.name}: {item.size[0]}×{item.size[1]}")
         self.budget_combo = QComboBox()
         self.budget_combo.setToolTip("Soft-token budget: more tokens let the model see finer detail")
+        self.budget_combo.setAccessibleName("Image detail budget")
         for choice in BUDGET_CHOICES:
             self.budget_combo.addItem(budget_label(choice, item), choice)
         self.budget_combo.setCurrentIndex(BUDGET_CHOICES.index(item.choice))
