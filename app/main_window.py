@@ -88,6 +88,7 @@ class MainWindow(QMainWindow):
         self.shut_down = False
         self.load_marker = LoadMarker(library.folder)
         self._build()
+        self.media.controls.no_model()
         self._connect_engine()
         self.render_timer = QTimer(self, interval=RENDER_INTERVAL_MS)
         self.render_timer.timeout.connect(self._render_stream)
@@ -364,6 +365,7 @@ class MainWindow(QMainWindow):
 
     def _export(self, writer, folder: Path | None) -> Path | None:
         if self.conversation is None:
+            self.statusBar().showMessage("Open a chat to export it.", 8000)
             return None
         folder = folder or self._choose_folder("Export the chat to…")
         if folder is None:
@@ -566,6 +568,7 @@ class MainWindow(QMainWindow):
     def _on_load_failed(self, message: str) -> None:
         self._end_load()
         self.model_loaded = False
+        self.media.controls.no_model()
         previous = self.last_good_folder
         if previous is not None and previous != self.loading_folder and self.select_model(previous):
             message += f" {previous.name}, loaded before, is selected again: press Load to go back to it."
@@ -580,6 +583,7 @@ class MainWindow(QMainWindow):
         """Keep what was written so far, say what happened, offer a restart or another model. A death
         while loading leaves the load marker: that model is not loaded again by itself at the next start."""
         self.model_loaded = self.loading_model = False
+        self.media.controls.no_model()
         self._loading_done(message)
         self._show_engine_problem(True)
         self.dictation = None

@@ -230,6 +230,9 @@ def test_first_run_without_any_model_points_to_the_model_library(qtbot, tmp_path
     qtbot.addWidget(win)
     try:
         assert win.models == [] and not win.load_button.isEnabled() and not win.model_loaded
+        dictate = win.media.controls.dictate_button
+        assert not dictate.isEnabled() and "load a model first" in dictate.toolTip().lower()
+        assert win.export_chat_markdown(tmp_path) is None and "Open a chat" in win.statusBar().currentMessage()
         assert "Model Library" in win.model_status.text()
         win.input.setPlainText("hello?")
         qtbot.keyClick(win.input, Qt.Key.Key_Return)

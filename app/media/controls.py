@@ -94,6 +94,10 @@ class MediaControls(QWidget):
             self.recorder.cancel()
         return notes
 
+    def no_model(self) -> None:
+        """Before a model is loaded (or after it is gone) nothing can write a dictation down."""
+        self._explain(self.dictate_button, "load a model first: the model writes down what you say")
+
     def _explain(self, button: QToolButton, reason: str | None) -> None:
         button.setEnabled(reason is None)
         button.setToolTip(self._tips[button] if reason is None else reason[0].upper() + reason[1:])
