@@ -309,6 +309,14 @@ class MainWindow(QMainWindow):
         self.sidebar.search_box.setFocus()
         self.sidebar.search_box.selectAll()
 
+    def step_chat(self, step: int) -> None:
+        """The chat `step` places down (or up) the sidebar's list, ready to write in."""
+        chats = self.sidebar.list
+        row = chats.currentRow() + step
+        if 0 <= row < chats.count():
+            chats.setCurrentRow(row)
+            self.input.setFocus()
+
     def regenerate_last(self) -> None:
         """Regenerate the last answer, or answer the last message again when its turn failed unanswered."""
         path = self.conversation.path if self.conversation else []

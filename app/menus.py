@@ -53,6 +53,8 @@ def build_menus(window) -> dict[str, QAction]:
         "zoom": _action(window_menu, "Zoom", window.toggle_zoom),
         "edit_last": _action(chat_menu, "Edit Last Message", window.edit_last_message),
         "search": _action(chat_menu, "Search Chats", window.focus_search, "Ctrl+K"),
+        "next_chat": _action(chat_menu, "Next Chat", lambda: window.step_chat(1), "Ctrl+Shift+]"),
+        "previous_chat": _action(chat_menu, "Previous Chat", lambda: window.step_chat(-1), "Ctrl+Shift+["),
         "stop": _action(chat_menu, "Stop", window.stop, "Ctrl+."),
         "regenerate": _action(chat_menu, "Regenerate Answer", window.regenerate_last, "Ctrl+R"),
         "chat_settings": _action(chat_menu, "Chat Settings…", window.open_chat_settings, "Ctrl+Shift+,"),

@@ -348,3 +348,17 @@ def test_the_model_library_opens_from_the_menu_and_a_ready_model_is_loaded(qtbot
     page.model_ready.emit(str(copy))
     qtbot.waitUntil(lambda: window.model_loaded and window.host.info.get("folder") == str(copy), timeout=20000)
     assert window.model_picker.currentData() == str(copy)
+
+
+def test_next_and_previous_chat_walk_the_sidebar(qtbot, window):
+    send(qtbot, window, "first chat")
+    first = window.conversation.id
+    window.new_chat()
+    send(qtbot, window, "second chat")
+    second = window.conversation.id
+    order = [window.sidebar.list.item(i).data(Qt.ItemDataRole.UserRole) for i in range(window.sidebar.list.count())]
+    step = 1 if order.index(first) > order.index(second) else -1
+    window.actions_by_name["next_chat" if step == 1 else "previous_chat"].trigger()
+    assert window.conversation.id == first
+    window.actions_by_name["previous_chat" if step == 1 else "next_chat"].trigger()
+    assert window.conversation.id == second
