@@ -9,7 +9,7 @@ from pathlib import Path
 from PySide6.QtCore import QSettings, Qt, QTimer, QUrl
 from PySide6.QtGui import (QAccessible, QAccessibleAnnouncementEvent, QDesktopServices, QGuiApplication, QKeySequence,
                            QShortcut)
-from PySide6.QtWidgets import (QApplication, QCheckBox, QFileDialog, QHBoxLayout, QLabel, QLineEdit,
+from PySide6.QtWidgets import (QApplication, QCheckBox, QFileDialog, QHBoxLayout, QInputDialog, QLabel, QLineEdit,
                                QMainWindow, QMessageBox, QProgressBar, QPushButton, QSplitter, QVBoxLayout, QWidget)
 
 from .context_meter import ContextMeter, Usage
@@ -20,8 +20,8 @@ from .load_marker import LoadMarker
 from .media.composer import MediaComposer
 from .media.recorder import DENIED, DICTATION_PROMPT, PRIVACY_SETTINGS_URL
 from .menus import build_menus
-from .models import (ModelEntry, check_memory, describe_inputs, discover, folder_problem, picker_labels,
-                     remember_folder, remembered_folders, scan_folder)
+from .models import (ModelEntry, check_memory, describe_inputs, discover, folder_problem, forget_folder,
+                     picker_labels, remember_folder, remembered_folders, scan_folder)
 from .settings_dialog import ChatSettingsDialog, PresetsDialog, chat_options
 from .storage import Library
 from .widgets import (INTERRUPTED, ChatInput, ConversationView, MessageState, MessageWidget, ModelPicker, NoticeBar,
@@ -471,6 +471,21 @@ class MainWindow(QMainWindow):
             self.add_model_folder(path)
             self.select_model(path)
         self.load_selected_model()
+
+    def ask_folder_to_forget(self) -> None:
+        folders = [str(folder) for folder in remembered_folders()]
+        if not folders:
+            self.statusBar().showMessage("No folders were added with Add folder….", 8000)
+            return
+        folder, chosen = QInputDialog.getItem(self, "Remove Added Folder",
+                                              "Stop listing the models in (nothing is deleted):", folders, 0, False)
+        if chosen:
+            self.forget_model_folder(Path(folder))
+
+    def forget_model_folder(self, folder: Path) -> None:
+        forget_folder(folder)
+        self.refresh_models()
+        self.statusBar().showMessage(f"No longer listing the models in {folder}.", 8000)
 
     def _ask_for_folder(self) -> None:
         folder = QFileDialog.getExistingDirectory(self, "Add a folder with Gemma 4 models")

@@ -31,6 +31,7 @@ def build_menus(window) -> dict[str, QAction]:
         "export_json": _action(file_menu, "Export Chat as JSON…", window.export_chat_json),
         "backup": _action(file_menu, "Back Up Library…", window.backup_library),
         "models": _action(file_menu, "Model Library…", window.open_model_library, "Ctrl+Shift+L"),
+        "forget_folder": _action(file_menu, "Remove Added Folder…", window.ask_folder_to_forget),
         "close": _action(file_menu, "Close Window", window.close, QKeySequence.StandardKey.Close),
         "settings": _action(file_menu, "Settings…", window.open_settings, "Ctrl+,",
                             QAction.MenuRole.PreferencesRole),

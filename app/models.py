@@ -213,6 +213,12 @@ def remember_folder(folder: Path) -> None:
         QSettings().setValue(FOLDERS_KEY, [str(path) for path in folders + [Path(folder)]])
 
 
+def forget_folder(folder: Path) -> None:
+    """Stop listing the models of a folder added with "Add folder…"; nothing on disk is touched."""
+    kept = [path for path in remembered_folders() if path != Path(folder)]
+    QSettings().setValue(FOLDERS_KEY, [str(path) for path in kept])
+
+
 def discover(extra_folders: list[Path]) -> list[ModelEntry]:
     """Gemma 4 models in the Hugging Face cache, LM Studio's folders, the Model Library's conversions and the
     folders the user added, each model once (the folders can overlap)."""

@@ -13,6 +13,7 @@ from PySide6.QtWidgets import QAbstractButton
 
 from app.engine_host import EngineHost
 from app.main_window import MainWindow
+from app.models import remembered_folders
 from app.storage import Library
 from app.widgets import MessageState, MessageWidget
 from tests.conftest import MODELS
@@ -362,3 +363,12 @@ def test_next_and_previous_chat_walk_the_sidebar(qtbot, window):
     assert window.conversation.id == first
     window.actions_by_name["previous_chat" if step == 1 else "next_chat"].trigger()
     assert window.conversation.id == second
+
+
+def test_an_added_folder_can_be_forgotten_without_touching_its_files(qtbot, window, model_copy):
+    added = model_copy("tiny-e4b")
+    window.add_model_folder(added)
+    assert window.select_model(added)
+    window.forget_model_folder(added)
+    assert not window.select_model(added) and (added / "config.json").is_file()
+    assert added not in remembered_folders()
