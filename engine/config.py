@@ -385,18 +385,29 @@ def parse_audio_config(raw: dict) -> AudioConfig:
     )
 
 
+# Microscaling float formats: 4- or 8-bit float codes with an 8-bit power-of-two scale per 32 values and no
+# biases. nvfp4 also needs a per-tensor global scale, which no MLX checkpoint layout carries yet.
+FLOAT_CODED_MODES = {"mxfp4": (4, 32), "mxfp8": (8, 32)}
+
+
 def _quant_spec(raw: Any, *, where: str, default: QuantSpec | None = None) -> QuantSpec:
     if not isinstance(raw, dict):
         raise EngineError(f"config.json: {where} must be an object with bits and group_size")
     bits = raw.get("bits", default.bits if default else None)
     group = raw.get("group_size", default.group_size if default else None)
     mode = raw.get("mode", default.mode if default else "affine")
+    if mode in FLOAT_CODED_MODES:
+        if (bits, group) != FLOAT_CODED_MODES[mode]:
+            expected_bits, expected_group = FLOAT_CODED_MODES[mode]
+            raise EngineError(f"config.json: {where} in mode {mode} must have bits {expected_bits} and group_size "
+                              f"{expected_group}, not {bits!r} and {group!r}")
+        return QuantSpec(bits=bits, group_size=group, mode=mode)
+    if mode != "affine":
+        raise EngineError(f"config.json: {where}.mode = {mode!r} is not supported (affine, mxfp4 or mxfp8)")
     if bits not in (2, 3, 4, 5, 6, 8):
         raise EngineError(f"config.json: {where}.bits = {bits!r} is not supported (2, 3, 4, 5, 6 or 8)")
     if group not in (32, 64, 128):
         raise EngineError(f"config.json: {where}.group_size = {group!r} is not supported (32, 64 or 128)")
-    if mode != "affine":
-        raise EngineError(f"config.json: {where}.mode = {mode!r} is not supported (only affine)")
     return QuantSpec(bits=bits, group_size=group, mode=mode)
 
 

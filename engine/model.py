@@ -15,6 +15,7 @@ from .decode_step import DecodeStep
 from .errors import EngineError
 from .fused import on_main_thread
 from .network import Gemma4Network
+from .text_model import float_type
 
 
 # Downloads carry these with the tokenizer; a folder with any of them is meant for chat.
@@ -35,8 +36,7 @@ def default_compute_dtype(net: Gemma4Network) -> mx.Dtype:
     """float32 on the CPU (its bf16 matmuls are far slower); the weights' own float type elsewhere."""
     if mx.default_device() == mx.cpu:
         return mx.float32
-    embed = net.text.embed_tokens
-    stored = getattr(embed, "scales", embed.weight).dtype
+    stored = float_type(net.text.embed_tokens, fallback=mx.bfloat16)  # float codes come from bf16 models
     return stored if stored in (mx.float16, mx.bfloat16, mx.float32) else mx.float32
 
 

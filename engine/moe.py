@@ -70,19 +70,24 @@ class QuantizedSwitchLinear(nn.Module):
         self.group_size, self.bits, self.mode = group_size, bits, mode
         packed = in_features * bits // 32
         self.weight = mx.zeros((experts, out_features, packed), dtype=mx.uint32)
-        self.scales = mx.zeros((experts, out_features, in_features // group_size))
-        self.biases = mx.zeros((experts, out_features, in_features // group_size))
+        groups = (experts, out_features, in_features // group_size)
+        if mode == "affine":
+            self.scales, self.biases = mx.zeros(groups), mx.zeros(groups)
+        else:   # float codes: an 8-bit exponent per group, no biases
+            self.scales = mx.zeros(groups, dtype=mx.uint8)
 
     @classmethod
     def from_float(cls, layer: SwitchLinear, group_size: int, bits: int, mode: str) -> "QuantizedSwitchLinear":
         experts, out_features, in_features = layer.weight.shape
         quantized = cls(experts, in_features, out_features, group_size, bits, mode)
-        quantized.weight, quantized.scales, quantized.biases = mx.quantize(layer.weight, group_size, bits)
+        quantized.weight, quantized.scales, *biases = mx.quantize(layer.weight, group_size, bits, mode=mode)
+        if biases:
+            quantized.biases = biases[0]
         return quantized
 
     def __call__(self, x: mx.array, indices: mx.array, sorted_indices: bool,
                  rows: mx.array | None = None) -> mx.array:
-        return mx.gather_qmm(x, self.weight, self.scales, self.biases, lhs_indices=rows, rhs_indices=indices,
+        return mx.gather_qmm(x, self.weight, self.scales, self.get("biases"), lhs_indices=rows, rhs_indices=indices,
                              transpose=True, group_size=self.group_size, bits=self.bits, mode=self.mode,
                              sorted_indices=sorted_indices)
 

@@ -146,16 +146,27 @@ def split_in_stages(x: mx.array, parts: int) -> list[mx.array]:
     return [part for group in groups for part in mx.split(group, group.shape[-1] // width, axis=-1)]
 
 
+def float_type(module: nn.Module, fallback: mx.Dtype) -> mx.Dtype:
+    """The float type a (possibly quantized) module keeps its values in: its weight's, an affine table's
+    scales', or `fallback` for the float-coded modes, whose scales are 8-bit exponents."""
+    if not isinstance(module, (nn.QuantizedEmbedding, nn.QuantizedLinear)):
+        return module.weight.dtype
+    return module.scales.dtype if module.mode == "affine" else fallback
+
+
 def _rows(table: nn.Module, ids: mx.array, dtype: mx.Dtype) -> mx.array:
     """Embedding rows in the compute dtype; quantized rows are dequantized in it, not in the scales' dtype
     (bf16 scales would otherwise round every row before a float32 computation)."""
     if not isinstance(table, nn.QuantizedEmbedding):
         return table(ids).astype(dtype)
+    if table.mode != "affine":   # float codes with exponent scales: decoded straight into the compute dtype
+        return mx.dequantize(table.weight[ids], table.scales[ids], None, table.group_size, table.bits,
+                             mode=table.mode, dtype=dtype)
     return mx.dequantize(table.weight[ids], table.scales[ids].astype(dtype), table.biases[ids].astype(dtype),
                          table.group_size, table.bits, mode=table.mode)
 
 
 def _scaled(table: nn.Module, ids: mx.array, scale: float, dtype: mx.Dtype) -> mx.array:
     """Rows times scale in the compute dtype, the scale first rounded to the table's dtype as the reference does."""
-    stored = table.scales.dtype if isinstance(table, nn.QuantizedEmbedding) else table.weight.dtype
+    stored = float_type(table, dtype)
     return _rows(table, ids, dtype) * mx.array(scale, dtype=stored).astype(dtype)
