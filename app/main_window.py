@@ -83,6 +83,7 @@ class MainWindow(QMainWindow):
         self.model_loaded = False
         self.loading_folder: Path | None = None
         self.last_good_folder: Path | None = None   # the model loaded last: offered again when another fails
+        self.missing_folders_noted: set[Path] = set()
         self.model_info: dict | None = None
         self.loading_model = False
         self.shut_down = False
@@ -440,6 +441,16 @@ class MainWindow(QMainWindow):
         self.load_button.setEnabled(bool(self.models))
         if not self.models and not (self.model_loaded or self.loading_model):
             self.model_status.setText(NO_MODEL_YET)
+        self._note_missing_folders()
+
+    def _note_missing_folders(self) -> None:
+        """Say once per session that an added folder is not there (an unplugged drive): its models are not listed."""
+        for folder in remembered_folders():
+            if not folder.is_dir() and folder not in self.missing_folders_noted:
+                self.missing_folders_noted.add(folder)
+                self.notice_bar.add(f"The folder {folder} is not there now (moved, or on a drive that is not "
+                                    "connected), so its models are not listed. File → Remove Added Folder… stops "
+                                    "looking for it.")
 
     def add_model_folder(self, folder: Path) -> None:
         """Remember a folder of models across restarts and pick its first model; a folder without any is

@@ -372,3 +372,16 @@ def test_an_added_folder_can_be_forgotten_without_touching_its_files(qtbot, wind
     window.forget_model_folder(added)
     assert not window.select_model(added) and (added / "config.json").is_file()
     assert added not in remembered_folders()
+
+
+def test_an_added_folder_that_is_gone_is_noted_once_and_can_be_forgotten(qtbot, window, model_copy):
+    added = model_copy("tiny-e4b")
+    window.add_model_folder(added)
+    shutil.rmtree(added)
+    window.refresh_models()
+    assert "is not there now" in window.notice_bar.label.text() and str(added) in window.notice_bar.label.text()
+    window.notice_bar.dismiss()
+    window.refresh_models()
+    assert str(added) not in window.notice_bar.label.text()
+    window.forget_model_folder(added)
+    assert added not in remembered_folders()
