@@ -462,7 +462,7 @@ class MainWindow(QMainWindow):
                                 f"No Gemma 4 models found in {folder}")
             return
         remember_folder(Path(folder))
-        self.refresh_models()
+        self._folders_changed()
         self.select_model(found[0].path)
 
     def open_model_library(self):
@@ -483,6 +483,12 @@ class MainWindow(QMainWindow):
             self.select_model(path)
         self.load_selected_model()
 
+    def _folders_changed(self) -> None:
+        """The picker and an open Model Library list the added folders' models as they are now."""
+        self.refresh_models()
+        if self.model_library is not None:
+            self.model_library.refresh()
+
     def ask_folder_to_forget(self) -> None:
         folders = [str(folder) for folder in remembered_folders()]
         if not folders:
@@ -495,7 +501,7 @@ class MainWindow(QMainWindow):
 
     def forget_model_folder(self, folder: Path) -> None:
         forget_folder(folder)
-        self.refresh_models()
+        self._folders_changed()
         self.statusBar().showMessage(f"No longer listing the models in {folder}.", 8000)
 
     def _ask_for_folder(self) -> None:

@@ -39,7 +39,7 @@ def page(qtbot, tmp_path, hub):
     models.mkdir()
     shutil.copytree(MODELS / "tiny-e4b-bf16", models / "tiny-e4b-bf16")
     widget = open_library(None, models_dir=models, cache=tmp_path / "hub", endpoint=hub.endpoint,
-                          catalog=(TINY,), confirm=lambda parent, question: True)
+                          catalog=(TINY,), confirm=lambda parent, question: True, added_folders=lambda: [])
     qtbot.addWidget(widget)
     yield widget
     widget.shutdown()
@@ -190,9 +190,26 @@ def test_return_on_an_installed_model_uses_it(page, qtbot, tmp_path):
 
 def test_an_empty_library_says_what_to_do_and_still_lists_the_catalog(qtbot, tmp_path, hub):
     widget = open_library(None, models_dir=tmp_path / "none", cache=tmp_path / "hub", endpoint=hub.endpoint,
-                          catalog=(TINY,), confirm=lambda parent, question: True)
+                          catalog=(TINY,), confirm=lambda parent, question: True, added_folders=lambda: [])
     qtbot.addWidget(widget)
     installed = widget.tree.topLevelItem(0)
     assert widget.items("installed") == [] and installed.child(0).text(0) == "None yet"
     assert widget.items("available") == [REPO]
+    widget.shutdown()
+
+
+def test_models_in_folders_added_in_the_main_window_are_listed_and_convertible_but_never_deleted(qtbot, tmp_path,
+                                                                                                  hub):
+    added = tmp_path / "my models"
+    shutil.copytree(MODELS / "tiny-e4b-bf16", added / "tiny-e4b-bf16")
+    widget = open_library(None, models_dir=tmp_path / "none", cache=tmp_path / "hub", endpoint=hub.endpoint,
+                          catalog=(TINY,), confirm=lambda parent, question: True, added_folders=lambda: [added])
+    qtbot.addWidget(widget)
+    mine = str(added / "tiny-e4b-bf16")
+    assert widget.items("installed") == [mine]
+    widget.select(mine)
+    assert widget.buttons["Use"].isEnabled() and widget.buttons["Convert to 4-bit"].isEnabled()
+    assert not widget.buttons["Delete"].isEnabled()
+    widget.delete_selected()
+    assert (added / "tiny-e4b-bf16" / "config.json").is_file()
     widget.shutdown()

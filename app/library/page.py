@@ -17,8 +17,8 @@ from PySide6.QtGui import QDesktopServices, QKeySequence, QShortcut
 from PySide6.QtWidgets import (QHBoxLayout, QHeaderView, QLabel, QMessageBox, QProgressBar, QPushButton, QTreeWidget,
                                QTreeWidgetItem, QVBoxLayout, QWidget)
 
-from app.models import (ModelEntry, converted_models_dir, format_bytes, hf_cache_dir, lm_studio_models, scan_folder,
-                        scan_hf_cache)
+from app.models import (ModelEntry, converted_models_dir, format_bytes, hf_cache_dir, lm_studio_models,
+                        remembered_folders, scan_folder, scan_hf_cache)
 
 from .catalog import CATALOG, CatalogEntry, describe, recommend
 from .download import HubDownload, discard_unfinished, partial_bytes, repo_folder
@@ -45,8 +45,11 @@ class LibraryPage(QWidget):
 
     def __init__(self, parent: QWidget | None = None, *, models_dir: Path | None = None, cache: Path | None = None,
                  endpoint: str | None = None, catalog: tuple[CatalogEntry, ...] = CATALOG,
-                 confirm: Callable[[QWidget, str], bool] = _ask):
+                 confirm: Callable[[QWidget, str], bool] = _ask,
+                 added_folders: Callable[[], list[Path]] = remembered_folders):
         super().__init__(parent)
+        self.added_folders = added_folders
+        self.user_models: set[Path] = set()   # found in folders the user added: listed, never deleted here
         self.models_dir = models_dir or converted_models_dir()
         self.cache, self.endpoint, self.catalog, self.confirm = cache or hf_cache_dir(), endpoint, catalog, confirm
         self.downloads: dict[str, DownloadJob] = {}
@@ -92,8 +95,13 @@ class LibraryPage(QWidget):
     # -- listing --
 
     def refresh(self) -> None:
-        self.installed = (scan_hf_cache(self.cache) + lm_studio_models()
-                          + (scan_folder(self.models_dir) if self.models_dir.is_dir() else []))
+        own = (scan_hf_cache(self.cache) + lm_studio_models()
+               + (scan_folder(self.models_dir) if self.models_dir.is_dir() else []))
+        known = {entry.path.resolve() for entry in own}
+        added = [entry for folder in self.added_folders() for entry in scan_folder(folder)
+                 if entry.path.resolve() not in known]
+        self.user_models = {entry.path.resolve() for entry in added}
+        self.installed = own + added
         installed_repos = {entry.name for entry in self.installed}
         chosen = self.selected()
         self.tree.clear()
@@ -155,12 +163,17 @@ class LibraryPage(QWidget):
         enabled = {"Use": kind == "installed", "Download": kind in ("available", "downloading"),
                    "Pause": kind == "downloading", "Cancel": kind == "downloading" or converting,
                    "Convert to 4-bit": self._convertible(), "Convert to 8-bit": self._convertible(),
-                   "Reveal in Finder": kind == "installed", "Delete": kind == "installed" and not converting}
+                   "Reveal in Finder": kind == "installed",
+                   "Delete": kind == "installed" and not converting and not self._user_model_selected()}
         for name, button in self.buttons.items():
             button.setEnabled(enabled[name])
 
     def _entry(self, path: str) -> ModelEntry | None:
         return next((entry for entry in self.installed if str(entry.path) == path), None)
+
+    def _user_model_selected(self) -> bool:
+        key = self.selected()
+        return key is not None and Path(key[1]).resolve() in self.user_models
 
     def _converting_selected(self) -> bool:
         """Whether the selected model is the source of the conversion that is running."""
@@ -282,7 +295,7 @@ class LibraryPage(QWidget):
     def delete_selected(self) -> None:
         key = self.selected()
         entry = self._entry(key[1]) if key and key[0] == "installed" else None
-        if entry is None:
+        if entry is None or self._user_model_selected():
             return
         target = self._deletable_folder(entry)
         if not self.confirm(self, f"Delete {entry.name} ({format_bytes(entry.size_bytes)}) from {target}?"):
