@@ -391,11 +391,13 @@ FLOAT_CODED_MODES = {"mxfp4": (4, 32), "mxfp8": (8, 32)}
 
 
 def _quant_spec(raw: Any, *, where: str, default: QuantSpec | None = None) -> QuantSpec:
+    """A module's settings; an override names what differs from the default, except its mode, which is
+    affine unless named (as MLX reads it: mlx-lm writes an mxfp4 model's 8-bit router without a mode)."""
     if not isinstance(raw, dict):
         raise EngineError(f"config.json: {where} must be an object with bits and group_size")
     bits = raw.get("bits", default.bits if default else None)
     group = raw.get("group_size", default.group_size if default else None)
-    mode = raw.get("mode", default.mode if default else "affine")
+    mode = raw.get("mode", "affine")
     if mode in FLOAT_CODED_MODES:
         if (bits, group) != FLOAT_CODED_MODES[mode]:
             expected_bits, expected_group = FLOAT_CODED_MODES[mode]

@@ -15,7 +15,7 @@ from .decode_step import DecodeStep
 from .errors import EngineError
 from .fused import on_main_thread
 from .network import Gemma4Network
-from .text_model import float_type
+from .quantized import float_type
 
 
 # Downloads carry these with the tokenizer; a folder with any of them is meant for chat.

@@ -14,6 +14,7 @@ from .config import SLIDING, TextConfig
 from .decoder_layer import DecoderLayer
 from .fused import RMSNorm
 from .positions import ChunkPositions
+from .quantized import float_type
 
 
 class TextModel(nn.Module):
@@ -144,14 +145,6 @@ def split_in_stages(x: mx.array, parts: int) -> list[mx.array]:
     starts = range(_PARTS_PER_SPLIT, parts, _PARTS_PER_SPLIT)
     groups = mx.split(x, [start * width for start in starts], axis=-1)
     return [part for group in groups for part in mx.split(group, group.shape[-1] // width, axis=-1)]
-
-
-def float_type(module: nn.Module, fallback: mx.Dtype) -> mx.Dtype:
-    """The float type a (possibly quantized) module keeps its values in: its weight's, an affine table's
-    scales', or `fallback` for the float-coded modes, whose scales are 8-bit exponents."""
-    if not isinstance(module, (nn.QuantizedEmbedding, nn.QuantizedLinear)):
-        return module.weight.dtype
-    return module.scales.dtype if module.mode == "affine" else fallback
 
 
 def _rows(table: nn.Module, ids: mx.array, dtype: mx.Dtype) -> mx.array:

@@ -10,17 +10,24 @@ import shutil
 import mlx.core as mx
 import numpy as np
 import pytest
+from PIL import Image
 
 import engine
+import engine.config
 from engine.errors import EngineError
-from tests.conftest import MODELS
+from tests.conftest import FIXTURES, MODELS
 
 PROMPT = [2, 17, 45, 9, 88, 130, 7, 61, 200, 33, 5, 150]
 
 
-def _text_matrix(name: str, array: mx.array) -> bool:
-    return name.startswith("language_model.") and name.endswith(".weight") and array.ndim >= 2 \
-        and array.shape[-1] % 32 == 0
+ROUTER_OVERRIDE = {"group_size": 64, "bits": 8}   # as mlx-lm writes it: no mode, so affine
+PATCH_PROJECTION = "vision_tower.patch_embedder.input_proj.weight"
+
+
+def _quantized(name: str, array: mx.array) -> bool:
+    """The text matrices, as mlx-lm quantizes them, and the vision patch projection, as some tools do."""
+    matrix = name.endswith(".weight") and array.ndim >= 2 and array.shape[-1] % 32 == 0
+    return matrix and (name.startswith("language_model.") or name == PATCH_PROJECTION)
 
 
 def _write(source, target, tensors: dict, quantization: dict | None) -> None:
@@ -34,22 +41,34 @@ def _write(source, target, tensors: dict, quantization: dict | None) -> None:
     (target / "config.json").write_text(json.dumps(config))
 
 
+def _code(array: mx.array, mode: str, bits: int, group: int) -> tuple[dict, mx.array]:
+    """The stored leaves of one quantized matrix, and the float32 matrix they decode to."""
+    codes, scales, *biases = mx.quantize(array.astype(mx.float32), group_size=group, bits=bits, mode=mode)
+    leaves = {"weight": codes, "scales": scales, **({"biases": biases[0]} if biases else {})}
+    decoded = mx.dequantize(codes, scales, biases[0] if biases else None, group_size=group, bits=bits, mode=mode,
+                            dtype=mx.float32)
+    return leaves, decoded
+
+
 def coded_and_decoded(tmp_path, fixture: str, mode: str, bits: int):
-    """The fixture in `mode` and, beside it, the float32 model those codes decode to."""
+    """The fixture in `mode` (its MoE routers 8-bit affine) and, beside it, the float32 model the codes decode to."""
     source = MODELS / fixture
     tensors = {}
     for shard in sorted(source.glob("*.safetensors")):
         tensors.update(mx.load(str(shard)))
     coded, decoded = {}, {}
+    block = {"group_size": 32, "bits": bits, "mode": mode}
     for name, array in tensors.items():
-        if not _text_matrix(name, array):
+        if not _quantized(name, array):
             coded[name] = decoded[name] = array
             continue
         stem = name.removesuffix(".weight")
-        codes, scales = mx.quantize(array.astype(mx.float32), group_size=32, bits=bits, mode=mode)
-        coded[f"{stem}.weight"], coded[f"{stem}.scales"] = codes, scales
-        decoded[name] = mx.dequantize(codes, scales, None, group_size=32, bits=bits, mode=mode, dtype=mx.float32)
-    _write(source, tmp_path / mode, coded, {"group_size": 32, "bits": bits, "mode": mode})
+        router = stem.endswith("router.proj")
+        if router:
+            block[stem] = ROUTER_OVERRIDE
+        leaves, decoded[name] = _code(array, *(("affine", 8, 64) if router else (mode, bits, 32)))
+        coded.update({f"{stem}.{leaf}": value for leaf, value in leaves.items()})
+    _write(source, tmp_path / mode, coded, block)
     _write(source, tmp_path / "decoded", decoded, None)
     return tmp_path / mode, tmp_path / "decoded"
 
@@ -79,3 +98,20 @@ def test_a_float_coded_mode_with_other_sizes_is_refused_clearly(tmp_path):
     (coded / "config.json").write_text(json.dumps(config))
     with pytest.raises(EngineError, match="'nvfp4' is not supported"):
         engine.load(coded)
+
+
+def test_a_float_coded_patch_projection_sees_images_as_its_decoded_floats_do(tmp_path):
+    coded, decoded = coded_and_decoded(tmp_path, "tiny-e2b-mlx", "mxfp4", 4)
+    model = engine.load(coded)
+    assert "scales" in model.net.vision_tower.patch_embedder.input_proj
+    image = Image.open(FIXTURES / "media" / "image_wide.png")
+    got = np.array(model.embed_image(image, budget=70))
+    want = np.array(engine.load(decoded).embed_image(image, budget=70))
+    assert np.abs(got - want).max() <= 1e-4 * np.abs(want).max()
+
+
+def test_an_mxfp4_moe_checkpoint_keeps_its_routers_affine():
+    config = engine.config.parse_quantization({"group_size": 32, "bits": 4, "mode": "mxfp4",
+                                               "language_model.model.layers.0.router.proj": ROUTER_OVERRIDE})
+    router = config.for_module("language_model.model.layers.0.router.proj")
+    assert (router.mode, router.bits, router.group_size) == ("affine", 8, 64)

@@ -13,6 +13,7 @@ import mlx.core as mx
 import mlx.nn as nn
 
 from ..config import VisionConfig
+from ..quantized import float_type
 from .layers import VisionEncoderLayer, rope_2d_angles
 
 
@@ -24,8 +25,7 @@ class PatchEmbedder(nn.Module):
 
     @property
     def dtype(self) -> mx.Dtype:
-        # A quantized projection stores integer weights; its scales carry the float type.
-        return getattr(self.input_proj, "scales", self.input_proj.weight).dtype
+        return float_type(self.input_proj, fallback=self.position_embedding_table.dtype)
 
     def __call__(self, patches: mx.array, positions: mx.array) -> mx.array:
         # The model was trained on pixels in [-1, 1]; the processor hands over [0, 1].
