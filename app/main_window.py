@@ -554,6 +554,7 @@ class MainWindow(QMainWindow):
 
     def _begin_load(self, folder: Path) -> None:
         self.loading_model = True
+        self.media.controls.no_model()   # the engine lets go of the model it had
         self.loading_folder = Path(folder)
         self.load_marker.begin(Path(folder))
         self._on_loading("Starting the engine…", 0.0)

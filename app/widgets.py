@@ -504,7 +504,7 @@ class Sidebar(QWidget):
     toggle_pin = Signal(int)
     search = Signal(str)
     hit_selected = Signal(int, int)   # conversation id, id of the message that matched
-    chosen = Signal()                 # Return or a double click on a chat: on to writing in it
+    chosen = Signal()                 # a row activated without starting a rename (a search hit): on to writing
 
     def __init__(self, parent: QWidget | None = None):
         super().__init__(parent)

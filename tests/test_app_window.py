@@ -169,6 +169,7 @@ def test_a_broken_model_folder_shows_an_error_and_the_app_keeps_working(qtbot, w
     window.add_model_folder(broken)
     assert window.select_model(broken)
     window.load_selected_model()
+    assert not window.media.controls.dictate_button.isEnabled()   # the engine let go of the model it had
     qtbot.waitUntil(lambda: "Could not load" in window.model_status.text(), timeout=20000)
     notice = window.view.bubbles[-1]
     assert notice.state.role == "notice" and "Could not load the model" in notice.body.toPlainText()

@@ -203,7 +203,8 @@ def test_models_in_folders_added_in_the_main_window_are_listed_and_convertible_b
     added = tmp_path / "my models"
     shutil.copytree(MODELS / "tiny-e4b-bf16", added / "tiny-e4b-bf16")
     widget = open_library(None, models_dir=tmp_path / "none", cache=tmp_path / "hub", endpoint=hub.endpoint,
-                          catalog=(TINY,), confirm=lambda parent, question: True, added_folders=lambda: [added])
+                          catalog=(TINY,), confirm=lambda parent, question: True,
+                          added_folders=lambda: [added, added / "tiny-e4b-bf16", added])   # overlapping
     qtbot.addWidget(widget)
     mine = str(added / "tiny-e4b-bf16")
     assert widget.items("installed") == [mine]

@@ -98,8 +98,11 @@ class LibraryPage(QWidget):
         own = (scan_hf_cache(self.cache) + lm_studio_models()
                + (scan_folder(self.models_dir) if self.models_dir.is_dir() else []))
         known = {entry.path.resolve() for entry in own}
-        added = [entry for folder in self.added_folders() for entry in scan_folder(folder)
-                 if entry.path.resolve() not in known]
+        added = []
+        for entry in (entry for folder in self.added_folders() for entry in scan_folder(folder)):
+            if entry.path.resolve() not in known:   # added folders can overlap each other and the app's own
+                known.add(entry.path.resolve())
+                added.append(entry)
         self.user_models = {entry.path.resolve() for entry in added}
         self.installed = own + added
         installed_repos = {entry.name for entry in self.installed}
