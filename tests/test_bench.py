@@ -130,9 +130,11 @@ def test_the_command_exits_non_zero_when_a_gate_fails(tmp_path, monkeypatch, tol
 
 
 def test_median_of_an_even_number_of_trials_is_the_mean_of_the_middle_two():
-    trials = [Timing(8, ttft, 1.0, decode, 10, 1.0, 2.0) for ttft, decode in ((0.1, 100.0), (0.3, 140.0))]
+    trials = [Timing(8, ttft, 1.0, decode, peak, 1.0, 2.0)
+              for ttft, decode, peak in ((0.1, 100.0, 10), (0.3, 140.0, 11))]
     middle = _median(trials)
     assert middle.decode_tps == pytest.approx(120.0) and middle.ttft_s == pytest.approx(0.2)
+    assert middle.peak_memory_bytes == 10 and isinstance(middle.peak_memory_bytes, int)   # bytes stay whole
 
 
 def test_a_reduced_precision_cell_is_gated_on_its_distance_from_float32(tmp_path):

@@ -13,6 +13,7 @@ export CUDA_HOME=${CUDA_HOME:-/usr/local/cuda}
 
 case "${1:-}" in
   stash)
+    [ -d "${2:-}" ] || { echo "usage: $0 stash DIR" >&2; exit 2; }
     mkdir -p "$STASH" && cp "$2"/* "$STASH"/ && ls -l "$STASH" ;;
   install)
     site=$(python3 -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
@@ -20,7 +21,8 @@ case "${1:-}" in
     python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir "$STASH"/*.whl
     # MLX compiles its quantized-matmul kernels at run time against the pip CUDA headers, whose
     # mma.h includes crt/mma.h, which only the full toolkit ships.
-    [ -e "$site/nvidia/cu13/include/crt" ] || ln -s "$CUDA_HOME/include/crt" "$site/nvidia/cu13/include/crt"
+    [ -d "$CUDA_HOME/include/crt" ] || { echo "no CUDA toolkit headers at $CUDA_HOME (set CUDA_HOME)" >&2; exit 1; }
+    ln -sfn "$CUDA_HOME/include/crt" "$site/nvidia/cu13/include/crt"
     python3 -c 'import mlx.core as mx; print(mx.__version__, mx.default_device(), (mx.ones(4) + 1).tolist())' ;;
   bench)
     shift

@@ -70,7 +70,9 @@ def print_cell(record: dict) -> None:
           f"bound@{record['bandwidth_gbps']:g}GB/s={record['bound_tps']:.1f} tok/s")
     if record.get("ours_head_cores", 1) > 1:
         print(f"ours: large quantized matmuls split over {record['ours_head_cores']} CPU cores (mlx-lm: one)")
-    print(f"gate: {record['gate_tokens']} greedy tokens equal={record['ours_tokens'] == record['mlx_lm_tokens']} "
+    recorded = " (recorded, not gated)" if record.get("gate_kind") == "precision" else ""
+    equal = record["ours_tokens"] == record["mlx_lm_tokens"]
+    print(f"gate{recorded}: {record['gate_tokens']} greedy tokens equal={equal} "
           f"({record['distinct_tokens']} distinct); last-token logits max|diff|={record['logits_max_abs_diff']:.3g} "
           f"= {record['logits_rel_diff']:.3g} x scale {record['logits_scale']:.3g} (tol {record['logits_tol']:g})")
     if record.get("gate_kind") == "precision":

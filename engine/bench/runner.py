@@ -149,7 +149,9 @@ def random_prompt(length: int, vocab: int, seed: int = 0) -> list[int]:
 
 def _median(timings: list[Timing]) -> Timing:
     """Each timed figure's median over the trials (the mean of the middle two for an even count)."""
-    return Timing(timings[0].prompt_tokens, *(statistics.median(getattr(t, f) for t in timings) for f in TIMED))
+    middle = Timing(timings[0].prompt_tokens, *(statistics.median(getattr(t, f) for t in timings) for f in TIMED))
+    middle.peak_memory_bytes = int(middle.peak_memory_bytes)
+    return middle
 
 
 def _spread(timings: list[Timing]) -> dict[str, list[float]]:
@@ -175,8 +177,9 @@ def precision_gate(ours: Engine, theirs: Engine, folder: Path, prompt: list[int]
     """The gate in bfloat16 or float16, where rounding alone parts the two engines' greedy tokens.
 
     Both engines' last-token logits are compared with our engine's float32 run on the same weights
-    (itself gated against mlx-lm in float32): ours may be at most PRECISION_SLACK times further from
-    it than mlx-lm's, plus logits_tol. The token runs double as warm-up and are recorded, not gated.
+    (which a float32 cell gates against mlx-lm): ours may be at most PRECISION_SLACK times further from
+    it than mlx-lm's, plus logits_tol. The token runs double as warm-up and are recorded, not gated;
+    so is the difference between the two engines.
     """
     _, our_tokens = time_stream(ours.stream, prompt, gate_tokens)
     _, their_tokens = time_stream(theirs.stream, prompt, gate_tokens)
