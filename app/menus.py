@@ -9,11 +9,14 @@ from __future__ import annotations
 from PySide6.QtGui import QAction, QKeySequence
 
 
-def _action(menu, text: str, slot, shortcut: str | QKeySequence.StandardKey | None = None,
+def _action(menu, text: str, slot, shortcut: str | QKeySequence.StandardKey | tuple[str, ...] | None = None,
             role: QAction.MenuRole = QAction.MenuRole.NoRole) -> QAction:
+    """`shortcut` may be several spellings of one key: a shifted symbol arrives as either, by platform."""
     action = menu.addAction(text)
     action.triggered.connect(lambda _checked=False: slot())
-    if shortcut is not None:
+    if isinstance(shortcut, tuple):
+        action.setShortcuts([QKeySequence(keys) for keys in shortcut])
+    elif shortcut is not None:
         action.setShortcut(QKeySequence(shortcut))
     action.setMenuRole(role)
     return action
@@ -54,8 +57,9 @@ def build_menus(window) -> dict[str, QAction]:
         "zoom": _action(window_menu, "Zoom", window.toggle_zoom),
         "edit_last": _action(chat_menu, "Edit Last Message", window.edit_last_message),
         "search": _action(chat_menu, "Search Chats", window.focus_search, "Ctrl+K"),
-        "next_chat": _action(chat_menu, "Next Chat", lambda: window.step_chat(1), "Ctrl+Shift+]"),
-        "previous_chat": _action(chat_menu, "Previous Chat", lambda: window.step_chat(-1), "Ctrl+Shift+["),
+        "next_chat": _action(chat_menu, "Next Chat", lambda: window.step_chat(1), ("Ctrl+Shift+]", "Ctrl+Shift+}")),
+        "previous_chat": _action(chat_menu, "Previous Chat", lambda: window.step_chat(-1),
+                                 ("Ctrl+Shift+[", "Ctrl+Shift+{")),
         "stop": _action(chat_menu, "Stop", window.stop, "Ctrl+."),
         "regenerate": _action(chat_menu, "Regenerate Answer", window.regenerate_last, "Ctrl+R"),
         "chat_settings": _action(chat_menu, "Chat Settings…", window.open_chat_settings, "Ctrl+Shift+,"),

@@ -360,6 +360,8 @@ def test_next_and_previous_chat_walk_the_sidebar(qtbot, window):
     second = window.conversation.id
     order = [window.sidebar.list.item(i).data(Qt.ItemDataRole.UserRole) for i in range(window.sidebar.list.count())]
     step = 1 if order.index(first) > order.index(second) else -1
+    spellings = {keys.toString() for keys in window.actions_by_name["next_chat"].shortcuts()}
+    assert spellings == {"Ctrl+Shift+]", "Ctrl+Shift+}"}   # ⇧] arrives as ] or } depending on the platform
     window.actions_by_name["next_chat" if step == 1 else "previous_chat"].trigger()
     assert window.conversation.id == first
     window.actions_by_name["previous_chat" if step == 1 else "next_chat"].trigger()
