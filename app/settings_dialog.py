@@ -124,11 +124,15 @@ class PresetsDialog(QDialog):
 
     def _show(self, name: str) -> None:
         """Switch the form to preset `name`, saving the edits of the one shown before (never lost)."""
-        if self.shown is not None and self.shown in presets(self.library) and self.unsaved():
-            self.library.save_preset(self.shown, self.form.values())
+        self._keep_edits()
         self.shown = name
         self.form.set_values(presets(self.library).get(name, {}))
         self._sync_buttons()
+
+    def _keep_edits(self) -> None:
+        """Save the form into the preset it shows, when that preset still exists and the form differs."""
+        if self.shown in presets(self.library) and self.unsaved():
+            self.library.save_preset(self.shown, self.form.values())
 
     def unsaved(self) -> bool:
         return self.form.values() != {**BUILT_IN_PRESETS[DEFAULT_PRESET], **presets(self.library).get(self.shown, {})}
@@ -168,8 +172,7 @@ class PresetsDialog(QDialog):
 
     def done(self, result: int) -> None:
         """Closing keeps the edits of the preset shown, as switching to another one does."""
-        if self.shown in presets(self.library) and self.unsaved():
-            self.library.save_preset(self.shown, self.form.values())
+        self._keep_edits()
         super().done(result)
 
 
