@@ -9,7 +9,7 @@ from __future__ import annotations
 import contextlib
 import shutil
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from PySide6.QtCore import Qt, QTimer, QUrl, Signal
@@ -138,23 +138,23 @@ class LibraryPage(QWidget):
         item.setData(0, _KEY, key)
         section.addChild(item)
 
+    def _rows(self) -> Iterator[tuple[QTreeWidgetItem, tuple[str, str]]]:
+        """Each listed model's row and its (kind, key); the "None yet" line has no key and is left out."""
+        for index in range(self.tree.topLevelItemCount()):
+            section = self.tree.topLevelItem(index)
+            for row in (section.child(i) for i in range(section.childCount())):
+                if row.data(0, _KEY):
+                    yield row, row.data(0, _KEY)
+
     def items(self, kind: str) -> list[str]:
         """The keys (folder path or repo id) listed under one kind: installed, downloading, available."""
-        found = []
-        for index in range(self.tree.topLevelItemCount()):
-            section = self.tree.topLevelItem(index)
-            keys = [section.child(i).data(0, _KEY) for i in range(section.childCount())]
-            found += [key[1] for key in keys if key and key[0] == kind]  # the "None yet" line has no key
-        return found
+        return [key for _, (row_kind, key) in self._rows() if row_kind == kind]
 
     def select(self, key: str) -> None:
-        for index in range(self.tree.topLevelItemCount()):
-            section = self.tree.topLevelItem(index)
-            for i in range(section.childCount()):
-                if (section.child(i).data(0, _KEY) or ("", ""))[1] == key:
-                    self.tree.setCurrentItem(section.child(i))
-                    return
-        raise KeyError(key)
+        row = next((row for row, (_, listed) in self._rows() if listed == key), None)
+        if row is None:
+            raise KeyError(key)
+        self.tree.setCurrentItem(row)
 
     def selected(self) -> tuple[str, str] | None:
         item = self.tree.currentItem()
