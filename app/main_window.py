@@ -81,7 +81,6 @@ class MainWindow(QMainWindow):
         self.editing_id: int | None = None
         self.last_deleted: int | None = None
         self.model_loaded = False
-        self.loading_folder: Path | None = None
         self.last_good_folder: Path | None = None   # the model loaded last: offered again when another fails
         self.missing_folders_noted: set[Path] = set()
         self.model_info: dict | None = None
@@ -431,7 +430,8 @@ class MainWindow(QMainWindow):
     def refresh_models(self) -> None:
         """List the models on disk now; the picked one stays picked while it is listed, so Load loads it."""
         picked = self.model_picker.currentData()
-        self.models: list[ModelEntry] = discover(self.model_folders + remembered_folders())
+        added = remembered_folders()
+        self.models: list[ModelEntry] = discover(self.model_folders + added)
         self.model_picker.clear()
         for entry, label in zip(self.models, picker_labels(self.models)):
             self.model_picker.addItem(label, str(entry.path))
@@ -441,11 +441,11 @@ class MainWindow(QMainWindow):
         self.load_button.setEnabled(bool(self.models))
         if not self.models and not (self.model_loaded or self.loading_model):
             self.model_status.setText(NO_MODEL_YET)
-        self._note_missing_folders()
+        self._note_missing_folders(added)
 
-    def _note_missing_folders(self) -> None:
+    def _note_missing_folders(self, added: list[Path]) -> None:
         """Say once per session that an added folder is not there (an unplugged drive): its models are not listed."""
-        for folder in remembered_folders():
+        for folder in added:
             if not folder.is_dir() and folder not in self.missing_folders_noted:
                 self.missing_folders_noted.add(folder)
                 self.notice_bar.add(f"The folder {folder} is not there now (moved, or on a drive that is not "
@@ -526,8 +526,7 @@ class MainWindow(QMainWindow):
         entry = self.models[index]
         problem = folder_problem(entry.path)   # checked before the engine lets go of the model it has
         if problem:
-            kept = f" {self.model_info and Path(self.model_info['folder']).name} is still loaded." \
-                if self.model_loaded else ""
+            kept = f" {Path(self.model_info['folder']).name} is still loaded." if self.model_loaded else ""
             self.refresh_models()
             self.model_status.setText(f"Not loaded: {problem}.{kept}")
             return False
@@ -555,7 +554,6 @@ class MainWindow(QMainWindow):
     def _begin_load(self, folder: Path) -> None:
         self.loading_model = True
         self.media.controls.no_model()   # the engine lets go of the model it had
-        self.loading_folder = Path(folder)
         self.load_marker.begin(Path(folder))
         self._on_loading("Starting the engine…", 0.0)
 
@@ -611,7 +609,8 @@ class MainWindow(QMainWindow):
         self.model_loaded = False
         self.media.controls.no_model()
         previous = self.last_good_folder
-        if previous is not None and previous != self.loading_folder and self.select_model(previous):
+        failed = Path(self.host.folder) if self.host.folder else None
+        if previous is not None and previous != failed and self.select_model(previous):
             message += f" {previous.name}, loaded before, is selected again: press Load to go back to it."
         self._loading_done(f"Could not load the model: {message}")
         self.render_conversation(MessageState(None, "notice", "", error=f"Could not load the model: {message}"))
