@@ -184,10 +184,11 @@ def precision_gate(ours: Engine, theirs: Engine, folder: Path, prompt: list[int]
     _, our_tokens = time_stream(ours.stream, prompt, gate_tokens)
     _, their_tokens = time_stream(theirs.stream, prompt, gate_tokens)
     exact = ours_engine(folder, mx.float32)[0].forward(prompt)
-    mx.eval(exact)
-    own, mlx_lm = compare_logits(ours.forward(prompt), exact), compare_logits(theirs.forward(prompt), exact)
+    our_logits, their_logits = ours.forward(prompt), theirs.forward(prompt)
+    mx.eval(exact, our_logits, their_logits)
+    own, mlx_lm = compare_logits(our_logits, exact), compare_logits(their_logits, exact)
     passed = own["logits_rel_diff"] <= PRECISION_SLACK * mlx_lm["logits_rel_diff"] + logits_tol
-    between = compare_logits(ours.forward(prompt), theirs.forward(prompt))
+    between = compare_logits(our_logits, their_logits)
     return dict(gate_tokens=gate_tokens, logits_tol=logits_tol, gate_passed=passed, gate_kind="precision",
                 ours_tokens=our_tokens, mlx_lm_tokens=their_tokens, distinct_tokens=len(set(our_tokens)),
                 ours_vs_float32_rel_diff=own["logits_rel_diff"], mlx_lm_vs_float32_rel_diff=mlx_lm["logits_rel_diff"],
