@@ -89,31 +89,49 @@ class Attention(nn.Module):
 
         Called once the checkpoint's weights are in place: the separate projections are what it names.
         """
-        if self.owns_kv:
-            stack_in_place(self, [name for name in ("q_proj", "k_proj", "v_proj") if name in self], "qkv_proj")
+        if not self.owns_kv:
+            return
+        stack_in_place(self, [name for name in ("q_proj", "k_proj", "v_proj") if name in self], "qkv_proj")
+        if "qkv_proj" in self:
+            self.qkv_heads = self.heads + self.kv_heads * (2 if self.has_value_proj else 1)
+            self.qk_norm_weight = mx.concatenate([
+                mx.broadcast_to(self.q_norm.weight, (self.heads, self.head_dim)),
+                mx.broadcast_to(self.k_norm.weight, (self.kv_heads, self.head_dim)),
+            ])[:, None, :]
 
-    def _project(self, x: mx.array, last_query_only: bool) -> tuple[mx.array, mx.array | None, mx.array | None]:
-        """Queries, and for a layer that owns its K/V the raw keys and values, as [B, heads, T, head_dim].
+    def _queries_keys_values(self, x: mx.array, positions: ChunkPositions, asking: ChunkPositions,
+                             last_query_only: bool) -> tuple[mx.array, mx.array | None, mx.array | None]:
+        """Normed and rotated queries, and for a layer that owns its K/V normed and rotated keys and normed
+        values, as [B, heads, T, head_dim].
 
-        With the projections stacked, a single position takes one matmul, since there launches cost more
-        than the work. A chunk takes one matmul per projection on views of the stacked weight: on the
-        CPU a 128-token prefill of 26B-A4B was measured 20 % slower through the stacked output, and a
-        chunk's last layer projects one query only.
+        A chunk takes one matmul per projection on views of the stacked weight: on the CPU a 128-token
+        prefill of 26B-A4B was measured 20 % slower through the stacked output, and a chunk's last layer
+        projects one query only.
         """
         if "qkv_proj" in self and x.shape[1] == 1:
-            return self._project_one_position(x)
+            return self._one_position(x, asking)
         q_proj, k_proj, v_proj = self._projections()
         queries = self._split_heads(q_proj(x[:, -1:] if last_query_only else x), self.heads)
+        queries = asking.rotation(self.kind, self.rope)(rms_norm(queries, self.q_norm.weight, self.eps))
         if k_proj is None:
             return queries, None, None
         raw_k = self._split_heads(k_proj(x), self.kv_heads)
-        return queries, raw_k, raw_k if v_proj is None else self._split_heads(v_proj(x), self.kv_heads)
+        raw_v = raw_k if v_proj is None else self._split_heads(v_proj(x), self.kv_heads)
+        keys = positions.rotation(self.kind, self.rope)(rms_norm(raw_k, self.k_norm.weight, self.eps))
+        return queries, keys, rms_norm(raw_v, None, self.eps)
 
-    def _project_one_position(self, x: mx.array) -> tuple[mx.array, mx.array, mx.array]:
-        bounds = [self.heads, self.heads + self.kv_heads] if self.has_value_proj else [self.heads]
-        kv_heads = self.kv_heads * len(bounds)
-        queries, raw_k, *raw_v = mx.split(self._split_heads(self.qkv_proj(x), self.heads + kv_heads), bounds, axis=1)
-        return queries, raw_k, raw_v[0] if raw_v else raw_k
+    def _one_position(self, x: mx.array, positions: ChunkPositions) -> tuple[mx.array, mx.array, mx.array]:
+        """A single position through the stacked projection, where launches cost more than the work: one
+        matmul, one norm over every head, one multiply by the q and k norms' weights side by side, and
+        one rotation of queries and keys together (norms and rotation act on each head alone)."""
+        normed = rms_norm(self._split_heads(self.qkv_proj(x), self.qkv_heads), None, self.eps)
+        if self.has_value_proj:
+            query_key, values = mx.split(normed, [self.heads + self.kv_heads], axis=1)
+        else:  # V is K before its norm's weight and the rotation
+            query_key, values = normed, mx.split(normed, [self.heads], axis=1)[1]
+        weighted = query_key * self.qk_norm_weight.astype(normed.dtype)
+        queries, keys = mx.split(positions.rotation(self.kind, self.rope)(weighted), [self.heads], axis=1)
+        return queries, keys, values
 
     def _projections(self) -> tuple[nn.Module, nn.Module | None, nn.Module | None]:
         """The q, k and v projections (None where absent): the modules, or views of the stacked one."""
@@ -133,11 +151,8 @@ class Attention(nn.Module):
         only the last one a query.
         """
         asking = positions.last_only() if last_query_only else positions
-        queries, raw_k, raw_v = self._project(x, last_query_only)
-        queries = asking.rotation(self.kind, self.rope)(rms_norm(queries, self.q_norm.weight, self.eps))
+        queries, keys, values = self._queries_keys_values(x, positions, asking, last_query_only)
         if self.owns_kv:
-            keys = positions.rotation(self.kind, self.rope)(rms_norm(raw_k, self.k_norm.weight, self.eps))
-            values = rms_norm(raw_v, None, self.eps)
             keys, values, key_positions = cache.update(keys, values)
             shared = SharedKV(keys, values, key_positions)
         mask = asking.mask(self.kind, shared.positions)
