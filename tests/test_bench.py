@@ -9,7 +9,7 @@ import pytest
 from engine.bench import variants
 from engine.bench.__main__ import checkpoint_folder, cli, main
 from engine.bench.runner import Engine, Timing, _median, compare_logits, ours_engine, precision_gate
-from engine.bench.step_probe import StepProbe, count_primitives, fast_ops_as_kernels
+from engine.bench.step_probe import StepProbe, count_primitives, fast_ops_as_kernels, launches
 from engine.bench.writer import tensor_plan
 from engine.bench.variants import text_config
 from tests.conftest import MODELS
@@ -34,7 +34,10 @@ def test_one_cell_passes_the_gate_and_appends_a_json_line(tmp_path):
         assert sum(record[side]["top_ops"].values()) <= record[side]["ops_per_step"]
         # as a GPU records it: each norm, rope and attention one node instead of its CPU decomposition
         assert 6 * 5 <= record[side]["kernel_ops_per_step"] < record[side]["ops_per_step"]
-    assert set(record["ratio"]) == {*FIGURES, "ops_per_step", "kernel_ops_per_step"}
+        for counted in ("", "kernel_"):
+            assert 0 < record[side][counted + "launches_per_step"] < record[side][counted + "ops_per_step"]
+    assert set(record["ratio"]) == {*FIGURES, "ops_per_step", "kernel_ops_per_step", "launches_per_step",
+                                    "kernel_launches_per_step"}
     assert record["bound_tps"] * record["bytes_per_token"] == pytest.approx(record["bandwidth_gbps"] * 1e9)
     assert record["weight_bytes"] > 0 and record["layers"] == 6
     for side in ("ours", "mlx_lm"):
@@ -78,6 +81,14 @@ def test_probe_times_each_async_eval_and_restores_it():
     figures = probe.decode_figures()
     assert len(probe.dispatch_s) == len(probe.build_s) == 3
     assert figures["ops_per_step"] == sum(probe.ops[1].values()) and probe.ops[1]["Sin"] == 1
+
+
+def test_launches_leave_out_views():
+    x = mx.random.normal((2, 6))
+    mx.eval(x)
+    counts = count_primitives(mx.exp(x.T.reshape(3, 4)[1:]) + 1)
+    assert counts["Transpose"] == counts["Reshape"] == counts["Slice"] == 1
+    assert launches(counts) == counts["Exp"] + counts["Add"] == 2
 
 
 def test_logits_comparison_is_relative_to_the_reference_scale():

@@ -49,7 +49,8 @@ def _written_for(folder: Path, text: dict) -> bool:
 
 
 CELL_FIGURES = ("ttft_s", "prefill_tps", "decode_tps", "efficiency", "peak_memory_bytes", "graph_build_ms",
-                "dispatch_ms", "ops_per_step", "kernel_ops_per_step")
+                "dispatch_ms", "ops_per_step", "kernel_ops_per_step", "launches_per_step",
+                "kernel_launches_per_step")
 
 
 def _figure(values: dict | None, key: str) -> str:

@@ -23,7 +23,8 @@ from .step_probe import StepProbe, fast_ops_as_kernels
 TokenStream = Callable[[list[int], int], Iterator[int]]
 Forward = Callable[[list[int]], mx.array]
 TIMED = ("ttft_s", "prefill_tps", "decode_tps", "peak_memory_bytes", "graph_build_ms", "dispatch_ms")
-OP_COUNTS = ("ops_per_step", "kernel_ops_per_step")  # as recorded on this backend; as a GPU records them
+# As recorded on this backend, and as a GPU records them; all primitives, and those that are not views.
+OP_COUNTS = ("ops_per_step", "kernel_ops_per_step", "launches_per_step", "kernel_launches_per_step")
 
 
 @dataclass
@@ -76,7 +77,7 @@ def ops_per_step(stream: TokenStream, prompt: list[int], steps: int = 4, prefix:
     probe = StepProbe(count_ops=True)
     time_stream(stream, prompt, steps + 1, probe)
     figures = probe.decode_figures()
-    return {prefix + k: figures[k] for k in ("ops_per_step", "top_ops") if k in figures}
+    return {prefix + k: figures[k] for k in ("ops_per_step", "launches_per_step", "top_ops") if k in figures}
 
 
 def kernel_ops_per_step(folder: Path, dtype: mx.Dtype, prompt: list[int], ours_ops: dict,

@@ -12,7 +12,9 @@ wait for step n's token. So while a token stream runs, `mx.async_eval` is wrappe
   build time, plus dispatch only on skeleton models or GPU backends;
 * optionally the primitives in the graph handed over, counted from `mx.export_to_dot` (one rectangle per
   primitive; a multi-output primitive counts once, an `mx.compile`d group counts as one `Compiled…` node).
-  Arrays already evaluated, weights and cache contents, are leaves and are not counted.
+  Arrays already evaluated, weights and cache contents, are leaves and are not counted. Launches are
+  the primitives that are not views (`VIEWS`): each of those runs a kernel on a GPU, while a view of
+  contiguous data only makes a new array header.
 
 The first call of a stream carries the prompt's last chunk, so decode figures use calls 1 onwards.
 
@@ -42,6 +44,10 @@ import mlx.core as mx
 _PRIMITIVE = re.compile(r'\[label ="([^"]+)", shape=rectangle\]')
 # Ties a stand-in to inputs it ignores, so the graph keeps them; not a kernel, so not counted.
 _TIE = "Depends"
+# Primitives that only re-describe their input's memory (Reshape copies when the input is not contiguous,
+# which a decode step's single rows seldom are not).
+VIEWS = frozenset({"Reshape", "Slice", "Split", "Squeeze", "ExpandDims", "Transpose", "Broadcast", "AsStrided",
+                   "StopGradient"})
 
 
 def count_primitives(*outputs: mx.array) -> collections.Counter:
@@ -147,8 +153,14 @@ class StepProbe:
         if ops:
             totals = [sum(c.values()) for c in ops]
             figures["ops_per_step"] = int(statistics.median(totals))
+            figures["launches_per_step"] = int(statistics.median(launches(c) for c in ops))
             figures["top_ops"] = dict(ops[totals.index(figures["ops_per_step"])].most_common(8))
         return figures
+
+
+def launches(counts: collections.Counter) -> int:
+    """The counted primitives that are not views."""
+    return sum(n for name, n in counts.items() if name not in VIEWS)
 
 
 def _flatten(arrays) -> list[mx.array]:
