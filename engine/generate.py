@@ -14,7 +14,7 @@ import numpy as np
 
 from .errors import EngineError
 from .fused import on_main_thread
-from .media import budgeted_images, placeholder_runs
+from .media import budgeted_images, check_run_count, placeholder_runs
 from .prompt_cache import PromptCache
 from .sampling import SamplingOptions, make_token_sampler
 
@@ -78,6 +78,15 @@ class Prompt:
         for (start, length), frame in zip(frame_runs, self.frames):
             keys[start:start + length] = _content_key(_image_bytes(frame, self.frame_budget))
         return keys
+
+    def check_media(self, model) -> None:
+        """Refuse media the model has no tower for, or that does not match the placeholder runs one for one
+        (zipping runs with media further on would drop the extras silently)."""
+        for (kind, modality), runs, items in zip((("image", "image"), ("audio clip", "audio"), ("video frame", "video")),
+                                                  self.runs(model.config), (self.images, self.audio, self.frames)):
+            if items:
+                model.require(modality)
+            check_run_count(kind, runs, len(items))
 
     def tail(self, config, start: int) -> "Prompt":
         """The part from `start` on, with the media whose placeholders lie there."""
@@ -184,6 +193,7 @@ class Generator:
         """
         check_max_tokens(max_tokens)
         self.model.check_ids(prompt.ids)
+        prompt.check_media(self.model)
         self.stats = GenerationStats(prompt_tokens=int(prompt.ids.size))
         image_runs, audio_runs, frame_runs = prompt.runs(self.model.config)
         self.stats.image_tokens = sum(length for _, length in image_runs + frame_runs)

@@ -32,10 +32,14 @@ def placeholder_runs(ids: np.ndarray, token_id: int | None) -> list[tuple[int, i
     return [(int(start), int(end - start)) for start, end in zip(edges[::2], edges[1::2])]
 
 
+def check_run_count(kind: str, runs: list[tuple[int, int]], given: int) -> None:
+    """One placeholder run per media item of `kind`, no more and no fewer."""
+    if len(runs) != given:
+        raise EngineError(f"the prompt has {len(runs)} {kind} placeholder run(s) but {given} {kind}(s) were given")
+
+
 def _match_runs(kind: str, runs: list[tuple[int, int]], features: list[mx.array]) -> None:
-    if len(runs) != len(features):
-        raise EngineError(f"the prompt has {len(runs)} {kind} placeholder run(s) but {len(features)} {kind}(s) "
-                          "were given")
+    check_run_count(kind, runs, len(features))
     for number, ((_, length), rows) in enumerate(zip(runs, features), start=1):
         if length != rows.shape[0]:
             raise EngineError(f"{kind} {number} has {rows.shape[0]} soft tokens but its placeholder run in the "
@@ -60,7 +64,7 @@ def media_inputs(model, ids: np.ndarray, images=None, image_budget: int = 280, a
     audio_features = [model.embed_audio(wave, rate) for wave, rate in audio or []]
     frame_features = model.encode_images(frames, frame_budget) if frames else []
     _match_runs("image", image_runs, image_features)
-    _match_runs("audio", audio_runs, audio_features)
+    _match_runs("audio clip", audio_runs, audio_features)
     _match_runs("video frame", frame_runs, frame_features)
 
     pieces = sorted(zip(image_runs + audio_runs + frame_runs, image_features + audio_features + frame_features),

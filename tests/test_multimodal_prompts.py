@@ -1,5 +1,7 @@
 """Images and audio inside prompts: soft tokens scattered in order, counts checked, vision groups on 26B/31B."""
 
+import dataclasses
+
 import numpy as np
 import pytest
 import soundfile
@@ -69,6 +71,27 @@ def test_images_without_placeholders_are_refused():
     model = engine.load(MODELS / "tiny-e2b")
     with pytest.raises(engine.EngineError, match="0 image placeholder run.*1 image"):
         model.logits([2, 10, 11], images=[Image.new("RGB", (64, 64))], image_budget=BUDGET)
+
+
+def test_generation_refuses_media_without_a_placeholder_run_of_its_own():
+    reference = np.load(REFERENCE / "tiny-e2b.npz")
+    model = engine.load(MODELS / "tiny-e2b")
+    ids, images = reference["mm_input_ids"].tolist(), _images(reference)
+    cases = [(dict(images=images + images[:1], audio=_audio()), f"{len(images)} image placeholder run.*{len(images) + 1} image"),
+             (dict(images=images, audio=_audio() * 2), "1 audio clip placeholder run.*2 audio clip"),
+             (dict(images=images), "1 audio clip placeholder run.*0 audio clip")]
+    for media, message in cases:
+        with pytest.raises(engine.EngineError, match=message):
+            next(model.generate_ids(ids, max_tokens=2, image_budget=BUDGET, **media))
+
+
+def test_generation_refuses_media_the_model_has_no_tower_for():
+    model = engine.load(MODELS / "tiny-31b")
+    with pytest.raises(engine.EngineError, match="no audio tower"):
+        next(model.generate_ids([2, 10, 11], audio=_audio()))
+    model.info = dataclasses.replace(model.info, modalities=frozenset({"text"}))  # as a text-only checkpoint
+    with pytest.raises(engine.EngineError, match="no vision tower"):
+        next(model.generate_ids([2, 10, 11], images=[Image.new("RGB", (64, 64))]))
 
 
 def test_the_same_image_is_not_encoded_twice():
