@@ -132,7 +132,10 @@ def _model_rate_clips(audio) -> tuple[list, list[str]]:
     from .audio.waveform import to_model_rate
 
     clips, notices = [], []
-    for waveform, rate in audio:
+    for clip in audio:
+        if not isinstance(clip, (tuple, list)) or len(clip) != 2:
+            raise EngineError("each audio clip is a (waveform, sample_rate) pair")
+        waveform, rate = clip
         pieces, notice = split_clips(to_model_rate(np.asarray(waveform), rate))
         clips += [(piece, SAMPLE_RATE) for piece in pieces]
         if notice:
@@ -174,6 +177,7 @@ class ChatSession:
         self.messages: list[Message] = []
         self.generator = Generator(model, kv_bits=self.options.kv_bits)
         self._cancel = threading.Event()
+        self._current_turn: object | None = None
         self.last_stats = None
 
     # -- the conversation ------------------------------------------------------------------------
@@ -184,21 +188,22 @@ class ChatSession:
         `images`: PIL images, or (image, budget) pairs for images that need a budget of their own.
         `videos`: VideoFrames, lists of PIL frames, or paths of animated GIF / WebP / PNG files.
         """
-        if audio:
-            self.model.require("audio")
-        if images:
-            self.model.require("image")
-        if videos:
-            self.model.require("video")
-        clips, notices = _model_rate_clips(audio or [])
-        user = Message("user", text, list(images or []), clips, [_as_video(v) for v in videos or []])
+        user, notices = self._user_message(text, images, audio, videos)
         return self._turn([*self.messages, user], notices)
+
+    def _user_message(self, text: str, images, audio, videos) -> tuple[Message, list[str]]:
+        """A user message with its media checked against the model and in the form prompts take, and the
+        notices about cut recordings."""
+        for modality, given in (("image", images), ("audio", audio), ("video", videos)):
+            if given:
+                self.model.require(modality)
+        clips, notices = _model_rate_clips(audio or [])
+        return Message("user", text, list(images or []), clips, [_as_video(v) for v in videos or []]), notices
 
     def count_tokens(self, text: str, images=None, audio=None, videos=None) -> dict[str, int]:
         """What sending this message would put into the prompt, without sending it: the whole prompt's
         tokens and, among them, the image (video frames included) and audio soft tokens."""
-        clips, _ = _model_rate_clips(audio or [])
-        draft = Message("user", text, list(images or []), clips, [_as_video(v) for v in videos or []])
+        draft, _ = self._user_message(text, images, audio, videos)
         prompt, _ = self._prompt_for([*self.messages, draft])
         image_runs, audio_runs, frame_runs = prompt.runs(self.model.config)
         return {"total": int(prompt.ids.size),
@@ -217,14 +222,16 @@ class ChatSession:
             raise EngineError("there is nothing to regenerate yet")
         return self._turn(history)
 
-    def edit(self, index: int, text: str, images=None, audio=None) -> Iterator[ChatEvent]:
-        """Replace user message `index`, forget everything after it, and answer it."""
+    def edit(self, index: int, text: str, images=None, audio=None, videos=None) -> Iterator[ChatEvent]:
+        """Replace user message `index`, forget everything after it, and answer it. Media not given are
+        the message's own."""
         if not 0 <= index < len(self.messages) or self.messages[index].role != "user":
             raise EngineError(f"message {index} is not a user message of this chat")
         old = self.messages[index]
-        edited = Message("user", text, list(old.images if images is None else images),
-                         list(old.audio if audio is None else audio))
-        return self._turn([*self.messages[:index], edited])
+        edited, notices = self._user_message(text, old.images if images is None else images,
+                                             old.audio if audio is None else audio,
+                                             old.videos if videos is None else videos)
+        return self._turn([*self.messages[:index], edited], notices)
 
     def cancel(self) -> None:
         """Stop the running answer within one decode step; safe from any thread."""
@@ -311,26 +318,29 @@ class ChatSession:
         before = list(self.messages)
         self.messages[:] = history
         self._cancel.clear()
-        return self._answer(notices, before)
+        self._current_turn = turn = object()
+        return self._answer(notices, before, turn)
 
-    def _answer(self, notices: Sequence[str] = (), before: list[Message] | None = None) -> Iterator[ChatEvent]:
+    def _answer(self, notices: Sequence[str], before: list[Message], turn: object) -> Iterator[ChatEvent]:
         """Stream the answer to the conversation as it stands.
 
-        A turn that fails puts the history back to `before` (by default: as it stands), since keeping the
-        turn would make every later one rebuild it and fail the same way. A turn the user stops (cancel,
-        closing the iterator, Ctrl-C) keeps its partial answer.
+        A turn that fails puts the history back to `before`, since keeping the turn would make every later
+        one rebuild it and fail the same way. A turn the user stops (cancel, closing the iterator, Ctrl-C)
+        keeps its partial answer. A turn superseded by a later one, whose iterator ends late, touches
+        the history neither way: it is no longer this turn's.
         """
-        before = list(self.messages) if before is None else before
         stream = OutputStream(self.tokenizer, self.tokenizer.special_ids)
         try:
             for notice in notices:
                 yield ChatEvent("notice", notice)
             yield from self._generate(stream)
         except Exception:
-            self.messages[:] = before
+            if self._current_turn is turn:
+                self.messages[:] = before
             raise
         except BaseException:  # GeneratorExit or KeyboardInterrupt: stopped by the user
-            self._keep_answer(stream)
+            if self._current_turn is turn:
+                self._keep_answer(stream)
             raise
         self._keep_answer(stream)
         yield ChatEvent("done", stats=self.generator.stats)

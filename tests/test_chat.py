@@ -38,8 +38,7 @@ def test_turn_five_prefills_only_its_new_tokens_and_matches_a_fresh_session(e2b)
     assert len(prompt.ids) - stats.cached_tokens - len(e2b.tokenizer.encode(suffix)) <= 1
 
     fresh = e2b.chat(temperature=0.0, max_tokens=12)
-    fresh.messages = [m for m in session.messages[:-1]]
-    fresh_answer, fresh_stats = _run(fresh._answer())
+    fresh_answer, fresh_stats = _run(fresh._turn(list(session.messages[:-1])))
     assert fresh_stats.cached_tokens == 0
     assert fresh_stats.prompt_tokens == stats.prompt_tokens
     assert fresh_answer == answer
@@ -60,8 +59,7 @@ def test_edit_of_an_earlier_turn_does_not_reprefill_everything(e2b):
     _, stats = _run(session.edit(4, "A different third question"))
     assert stats.cached_tokens > 0
     fresh = e2b.chat(temperature=0.0, max_tokens=30)
-    fresh.messages = list(session.messages[:-1])
-    _, fresh_stats = _run(fresh._answer())
+    _, fresh_stats = _run(fresh._turn(list(session.messages[:-1])))
     assert fresh_stats.prompt_tokens == stats.prompt_tokens
 
 

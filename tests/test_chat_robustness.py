@@ -3,6 +3,7 @@
 import io
 import json
 
+import numpy as np
 import pytest
 from PIL import Image
 
@@ -72,8 +73,7 @@ def test_a_turn_whose_image_cannot_be_read_leaves_history_and_cache_consistent(e
     answer, stats = _run(session.send("Tell me about the sea"))
     assert stats.cached_tokens > 0
     fresh = e2b.chat(temperature=0.0, max_tokens=4)
-    fresh.messages = list(session.messages[:-1])
-    fresh_answer, _ = _run(fresh._answer())
+    fresh_answer, _ = _run(fresh._turn(list(session.messages[:-1])))
     assert fresh_answer == answer
 
 
@@ -201,3 +201,39 @@ def test_a_cancel_during_prefill_stops_after_the_current_chunk(e2b, monkeypatch)
     monkeypatch.setattr(cache, "append", append)
     _, stats = _run(session.send("Short now"))
     assert stats.stop_reason != "cancelled" and stats.cached_tokens > 0
+
+
+# -- media kept and checked the same way by every entry point ------------------------------------------------
+
+
+def test_an_edit_keeps_the_messages_videos_unless_given_new_ones(e2b):
+    frames = [Image.new("RGB", (64, 48), colour) for colour in ("red", "green", "blue")]
+    session = e2b.chat(temperature=0.0, max_tokens=3)
+    _, sent = _run(session.send("what happens in this clip?", videos=[frames]))
+    _, edited = _run(session.edit(0, "what happens in this clip? (reworded)"))
+    assert len(session.messages[0].videos) == 1 and edited.image_tokens == sent.image_tokens > 0
+    _, without = _run(session.edit(0, "and now?", videos=[]))
+    assert session.messages[0].videos == [] and without.image_tokens == 0
+
+
+def test_counting_tokens_refuses_media_the_model_cannot_take():
+    session = engine.load(MODELS / "tiny-31b").chat()
+    with pytest.raises(engine.EngineError, match="no audio tower"):
+        session.count_tokens("listen", audio=[(np.zeros(16000, np.float32), 16000)])
+
+
+@pytest.mark.parametrize("clip", [np.zeros(16000, np.float32), (np.zeros(16000, np.float32), 16000, "mono")])
+def test_an_audio_clip_that_is_not_a_waveform_and_rate_pair_is_refused(e2b, clip):
+    with pytest.raises(engine.EngineError, match=r"\(waveform, sample_rate\) pair"):
+        e2b.chat().send("listen", audio=[clip])
+
+
+def test_a_superseded_turns_iterator_never_changes_the_history(e2b):
+    session = e2b.chat(temperature=0.0, max_tokens=12)
+    abandoned = session.send("first question")
+    for _ in range(3):
+        next(abandoned)
+    _run(session.send("second question"))
+    history = list(session.messages)
+    abandoned.close()
+    assert session.messages == history and [m.role for m in history] == ["user", "user", "assistant"]
