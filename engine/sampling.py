@@ -25,19 +25,25 @@ class SamplingOptions:
     seed: int | None = None
 
     def validated(self) -> "SamplingOptions":
-        if _number("temperature", self.temperature) < 0:
+        """These options checked, with plain Python numbers (a NumPy scalar would reach MLX's compiled
+        samplers, which refuse it)."""
+        temperature, top_p, min_p = (_number(name, value) for name, value in
+                                     (("temperature", self.temperature), ("top-p", self.top_p), ("min-p", self.min_p)))
+        if temperature < 0:
             raise EngineError(f"temperature must be >= 0, got {self.temperature}")
-        if not 0 < _number("top-p", self.top_p) <= 1:
+        if not 0 < top_p <= 1:
             raise EngineError(f"top-p must be in (0, 1], got {self.top_p}")
-        if _whole("top-k", self.top_k) < 0:
+        if (top_k := _whole("top-k", self.top_k)) < 0:
             raise EngineError(f"top-k must be >= 0 (0 turns it off), got {self.top_k}")
-        if not 0 <= _number("min-p", self.min_p) < 1:
+        if not 0 <= min_p < 1:
             raise EngineError(f"min-p must be in [0, 1), got {self.min_p}")
-        if self.repetition_penalty is not None and _number("repetition penalty", self.repetition_penalty) <= 0:
+        penalty = None if self.repetition_penalty is None else _number("repetition penalty", self.repetition_penalty)
+        if penalty is not None and penalty <= 0:
             raise EngineError(f"repetition penalty must be > 0, got {self.repetition_penalty}")
-        if self.seed is not None and not 0 <= _whole("seed", self.seed) < 2**64:
+        seed = None if self.seed is None else _whole("seed", self.seed)
+        if seed is not None and not 0 <= seed < 2**64:
             raise EngineError(f"seed must be a whole number from 0 to 2**64 - 1, got {self.seed}")
-        return self
+        return SamplingOptions(temperature, top_p, top_k, min_p, penalty, seed)
 
     def with_overrides(self, **changes) -> "SamplingOptions":
         return replace(self, **{k: v for k, v in changes.items() if v is not None})
@@ -75,6 +81,11 @@ def generation_stop_ids(folder: Path) -> list[int]:
     return [i for i in ids if isinstance(i, int)]
 
 
+# The repetition penalty looks at this many latest tokens (prompt and answer), as llama.cpp and Ollama do by
+# default; penalising a whole long chat would push the model off every word it has used.
+REPETITION_WINDOW = 64
+
+
 class TokenSampler:
     """Turns the last position's logits into the next token, lazily (no host sync)."""
 
@@ -86,7 +97,8 @@ class TokenSampler:
         self._sample = make_sampler(temp=options.temperature, top_p=options.top_p if options.top_p < 1 else 0.0,
                                     min_p=options.min_p, top_k=top_k)
         penalty = options.repetition_penalty
-        self._processors = make_logits_processors(repetition_penalty=penalty) if penalty not in (None, 1.0) else []
+        self._processors = ([] if penalty in (None, 1.0) else
+                            make_logits_processors(repetition_penalty=penalty, repetition_context_size=REPETITION_WINDOW))
         self._history = mx.array([int(t) for t in history], dtype=mx.int32)
         if options.seed is not None:
             mx.random.seed(int(options.seed))
@@ -113,10 +125,10 @@ def _number(name: str, value) -> float:
     """`value` if it is a finite number; NaN fails every comparison, so range checks alone let it through."""
     if isinstance(value, bool) or not isinstance(value, Real) or not math.isfinite(value):
         raise EngineError(f"{name} must be a finite number, got {value!r}")
-    return value
+    return float(value)
 
 
 def _whole(name: str, value) -> int:
     if isinstance(value, bool) or not isinstance(value, Integral):
         raise EngineError(f"{name} must be a whole number, got {value!r}")
-    return value
+    return int(value)

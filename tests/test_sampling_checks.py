@@ -2,12 +2,14 @@
 
 import json
 
+import mlx.core as mx
+import numpy as np
 import pytest
 
 import engine
 from conftest import MODELS
 from engine.cli import main
-from engine.sampling import SamplingOptions, generation_defaults
+from engine.sampling import REPETITION_WINDOW, SamplingOptions, TokenSampler, generation_defaults
 
 NAN = float("nan")
 
@@ -29,6 +31,24 @@ def e2b():
 def test_options_that_cannot_work_are_refused(options, named):
     with pytest.raises(engine.EngineError, match=named):
         SamplingOptions(**options).validated()
+
+
+def test_numpy_numbers_sample_like_python_numbers(e2b):
+    def sample(**numbers):
+        return list(e2b.generate_ids([2, 3, 4], max_tokens=5, seed=5, **numbers))
+
+    assert sample(temperature=np.float32(0.7), top_p=np.float32(0.9), min_p=np.float32(0.05), top_k=np.int64(20)) \
+        == sample(temperature=0.7, top_p=float(np.float32(0.9)), min_p=float(np.float32(0.05)), top_k=20)
+
+
+def test_the_repetition_penalty_looks_at_the_latest_window_of_tokens():
+    repeated, old = 7, 9
+    history = [old] + [repeated] * (REPETITION_WINDOW - 1)
+    sampler = TokenSampler(SamplingOptions(temperature=0.0, repetition_penalty=1e6), history)
+    logits = mx.zeros((1, 16)).at[:, [repeated, old]].add(mx.array([[1.0, 0.5]]))
+    assert sampler(logits).item() == repeated, "both penalised: the larger one still leads"
+    sampler.observe(mx.array([repeated]))  # the old token falls out of the window and keeps its lead over 0
+    assert sampler(logits).item() == old
 
 
 def test_a_seed_is_a_64_bit_unsigned_number(e2b):
