@@ -258,8 +258,16 @@ def _full_layer_override(raw: dict, layer_types: list[str], key: str) -> Any:
     return None
 
 
+def _check_activation(raw: dict, key: str, built: str, where: str) -> None:
+    """The towers compute one activation; a config naming another describes a model they are not."""
+    named = raw.get(key, built)
+    if named != built:
+        raise EngineError(f"config.json: {where}.{key} = {named!r} is not supported (Gemma 4 uses {built!r})")
+
+
 def parse_text_config(raw: dict) -> TextConfig:
     where = "text_config"
+    _check_activation(raw, "hidden_activation", "gelu_pytorch_tanh", where)
     layers = _int(raw, "num_hidden_layers", where=where, maximum=_MAX_LAYERS)
     layer_types = raw.get("layer_types")
     if layer_types is None:
@@ -340,6 +348,7 @@ def _check_text_geometry(c: TextConfig) -> None:
 
 def parse_vision_config(raw: dict) -> VisionConfig:
     where = "vision_config"
+    _check_activation(raw, "hidden_activation", "gelu_pytorch_tanh", where)
     heads = _int(raw, "num_attention_heads", where=where)
     hidden = _int(raw, "hidden_size", where=where)
     return VisionConfig(
@@ -363,6 +372,7 @@ def parse_vision_config(raw: dict) -> VisionConfig:
 
 def parse_audio_config(raw: dict) -> AudioConfig:
     where = "audio_config"
+    _check_activation(raw, "hidden_act", "silu", where)
     channels = raw.get("subsampling_conv_channels", [128, 32])
     if not (isinstance(channels, list) and len(channels) == 2 and all(isinstance(c, int) and c > 0 for c in channels)):
         raise EngineError(f"config.json: {where}.subsampling_conv_channels must be two positive integers")

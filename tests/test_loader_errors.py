@@ -101,6 +101,20 @@ def test_config_with_negative_or_absurd_sizes(model_copy, field, value, message)
         engine.load(folder)
 
 
+@pytest.mark.parametrize("section,field,value", [
+    ("text_config", "hidden_activation", "silu"),
+    ("vision_config", "hidden_activation", "relu"),
+    ("audio_config", "hidden_act", "gelu"),
+])
+def test_an_activation_the_towers_do_not_compute_is_refused(model_copy, section, field, value):
+    folder = model_copy("tiny-e2b")
+    config = json.loads((folder / "config.json").read_text())
+    config[section][field] = value
+    (folder / "config.json").write_text(json.dumps(config))
+    with pytest.raises(engine.EngineError, match=f"{section}.{field} = '{value}' is not supported"):
+        engine.load(folder)
+
+
 def test_unknown_model_type(model_copy):
     folder = model_copy("tiny-e2b")
     config = json.loads((folder / "config.json").read_text())
