@@ -107,8 +107,8 @@ class Model:
         """MLX runs a thread's work on that thread's streams, and the lazily loaded weights belong to the
         loading thread: a model must be loaded and used on one thread (the app's engine thread)."""
         if threading.get_ident() != self._thread:
-            raise EngineError("this model can only be used on the thread that loaded it; "
-                              "load and run it on one worker thread")
+            raise EngineError("this model can only be used on the thread that loaded it; load and run it on "
+                              "one thread, and call engine.finish_thread() last on it if it is a worker thread")
 
     # -- media -----------------------------------------------------------------------------------
 

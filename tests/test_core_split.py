@@ -61,6 +61,7 @@ def test_a_split_model_loaded_and_run_on_a_worker_thread_gives_the_main_threads_
 
     def work():
         seen["tokens"] = list(_split_model("tiny-26b-q4").generate_ids(ids, max_tokens=6))
+        engine.finish_thread()
 
     worker = threading.Thread(target=work)
     worker.start()

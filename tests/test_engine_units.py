@@ -158,11 +158,39 @@ def test_worker_threads_take_the_uncompiled_path_with_identical_results():
 
     def work():
         results["worker"] = np.array(engine.load(MODELS / "tiny-e2b").logits(ids))
+        engine.finish_thread()
 
     worker = threading.Thread(target=work)
     worker.start()
     worker.join()
     np.testing.assert_allclose(results["worker"], on_main, rtol=0, atol=1e-5 * np.abs(on_main).max())
+
+
+_CHAT_ON_A_WORKER = """
+import sys, threading
+import engine
+
+def chat():
+    model = engine.load(sys.argv[1])
+    list(model.chat(temperature=0.0, max_tokens=4).send("hi"))
+    engine.finish_thread()
+
+worker = threading.Thread(target=chat)
+worker.start()
+worker.join()
+"""
+
+
+def test_a_process_that_chatted_on_a_worker_thread_exits_cleanly():
+    # Without finish_thread, MLX tears the worker's streams down during exit and the process aborts
+    # ("terminate called without an active exception") in some runs; each run here is one chance of that.
+    import subprocess
+    import sys
+
+    for _ in range(3):
+        done = subprocess.run([sys.executable, "-c", _CHAT_ON_A_WORKER, str(MODELS / "tiny-e2b")],
+                              capture_output=True, text=True, timeout=120)
+        assert done.returncode == 0, done.stderr[-2000:]
 
 
 def test_load_and_warm_up_report_progress_and_warm_up_can_be_cancelled():

@@ -78,10 +78,14 @@ class ConvertJob(Job):
         self._cancel = threading.Event()
 
     def work(self) -> Path:
+        from engine import finish_thread
         from engine.convert import convert
 
-        return convert(self.source, self.out, self.bits, self.group_size, progress=self._report,
-                       cancel=self._cancel).folder
+        try:
+            return convert(self.source, self.out, self.bits, self.group_size, progress=self._report,
+                           cancel=self._cancel).folder
+        finally:
+            finish_thread()  # or quitting the app after a conversion may end in a crash report
 
     def cancel(self) -> None:
         self._cancel.set()
