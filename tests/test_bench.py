@@ -31,7 +31,7 @@ def test_one_cell_passes_the_gate_and_appends_a_json_line(tmp_path):
         assert all(record[side][key] > 0 for key in FIGURES)
         assert record[side]["prompt_tokens"] == 40
         assert record[side]["ops_per_step"] >= 6 * 10, "every layer adds primitives to a decode step"
-        assert sum(record[side]["top_ops"].values()) <= record[side]["ops_per_step"]
+        assert sum(record[side]["ops_by_kind"].values()) == record[side]["ops_per_step"]
         # as a GPU records it: each norm, rope and attention one node instead of its CPU decomposition
         assert 6 * 5 <= record[side]["kernel_ops_per_step"] < record[side]["ops_per_step"]
         for counted in ("", "kernel_"):
@@ -173,3 +173,16 @@ def test_the_precision_gate_refuses_logits_further_from_float32_than_mlx_lm():
     assert not precision_gate(far, near, folder, prompt, 2, 1e-3)["gate_passed"]
     passed = precision_gate(near, far, folder, prompt, 2, 1e-3)
     assert passed["gate_passed"] and passed["ours_vs_float32_rel_diff"] < passed["mlx_lm_vs_float32_rel_diff"]
+
+
+def test_dispatch_costs_time_every_kind_and_append_a_record(tmp_path, monkeypatch):
+    from engine.bench import dispatch_costs
+
+    monkeypatch.setattr(dispatch_costs, "_WIDTH", 256)  # the CPU runs the work: small shapes keep it quick
+    monkeypatch.setattr(dispatch_costs, "_CONTEXT", 32)
+    results = tmp_path / "costs.jsonl"
+    [record] = main(["--dispatch-costs", "--json", str(results)])
+    costs = record["dispatch_costs_us"]
+    assert {"QuantizedMatmul", "RMSNorm", "RoPE", "DynamicSliceUpdate", "Compiled GeGLU"} <= set(costs)
+    assert all(cost > 0 for cost in costs.values())
+    assert json.loads(results.read_text()) == json.loads(json.dumps(record))

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import mlx.core as mx
 
+from .dispatch_costs import dispatch_costs
 from .long_chat import long_chat
 from .runner import PRECISION_SLACK, run_cell, shard_digests
 from .variants import media_config, text_config
@@ -144,6 +145,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--turn-words", type=int, default=10,
                     help="words per user turn in --long-chat")
     ap.add_argument("--answer-tokens", type=int, default=8, help="longest model answer in --long-chat")
+    ap.add_argument("--dispatch-costs", action="store_true",
+                    help="host microseconds to dispatch one primitive of each kind (meaningful on a GPU)")
     return ap.parse_args(argv)
 
 
@@ -155,6 +158,12 @@ def _append(path: Path | None, record: dict) -> None:
 
 def main(argv: list[str] | None = None) -> list[dict]:
     args = parse_args(argv)
+    if args.dispatch_costs:
+        record = {"dispatch_costs_us": dispatch_costs(), "device": str(mx.default_device()), "mlx": mx.__version__}
+        for kind, cost in record["dispatch_costs_us"].items():
+            print(f"{kind:<28}{cost:>10.2f} us")
+        _append(args.json, record)
+        return [record]
     if args.long_chat:
         record = long_chat(TINY_CHAT_FIXTURE, args.long_chat, max_tokens=args.answer_tokens,
                            words_per_turn=args.turn_words)

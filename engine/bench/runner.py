@@ -77,7 +77,7 @@ def ops_per_step(stream: TokenStream, prompt: list[int], steps: int = 4, prefix:
     probe = StepProbe(count_ops=True)
     time_stream(stream, prompt, steps + 1, probe)
     figures = probe.decode_figures()
-    return {prefix + k: figures[k] for k in ("ops_per_step", "launches_per_step", "top_ops") if k in figures}
+    return {prefix + k: figures[k] for k in ("ops_per_step", "launches_per_step", "ops_by_kind") if k in figures}
 
 
 def kernel_ops_per_step(folder: Path, dtype: mx.Dtype, prompt: list[int], ours_ops: dict,

@@ -154,7 +154,7 @@ class StepProbe:
             totals = [sum(c.values()) for c in ops]
             figures["ops_per_step"] = int(statistics.median(totals))
             figures["launches_per_step"] = int(statistics.median(launches(c) for c in ops))
-            figures["top_ops"] = dict(ops[totals.index(figures["ops_per_step"])].most_common(8))
+            figures["ops_by_kind"] = dict(ops[totals.index(figures["ops_per_step"])].most_common())
         return figures
 
 
