@@ -60,9 +60,9 @@ class FullCache:
         new_keys, new_values = _planes(keys, self.bits, self.group_size), _planes(values, self.bits, self.group_size)
         if self.key_planes is None:
             self.key_planes, self.value_planes = _empty_like(new_keys), _empty_like(new_values)
-        at = mx.array([start])
-        self.key_planes = _write(_reserved(self.key_planes, start + count), new_keys, at)
-        self.value_planes = _write(_reserved(self.value_planes, start + count), new_values, at)
+        slots = mx.array(np.arange(start, start + count, dtype=np.int32))
+        self.key_planes = _write(_reserved(self.key_planes, start + count), new_keys, slots)
+        self.value_planes = _write(_reserved(self.value_planes, start + count), new_values, slots)
         self.length = start + count
         # A single new query is the newest position: it sees every key, so no positions are needed.
         positions = None if count == 1 else mx.arange(self.length, dtype=mx.int32)
@@ -135,8 +135,19 @@ def _reserved(planes: list[mx.array], needed: int, limit: int | None = None) -> 
                            axis=2) for plane in planes]
 
 
-def _write(planes: list[mx.array], new: list[mx.array], start: mx.array) -> list[mx.array]:
-    return [mx.slice_update(plane, x, start, axes=(2,)) for plane, x in zip(planes, new)]
+def _put_rows(plane: mx.array, rows: mx.array, slots: mx.array) -> mx.array:
+    """`plane` with the positions `slots` (int32, one per row of `rows` along axis 2) replaced by `rows`.
+
+    Every cache write is a scatter. A slice update at an offset held in an array costs a GPU two kernels
+    (one computes the offset), and on Metal, before MLX's fix for it (ml-explore/mlx#4099), that offset
+    kernel could read a donated index before its producer finished and write the rows at a stale
+    position.
+    """
+    return mx.put_along_axis(plane, mx.broadcast_to(slots.reshape(1, 1, -1, 1), rows.shape), rows, axis=2)
+
+
+def _write(planes: list[mx.array], new: list[mx.array], slots: mx.array) -> list[mx.array]:
+    return [_put_rows(plane, rows, slots) for plane, rows in zip(planes, new)]
 
 
 class StepSlots(NamedTuple):
@@ -234,9 +245,8 @@ class SlidingCache:
 
     def _write_one(self, keys: mx.array, values: mx.array) -> tuple[mx.array, mx.array, mx.array | None]:
         self._grown_to(self.length + 1)
-        slot = mx.array([self.length % self.window])
-        self.keys = mx.slice_update(self.keys, keys, slot, axes=(2,))
-        self.values = mx.slice_update(self.values, values, slot, axes=(2,))
+        slot = mx.array([self.length % self.window], dtype=mx.int32)
+        self.keys, self.values = _put_rows(self.keys, keys, slot), _put_rows(self.values, values, slot)
         self.length += 1
         full = self.length >= self.window  # every slot then holds one of the last `window` positions
         return self.keys, self.values, None if full else mx.array(self.slot_positions())
@@ -310,8 +320,7 @@ class TracedSlidingCache:
         self.position, self.slot, self.window, self.full = position, slot, window, full
 
     def update(self, keys: mx.array, values: mx.array) -> tuple[mx.array, mx.array, mx.array | None]:
-        self.keys = mx.slice_update(self.keys, keys, self.slot, axes=(2,))
-        self.values = mx.slice_update(self.values, values, self.slot, axes=(2,))
+        self.keys, self.values = _put_rows(self.keys, keys, self.slot), _put_rows(self.values, values, self.slot)
         if self.full:  # as in SlidingCache: a full ring holds exactly the keys the new query sees
             return self.keys, self.values, None
         return self.keys, self.values, ring_positions(self.position + 1, self.window, self.keys.shape[2], mx)

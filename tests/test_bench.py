@@ -183,6 +183,6 @@ def test_dispatch_costs_time_every_kind_and_append_a_record(tmp_path, monkeypatc
     results = tmp_path / "costs.jsonl"
     [record] = main(["--dispatch-costs", "--json", str(results)])
     costs = record["dispatch_costs_us"]
-    assert {"QuantizedMatmul", "RMSNorm", "RoPE", "DynamicSliceUpdate", "Compiled GeGLU"} <= set(costs)
+    assert {"QuantizedMatmul", "RMSNorm", "RoPE", "ScatterAxis", "Compiled GeGLU"} <= set(costs)
     assert all(cost > 0 for cost in costs.values())
     assert json.loads(results.read_text()) == json.loads(json.dumps(record))

@@ -44,6 +44,8 @@ def _kinds() -> dict[str, Callable[[mx.array], mx.array]]:
         "Add": lambda row: row + norm,
         "Compiled GeGLU": lambda row: gelu_gate(row, norm),
         "DynamicSliceUpdate": lambda row: mx.slice_update(keys, heads(row), slot, axes=(2,)),
+        "ScatterAxis": lambda row: mx.put_along_axis(
+            keys, mx.broadcast_to(slot.reshape(1, 1, 1, 1), (1, _HEADS, 1, head_dim)), heads(row), axis=2),
         "Reshape (a view)": lambda row: heads(row),
     }
 
