@@ -46,6 +46,7 @@ class PendingTurn:
     dirty: bool = False          # not yet rendered
     unsaved: bool = False        # not yet written to the library
     message_id: int | None = None   # the stored (partial) answer, once written
+    save_failed: bool = False       # the user has been told that writing it failed
 
     def add(self, kind: str, text: str) -> None:
         if kind == "thinking":
@@ -76,6 +77,7 @@ class MainWindow(QMainWindow):
         self.model_folders = list(model_folders or [])
         self.conversation: Conversation | None = None
         self.pending: PendingTurn | None = None
+        self.draft_before_edit = ""   # the box's text when editing a message began, given back after
         self.dictation: Dictation | None = None
         self.streaming_bubble: MessageWidget | None = None
         self.editing_id: int | None = None
@@ -653,9 +655,9 @@ class MainWindow(QMainWindow):
         self.input.setFocus()
 
     def open_conversation(self, conversation_id: int) -> None:
+        self._leave_editing()
         self.conversation = Conversation(self.library, conversation_id)
         self._sync_chat_controls()
-        self._set_editing(None)
         self.render_conversation()
 
     def open_search_hit(self, conversation_id: int, message_id: int) -> None:
@@ -674,11 +676,13 @@ class MainWindow(QMainWindow):
         self.refresh_sidebar()
 
     def delete_conversation(self, conversation_id: int) -> None:
+        if self.pending is not None and self.pending.conversation_id == conversation_id:
+            self.stop()   # what it wrote so far is stored with the chat, which Undo brings back
         self.library.delete(conversation_id)
         self.last_deleted = conversation_id
         if self.conversation and self.conversation.id == conversation_id:
             self.conversation = None
-            self.view.show_messages([])
+            self.render_conversation()   # drops the streaming bubble too
         self.sidebar.undo_button.setVisible(True)
         self.refresh_sidebar()
 
@@ -790,7 +794,10 @@ class MainWindow(QMainWindow):
         """Send `text` with the attached media as a new turn, or as the edit of the message being edited
         (which keeps that message's media and adds what is attached now). Until it is stored, the text
         stays in the box and the media in the tray."""
-        if self.pending is not None or not (text or self.media.attachments.items):
+        if not (text or self.media.attachments.items):
+            return
+        if self.pending is not None:
+            self.notice_bar.add(self._busy_reason())
             return
         if not self.model_loaded:
             self.notice_bar.add(self._not_ready_reason())
@@ -807,13 +814,17 @@ class MainWindow(QMainWindow):
             self.new_chat()
         try:
             user_id = self._store_user_message(text)
+        except sqlite3.Error as exc:   # a full disk, or a history another program holds
+            self.notice_bar.add(f"Not sent: the chat history could not be written ({exc}). Free some disk "
+                                "space and send again; your message stays in the box.")
+            return
         except OSError as exc:   # an attached file moved or deleted since, or a full disk
             self.notice_bar.add(f"Not sent: {exc.strerror or exc}: {exc.filename}. "
                                 "Remove that attachment and attach it again.")
             return
         self.media.attachments.clear()
-        self._set_editing(None)
         self.input.clear()
+        self._leave_editing()
         self.notice_bar.dismiss()
         self.refresh_sidebar()
         self._start_turn(user_id)
@@ -827,6 +838,13 @@ class MainWindow(QMainWindow):
             self.statusBar().showMessage(text)
         elif self.statusBar().currentMessage().startswith("Reading "):
             self.statusBar().clearMessage()
+
+    def _busy_reason(self) -> str:
+        streaming = self.pending.conversation_id
+        where = "this chat" if self.conversation and self.conversation.id == streaming else \
+            f"“{self.library.conversation(streaming).title or 'another chat'}”"
+        return (f"Gemma is still writing a reply in {where}. Wait for it, or press Stop (Esc), then send; "
+                "your message stays in the box.")
 
     def _not_ready_reason(self) -> str:
         if self.loading_model:
@@ -842,14 +860,23 @@ class MainWindow(QMainWindow):
         return self.conversation.add_user_message(text, attachments)
 
     def begin_edit(self, message_id: int) -> None:
-        """Put a user message back in the input box; sending it makes a new branch."""
+        """Put a user message back in the input box; sending it makes a new branch. The draft the box
+        held comes back when editing ends."""
+        if self.editing_id is None:
+            self.draft_before_edit = self.input.toPlainText()
         self._set_editing(message_id)
         self.input.setPlainText(self.conversation.tree.by_id[message_id].content)
         self.input.setFocus()
 
     def cancel_edit(self) -> None:
+        self._leave_editing()
+
+    def _leave_editing(self) -> None:
+        """Stop editing a message; the box gets back the draft it held before."""
+        if self.editing_id is not None:
+            self.input.setPlainText(self.draft_before_edit)
+            self.draft_before_edit = ""
         self._set_editing(None)
-        self.input.clear()
 
     def escape(self) -> None:
         """Esc closes the find bar when typing in it, else throws away a recording, else stops the reply
@@ -913,14 +940,26 @@ class MainWindow(QMainWindow):
         if self.pending is not None and self.pending.unsaved:
             self._store_answer(self.pending, {"stop_reason": INTERRUPTED})
 
-    def _store_answer(self, pending: PendingTurn, stats: dict) -> None:
-        """The answer as it stands: a new message the first time, an update of that message after."""
+    def _store_answer(self, pending: PendingTurn, stats: dict) -> bool:
+        """The answer as it stands: a new message the first time, an update of that message after.
+
+        False when the history cannot be written (a full disk): the user hears of it once per reply,
+        and the next save tries again.
+        """
+        try:
+            if pending.message_id is None:
+                pending.message_id = Conversation(self.library, pending.conversation_id).add_answer(
+                    pending.user_id, pending.text, pending.thinking, stats)
+            else:
+                self.library.update_message(pending.message_id, pending.text, pending.thinking, stats)
+        except sqlite3.Error as exc:
+            if not pending.save_failed:
+                pending.save_failed = True
+                self.notice_bar.add(f"The reply could not be saved ({exc}). It stays on screen; free some "
+                                    "disk space, then regenerate it or copy it before you leave this chat.")
+            return False
         pending.unsaved = False
-        if pending.message_id is None:
-            pending.message_id = Conversation(self.library, pending.conversation_id).add_answer(
-                pending.user_id, pending.text, pending.thinking, stats)
-        else:
-            self.library.update_message(pending.message_id, pending.text, pending.thinking, stats)
+        return True
 
     def _on_event(self, turn_id: int, kind: str, text: str) -> None:
         if self.pending is not None and self.pending.turn_id == turn_id:
@@ -964,11 +1003,11 @@ class MainWindow(QMainWindow):
         if self._finish_dictation(turn_id, None) or self.pending is None or self.pending.turn_id != turn_id:
             return
         pending, self.pending = self.pending, None
-        self._store_answer(pending, stats)
         self._set_busy(False)
+        stored = self._store_answer(pending, stats)
+        self.refresh_sidebar()   # the chat was just updated: it moves up the list
         if self.conversation and self.conversation.id == pending.conversation_id:
-            self.conversation.reload()
-            self.render_conversation()
+            self._show_answer(pending, stored)
         self.announce(f"Gemma finished replying: {len(pending.text.split())} words.")
 
     def _on_failed(self, turn_id: int, message: str) -> None:
@@ -982,11 +1021,16 @@ class MainWindow(QMainWindow):
                                                   error=f"{message} (Regenerate Answer, {keys}, tries again; "
                                                         "Edit changes the question)"))
         else:
-            self._store_answer(pending, {"stop_reason": "failed", "error": message})
-            if self.conversation is not None:
-                self.conversation.reload()
-            self.render_conversation()
+            self._show_answer(pending, self._store_answer(pending, {"stop_reason": "failed", "error": message}))
         self.statusBar().showMessage(f"Error: {message}", 10000)
+
+    def _show_answer(self, pending: PendingTurn, stored: bool) -> None:
+        """The finished answer as stored or, in its chat when storing failed, as it streamed, marked unsaved."""
+        if stored and self.conversation is not None:
+            self.conversation.reload()
+        here = self.conversation is not None and self.conversation.id == pending.conversation_id
+        self.render_conversation(None if stored or not here else MessageState(
+            None, "assistant", pending.text, pending.thinking, error="Not saved: the chat history could not be written."))
 
     # -- window state ------------------------------------------------------------------------------
 
