@@ -62,12 +62,12 @@ def main(argv: list[str] | None = None) -> int:
 
         return engine_main()
     args = parse_args(argv)
-    from PySide6.QtWidgets import QApplication
+    from PySide6.QtWidgets import QApplication, QMessageBox
 
     from .appearance import follow_system_appearance
     from .main_window import MainWindow
     from .single_instance import SingleInstance
-    from .storage import Library, data_dir
+    from .storage import Library, LibraryUnavailable, data_dir
 
     app = QApplication(sys.argv[:1])
     app.setOrganizationName("Lantern")
@@ -77,7 +77,14 @@ def main(argv: list[str] | None = None) -> int:
         print("Lantern is already running: its window was brought forward.")
         return 0
     follow_system_appearance(app)
-    library, notice = Library.open_checked()
+    try:
+        library, notice = Library.open_checked()
+    except LibraryUnavailable as error:   # nothing is damaged: say why and leave the file as it is
+        print(error, file=sys.stderr)
+        if not args.self_test:   # a self-test has nobody to click the dialog away
+            QMessageBox.critical(None, "Lantern", str(error))
+        instance.release()
+        return 1
     # A short reply is enough to prove the whole path works.
     options = {"max_tokens": 64} if args.self_test else None
     window = MainWindow(library, model_folders=[args.model.resolve().parent] if args.model else [],

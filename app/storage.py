@@ -9,9 +9,11 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import shutil
 import sqlite3
 import time
+import unicodedata
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,6 +22,13 @@ from typing import Iterator
 DATA_DIR_ENV = "LANTERN_DATA_DIR"
 DATABASE_NAME = "history.sqlite3"
 ATTACHMENTS_DIR = "attachments"
+# Han, kana, Thai, Lao, Myanmar and Khmer: scripts written without spaces between words.
+UNSPACED_SCRIPT = re.compile(r"[\u0e00-\u0eff\u1000-\u109f\u1780-\u17ff\u3040-\u30ff\u31f0-\u31ff\u3400-\u4dbf"
+                             r"\u4e00-\u9fff\uf900-\ufaff\uff66-\uff9f\U00020000-\U0003134f]")
+QUOTES = "\"'“”‘’«»"   # around a search word, they mean no more than the word
+EXCERPT_CHARS = 20   # of a snippet, either side of the match
+# How long opening waits for another program to finish with the file before reporting it in use.
+BUSY_TIMEOUT_S = 5.0
 
 # Each entry upgrades the schema by one version; entries are never edited once released.
 MIGRATIONS: tuple[str, ...] = (
@@ -79,6 +88,21 @@ MIGRATIONS: tuple[str, ...] = (
     """
     CREATE INDEX messages_by_parent ON messages(parent_id);
     """,
+    # Chat titles in a search index of their own, tokenized like the messages, so search finds a chat by its name.
+    """
+    CREATE VIRTUAL TABLE conversations_fts USING fts5(title, content='conversations', content_rowid='id');
+    CREATE TRIGGER conversations_fts_insert AFTER INSERT ON conversations BEGIN
+        INSERT INTO conversations_fts(rowid, title) VALUES (new.id, new.title);
+    END;
+    CREATE TRIGGER conversations_fts_delete AFTER DELETE ON conversations BEGIN
+        INSERT INTO conversations_fts(conversations_fts, rowid, title) VALUES ('delete', old.id, old.title);
+    END;
+    CREATE TRIGGER conversations_fts_update AFTER UPDATE OF title ON conversations BEGIN
+        INSERT INTO conversations_fts(conversations_fts, rowid, title) VALUES ('delete', old.id, old.title);
+        INSERT INTO conversations_fts(rowid, title) VALUES (new.id, new.title);
+    END;
+    INSERT INTO conversations_fts(conversations_fts) VALUES ('rebuild');
+    """,
 )
 
 
@@ -90,6 +114,31 @@ def data_dir() -> Path:
     from PySide6.QtCore import QStandardPaths
 
     return Path(QStandardPaths.writableLocation(QStandardPaths.StandardLocation.AppDataLocation))
+
+
+class LibraryUnavailable(Exception):
+    """The history file cannot be used now, for a reason that says nothing about damage: it is left as it
+    is, and the message says why in plain words, for the user."""
+
+    def __init__(self, path: Path, message: str):
+        super().__init__(message)
+        self.path = path
+
+
+class LibraryLocked(LibraryUnavailable):
+    """Another program holds the history file locked."""
+
+    def __init__(self, path: Path):
+        super().__init__(path, f"The chat history could not be opened: another program is using {path}. Close "
+                               "that program (a backup, sync or database tool) and start Lantern again.")
+
+
+class LibraryReadOnly(LibraryUnavailable):
+    """The history's folder or file cannot be written (a read-only volume, changed permissions)."""
+
+    def __init__(self, path: Path):
+        super().__init__(path, f"The chat history could not be opened: {path.parent} cannot be written to. "
+                               "Check the disk and the folder's permissions, then start Lantern again.")
 
 
 @dataclass(frozen=True)
@@ -127,9 +176,19 @@ class Attachment:
 @dataclass(frozen=True)
 class SearchHit:
     conversation_id: int
-    message_id: int
+    message_id: int | None   # None: the chat's title matched, not one of its messages
     title: str
     snippet: str
+
+
+@dataclass(frozen=True)
+class _SearchTerms:
+    """The words of a search, by how they are found (see `_search_terms`); each must be in a hit."""
+    words: tuple[str, ...]     # through the full-text index, as the start of a word, in any case and accents
+    literal: tuple[str, ...]   # as typed, anywhere in the text (ASCII letters in any case)
+
+    def __bool__(self) -> bool:
+        return bool(self.words or self.literal)
 
 
 def _conversation(row: sqlite3.Row) -> ConversationRow:
@@ -142,10 +201,47 @@ def _message(row: sqlite3.Row) -> MessageRow:
                       row["thinking"], json.loads(row["stats"]), row["created"])
 
 
-def _fts_query(text: str) -> str:
+def _search_terms(text: str) -> _SearchTerms:
+    """The words of `text`, sorted by how they can be found. FTS5's unicode61 tokenizer ends a word only at a
+    space or punctuation and drops the punctuation, so two kinds are also (or only) looked for as typed:
+    a word in a script written without spaces (Chinese, Japanese, Thai…), which the index holds only as part
+    of its whole sentence; and a word with a symbol at an edge ("C++", "C#", ".NET"), which without it would
+    match every word that starts like it. Quotes around a word mean no more than the word."""
+    words, literal = [], []
+    for term in (each.strip(QUOTES) for each in text.split()):
+        if UNSPACED_SCRIPT.search(term):
+            literal.append(term)
+            continue
+        if any(character.isalnum() for character in term):
+            words.append(term)
+        if term and (_is_symbol(term[0]) or _is_symbol(term[-1])):
+            literal.append(term)
+    return _SearchTerms(tuple(words), tuple(literal))
+
+
+def _is_symbol(character: str) -> bool:
+    return unicodedata.category(character)[0] in "PS"   # punctuation or symbol; not a letter's accent mark
+
+
+def _fts_query(words: tuple[str, ...]) -> str:
     """Each word as a quoted prefix term, so user input can never be read as FTS syntax."""
-    words = [word.replace('"', '""') for word in text.split()]
-    return " ".join(f'"{word}"*' for word in words)
+    return " ".join('"{}"*'.format(word.replace('"', '""')) for word in words)
+
+
+def _containing(column: str, literal: tuple[str, ...]) -> tuple[str, list[str]]:
+    """SQL conditions (each after " AND ") that `column` holds every one of `literal`, and their parameters."""
+    patterns = ["%" + re.sub(r"([\\%_])", r"\\\1", term) + "%" for term in literal]
+    return "".join(f" AND {column} LIKE ? ESCAPE '\\'" for _ in patterns), patterns
+
+
+def _excerpt(text: str, term: str) -> str:
+    """`text` around the first `term` in it, the term in brackets: a snippet where the index gave none."""
+    # LIKE matched ASCII letters in any case; IGNORECASE finds all that it does, and more.
+    found = re.search(re.escape(term), text, re.IGNORECASE)
+    start, end = found.span()
+    before = ("…" if start > EXCERPT_CHARS else "") + text[max(0, start - EXCERPT_CHARS):start]
+    after = text[end:end + EXCERPT_CHARS] + ("…" if end + EXCERPT_CHARS < len(text) else "")
+    return " ".join(f"{before}[{found[0]}]{after}".split())   # on one line, as the index's snippets are
 
 
 class Library:
@@ -156,17 +252,18 @@ class Library:
         self.folder.mkdir(parents=True, exist_ok=True)
         self.path = self.folder / DATABASE_NAME
         self.attachments_dir = self.folder / ATTACHMENTS_DIR
-        self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        self._db = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT_S, isolation_level=None, check_same_thread=False)
         self._db.row_factory = sqlite3.Row
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA foreign_keys=ON")
-        self._db.execute("PRAGMA synchronous=NORMAL")
-        # Cheap, and a checkpoint then reaches the disk on a Mac, not just the drive's cache.
-        self._db.execute("PRAGMA checkpoint_fullfsync=ON")
-        # Deleted text is zeroed in the transaction that deletes it, so no crash can leave it in a free page.
-        # Debian's SQLite does this by default, python.org's macOS build does not.
-        self._db.execute("PRAGMA secure_delete=ON")
-        self._migrate()
+        try:
+            self._configure()
+            self._migrate()
+        except sqlite3.OperationalError as error:
+            self._db.close()
+            if _is_locked(error):
+                raise LibraryLocked(self.path) from error
+            if _is_read_only(error):
+                raise LibraryReadOnly(self.path) from error
+            raise
         # "Undo delete" is offered only in the session that deleted, so an earlier session's deletions are final.
         # A full disk must not keep Lantern from starting: the chats then stay hidden until a later start.
         with suppress(sqlite3.OperationalError, OSError):
@@ -175,7 +272,8 @@ class Library:
     @classmethod
     def open_checked(cls, folder: Path | None = None) -> tuple["Library", str | None]:
         """Open the library after `PRAGMA quick_check`. A damaged file is moved aside (kept, never
-        deleted) and a fresh library starts; the second value then says so in plain words."""
+        deleted) and a fresh library starts; the second value then says so in plain words. Raises
+        `LibraryUnavailable`, touching nothing, while the file is locked or its folder read-only."""
         folder = Path(folder) if folder is not None else data_dir()
         damage = _damage(folder / DATABASE_NAME)
         if damage is None:
@@ -237,6 +335,16 @@ class Library:
         self._db.execute("COMMIT")
 
     # -- schema ------------------------------------------------------------------------------------
+
+    def _configure(self) -> None:
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA foreign_keys=ON")
+        self._db.execute("PRAGMA synchronous=NORMAL")
+        # Cheap, and a checkpoint then reaches the disk on a Mac, not just the drive's cache.
+        self._db.execute("PRAGMA checkpoint_fullfsync=ON")
+        # Deleted text is zeroed in the transaction that deletes it, so no crash can leave it in a free page.
+        # Debian's SQLite does this by default, python.org's macOS build does not.
+        self._db.execute("PRAGMA secure_delete=ON")
 
     def _migrate(self) -> None:
         with self.transaction() as db:
@@ -393,16 +501,47 @@ class Library:
         return [_message(row) for row in rows]
 
     def search(self, text: str, limit: int = 50) -> list[SearchHit]:
-        """Messages of live conversations that contain every word of `text` (as prefixes)."""
-        query = _fts_query(text)
-        if not query:
+        """Live conversations that hold every word of `text` (see `_search_terms`): first, as one hit each,
+        those found by their title alone, then the messages that hold them all."""
+        terms = _search_terms(text)
+        if not terms:
             return []
+        messages = self._message_hits(terms, limit)
+        listed = {hit.conversation_id for hit in messages}
+        # A chat already listed for a message is not listed again for its title, which it often takes from it.
+        titles = [hit for hit in self._title_hits(terms, limit) if hit.conversation_id not in listed]
+        return (titles + messages)[:limit]
+
+    def _message_hits(self, terms: _SearchTerms, limit: int) -> list[SearchHit]:
+        literal, patterns = _containing("m.content", terms.literal)
+        if terms.words:
+            rows = self._db.execute(
+                "SELECT m.conversation_id, m.id, c.title, snippet(messages_fts, 0, '[', ']', '…', 8) "
+                "FROM messages_fts JOIN messages m ON m.id = messages_fts.rowid "
+                "JOIN conversations c ON c.id = m.conversation_id "
+                f"WHERE messages_fts MATCH ? AND c.deleted IS NULL{literal} ORDER BY rank LIMIT ?",
+                (_fts_query(terms.words), *patterns, limit)).fetchall()
+            return [SearchHit(*row) for row in rows]
+        # Without the index there is no rank to sort by: the newest messages come first.
         rows = self._db.execute(
-            "SELECT m.conversation_id, m.id, c.title, snippet(messages_fts, 0, '[', ']', '…', 8) AS snip "
-            "FROM messages_fts JOIN messages m ON m.id = messages_fts.rowid "
+            "SELECT m.conversation_id, m.id, c.title, m.content FROM messages m "
             "JOIN conversations c ON c.id = m.conversation_id "
-            "WHERE messages_fts MATCH ? AND c.deleted IS NULL ORDER BY rank LIMIT ?", (query, limit)).fetchall()
-        return [SearchHit(row[0], row[1], row[2], row[3]) for row in rows]
+            f"WHERE c.deleted IS NULL{literal} ORDER BY m.id DESC LIMIT ?", (*patterns, limit)).fetchall()
+        return [SearchHit(chat, message, title, _excerpt(content, terms.literal[0]))
+                for chat, message, title, content in rows]
+
+    def _title_hits(self, terms: _SearchTerms, limit: int) -> list[SearchHit]:
+        literal, patterns = _containing("c.title", terms.literal)
+        if terms.words:
+            rows = self._db.execute(
+                "SELECT c.id, c.title, highlight(conversations_fts, 0, '[', ']') "
+                "FROM conversations_fts JOIN conversations c ON c.id = conversations_fts.rowid "
+                f"WHERE conversations_fts MATCH ? AND c.deleted IS NULL{literal} ORDER BY rank LIMIT ?",
+                (_fts_query(terms.words), *patterns, limit)).fetchall()
+            return [SearchHit(chat, None, title, snippet) for chat, title, snippet in rows]
+        rows = self._db.execute(f"SELECT c.id, c.title FROM conversations c WHERE c.deleted IS NULL{literal} "
+                                "ORDER BY c.updated DESC LIMIT ?", (*patterns, limit)).fetchall()
+        return [SearchHit(chat, None, title, _excerpt(title, terms.literal[0])) for chat, title in rows]
 
 
 def _delete_pending(db: sqlite3.Connection) -> bool:
@@ -413,6 +552,7 @@ def _delete_pending(db: sqlite3.Connection) -> bool:
     # FTS5 records a deletion as a marker beside the old entry, which keeps the words in the index until
     # its segments merge; 'optimize' merges them all now (several times faster than a 'rebuild').
     db.execute("INSERT INTO messages_fts(messages_fts) VALUES ('optimize')")
+    db.execute("INSERT INTO conversations_fts(conversations_fts) VALUES ('optimize')")
     return True
 
 
@@ -440,18 +580,35 @@ def _clean(text: str) -> str:
 
 
 def _damage(path: Path) -> str | None:
-    """Why the database at `path` cannot be trusted, or None when it reads fine (or does not exist)."""
+    """Why the database at `path` cannot be trusted, or None when it reads fine (or does not exist).
+    Raises `LibraryUnavailable` when it cannot be read for another reason (a lock, a read-only folder)."""
     if not path.exists():
         return None
     try:
-        connection = sqlite3.connect(path)
+        connection = sqlite3.connect(path, timeout=BUSY_TIMEOUT_S)
         try:
             verdict = connection.execute("PRAGMA quick_check").fetchone()[0]
         finally:
             connection.close()
     except sqlite3.DatabaseError as error:
+        if _is_locked(error):
+            raise LibraryLocked(path) from error
+        if _is_read_only(error):
+            raise LibraryReadOnly(path) from error
         return str(error)
     return None if verdict == "ok" else verdict
+
+
+def _is_locked(error: sqlite3.Error) -> bool:
+    """Whether SQLite gave up waiting for another connection's lock (SQLITE_BUSY, SQLITE_LOCKED). Told by the
+    message, "database is locked" or "database table is locked": Python 3.10 gives no error code."""
+    return "is locked" in str(error)
+
+
+def _is_read_only(error: sqlite3.Error) -> bool:
+    """Whether SQLite could not write the file or create its journal beside it (SQLITE_READONLY,
+    SQLITE_CANTOPEN), told by the message for the same reason as `_is_locked`."""
+    return "readonly database" in str(error) or "unable to open database file" in str(error)
 
 
 def _move_aside(path: Path) -> Path:

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from app.conversation import Conversation, Variant
-from app.storage import MIGRATIONS, Attachment, Library
+from app.storage import MIGRATIONS, Attachment, Library, LibraryReadOnly
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -69,6 +69,63 @@ def test_search_finds_words_across_chats_and_ignores_fts_syntax(library):
     assert "[sourdough]" in hits[0].snippet
     assert library.search('tidal "OR NEAR(') == []
     assert [h.conversation_id for h in library.search("tidal pools")] == [b.id]
+
+
+def test_search_finds_a_chat_by_its_title_once(library):
+    renamed = Conversation(library, library.create_conversation())
+    renamed.add_user_message("How do I bake sourdough?")
+    library.rename(renamed.id, "Weekend baking plan")
+    titled_by_its_question = Conversation(library, library.create_conversation())
+    titled_by_its_question.add_user_message("weekend hikes nearby")
+    [by_title, by_message] = library.search("weekend")
+    assert (by_title.conversation_id, by_title.message_id) == (renamed.id, None)   # the chat, not a message
+    assert by_title.title == "Weekend baking plan" and by_title.snippet == "[Weekend] baking plan"
+    assert by_message.conversation_id == titled_by_its_question.id and by_message.message_id is not None
+    library.rename(renamed.id, "Bread")
+    assert [h.conversation_id for h in library.search("weekend")] == [titled_by_its_question.id]
+    library.delete(renamed.id)
+    assert library.search("Bread") == []
+
+
+def test_an_older_library_gains_a_search_index_of_its_chat_titles(tmp_path):
+    db = sqlite3.connect(tmp_path / "history.sqlite3")
+    db.execute("CREATE TABLE schema_migrations (version INTEGER PRIMARY KEY, applied REAL)")
+    for version, script in enumerate(MIGRATIONS[:4], start=1):   # a library written before titles were searched
+        db.executescript(script)
+        db.execute("INSERT INTO schema_migrations VALUES (?, 0)", (version,))
+    db.execute("INSERT INTO conversations (title, created, updated) VALUES ('Weekend baking plan', 0, 0)")
+    db.commit()
+    db.close()
+    lib = Library(tmp_path)
+    assert lib.schema_version == len(MIGRATIONS)
+    assert [(h.conversation_id, h.title) for h in lib.search("baking")] == [(1, "Weekend baking plan")]
+    lib.close()
+
+
+def test_search_finds_chinese_and_japanese_words_inside_a_sentence(library):
+    chinese = Conversation(library, library.create_conversation())
+    chinese.add_user_message("我喜欢吃苹果和香蕉")
+    japanese = Conversation(library, library.create_conversation())
+    japanese.add_user_message("東京で美味しいラーメンを食べました")
+    [hit] = library.search("苹果")
+    assert hit.conversation_id == chinese.id and hit.snippet == "我喜欢吃[苹果]和香蕉"
+    assert [h.conversation_id for h in library.search("ラーメン")] == [japanese.id]
+    assert [h.conversation_id for h in library.search("香蕉 苹果")] == [chinese.id]   # every word, in any order
+    assert library.search("苹果 ラーメン") == []
+    library.rename(japanese.id, "日本の旅行")
+    assert [(h.conversation_id, h.message_id) for h in library.search("旅行")] == [(japanese.id, None)]
+
+
+def test_a_word_with_symbols_at_its_edge_is_found_only_with_them(library):
+    languages = Conversation(library, library.create_conversation())
+    languages.add_user_message("I write C++ and some C# at work")
+    chat = Conversation(library, library.create_conversation())
+    chat.add_user_message("chat about cats")
+    assert [h.conversation_id for h in library.search("c++")] == [languages.id]   # not every word starting with c
+    assert [h.conversation_id for h in library.search("C#")] == [languages.id]
+    assert [h.snippet for h in library.search("++")] == ["I write C[++] and some C# at work"]
+    assert [h.conversation_id for h in library.search('"cats"')] == [chat.id]   # quotes are not part of a word
+    assert library.search("cats!") == []
 
 
 def test_edits_update_the_search_index(library):
@@ -211,3 +268,15 @@ def test_an_older_library_gains_per_image_budgets_and_keeps_its_message_wide_bud
     assert [a.budget for a in lib.attachments(new)] == [70, None]
     assert chat.media_of(new)["images"][0][1] == 70 and isinstance(chat.media_of(new)["images"][1], str)
     lib.close()
+
+
+def test_a_history_that_cannot_be_written_is_reported_as_such_and_left_alone(tmp_path, monkeypatch):
+    Library(tmp_path).close()
+
+    def read_only(self):
+        raise sqlite3.OperationalError("attempt to write a readonly database")
+
+    monkeypatch.setattr(Library, "_configure", read_only)
+    with pytest.raises(LibraryReadOnly, match="cannot be written to"):
+        Library.open_checked(tmp_path)
+    assert [path.name for path in tmp_path.iterdir() if "corrupt" in path.name] == []

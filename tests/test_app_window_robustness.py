@@ -1,10 +1,14 @@
 """The window when the history cannot be written, when a reply streams elsewhere, and around editing."""
 
+import os
 import sqlite3
+import subprocess
+import sys
 
 from PySide6.QtCore import Qt
 
 from app.conversation import Conversation
+from app.storage import Library
 from tests.test_app_turns import start_long_reply
 from tests.test_app_window import send, shared_host, window  # noqa: F401  (fixtures)
 
@@ -84,3 +88,23 @@ def test_a_regenerated_answer_moves_its_chat_to_the_top(qtbot, window):
     window.regenerate(window.conversation.path[-1].id)
     qtbot.waitUntil(lambda: window.pending is None, timeout=20000)
     assert window.sidebar.list.item(0).data(Qt.ItemDataRole.UserRole) == older
+
+
+def test_a_history_another_program_holds_ends_the_start_with_the_reason_and_stays_as_it_is(tmp_path):
+    data = tmp_path / "data"
+    Library(data).close()
+    before = sorted(path.name for path in data.iterdir())
+    holder = sqlite3.connect(data / "history.sqlite3", isolation_level=None)
+    holder.execute("BEGIN EXCLUSIVE")
+    env = {**os.environ, "LANTERN_DATA_DIR": str(data), "XDG_CONFIG_HOME": str(tmp_path / "config"),
+           "QT_QPA_PLATFORM": "offscreen"}
+    try:
+        result = subprocess.run([sys.executable, "-m", "app", "--self-test"], env=env, capture_output=True,
+                                text=True, timeout=120)
+    finally:
+        holder.rollback()
+        holder.close()
+    assert result.returncode == 1 and "another program is using" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert not [name for name in os.listdir(data) if "corrupt" in name] and (data / "history.sqlite3").exists()
+    assert set(before) <= set(os.listdir(data))
