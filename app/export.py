@@ -17,6 +17,15 @@ FORMAT_VERSION = 2   # 2: an attachment's "file" is a path relative to the JSON 
 NAME_BYTES = 200
 # A line that opens or closes a code block; a backtick fence's info string cannot hold a backtick.
 FENCE = re.compile(r"( *)(`{3,}(?=[^`]*$)|~{3,})(.*)")
+# Marks a Markdown viewer takes as formatting anywhere in a line: emphasis and code, links, HTML and entities,
+# GFM's tables and strikethrough, GitHub's math. Prose's own marks (. , : ? ! ' " ( ) /) stay bare, so the file
+# still reads well as text.
+INLINE_MARK = re.compile(r"([\\`*_\[\]<&|~$])")
+# Marks that open a block only at the start of a line: a heading, quote, list item ("-", "+", "1." or "1)")
+# or, under a line of text, a heading's underline ("===").
+BLOCK_MARK = re.compile(r"^(?:[#>+=-]|\d+[.)])")
+# The files an export writes beside its attachments folder, `<name> files`.
+EXPORT_SUFFIXES = (".md", ".json")
 
 
 def safe_name(title: str) -> str:
@@ -27,13 +36,24 @@ def safe_name(title: str) -> str:
     return name.strip(" .") or "Chat"
 
 
-def _unused_name(folder: Path, name: str, *suffixes: str) -> str:
-    """`name`, else `name 2`, `name 3`…: the first for which no `<name><suffix>` exists in `folder`."""
+def _unused_name(folder: Path, name: str, suffix: str) -> str:
+    """`name`, else `name 2`, `name 3`…: the first for which an export to `<name><suffix>` in `folder`
+    takes no file or folder that is not its own (see `_taken`)."""
     candidate, number = name, 1
-    while any((folder / (candidate + suffix)).exists() for suffix in suffixes):
+    while _taken(folder, candidate, suffix):
         number += 1
         candidate = f"{name} {number}"
     return candidate
+
+
+def _taken(folder: Path, name: str, suffix: str) -> bool:
+    """Whether `<name><suffix>` exists in `folder`, or a `<name> files` folder other than the one the export
+    of that name in the other format made. That one is shared (Markdown, then JSON of a chat): attachments
+    are named by their content, so a copy into it never replaces a different file. Any other is the user's."""
+    if (folder / (name + suffix)).exists():
+        return True
+    other_exports = [folder / (name + other) for other in EXPORT_SUFFIXES if other != suffix]
+    return (folder / f"{name} files").exists() and not any(path.exists() for path in other_exports)
 
 
 def _write_new(target: Path, text: str) -> None:
@@ -49,9 +69,9 @@ def export_markdown(library: Library, conversation_id: int, folder: Path) -> Pat
     folder.mkdir(parents=True, exist_ok=True)
     conversation = Conversation(library, conversation_id)
     title = library.conversation(conversation_id).title
-    name = _unused_name(folder, safe_name(title), ".md", " files")
+    name = _unused_name(folder, safe_name(title), ".md")
     files = folder / f"{name} files"
-    lines = [f"# {title}", ""]
+    lines = [f"# {literal_markdown(title)}", ""]
     for message in conversation.path:
         speaker = "You" if message.role == "user" else "Gemma"
         lines += [f"## {speaker}", ""]
@@ -60,10 +80,31 @@ def export_markdown(library: Library, conversation_id: int, folder: Path) -> Pat
         if message.thinking:
             thinking = closed_fences(message.thinking)
             lines += ["<details><summary>Thoughts</summary>", "", thinking, "", "</details>", ""]
-        lines += [closed_fences(message.content), ""]
+        # The app shows what the user typed as typed, and the model's answers as the Markdown they are.
+        text = literal_markdown(message.content) if message.role == "user" else closed_fences(message.content)
+        lines += [text, ""]
     target = folder / f"{name}.md"
     _write_new(target, "\n".join(lines))
     return target
+
+
+def literal_markdown(text: str) -> str:
+    """`text` as Markdown that a viewer shows as typed: no mark read as formatting, indentation kept (not
+    read as code) and every line break kept (not joined into one paragraph)."""
+    lines = [_literal_line(line) for line in text.splitlines()]
+    # A backslash ending a line breaks it there; before a blank line (or at the end) the paragraph ends anyway.
+    return "\n".join(line + "\\" if line and following else line
+                     for line, following in zip(lines, lines[1:] + [""]))
+
+
+def _literal_line(line: str) -> str:
+    if not line.strip():
+        return ""
+    text = line.lstrip(" \t")
+    indent = line[:len(line) - len(text)].expandtabs(4)
+    escaped = BLOCK_MARK.sub(lambda mark: mark[0][:-1] + "\\" + mark[0][-1], INLINE_MARK.sub(r"\\\1", text))
+    # Leading spaces would be dropped, or four of them start a code block; no-break spaces are only shown.
+    return "&nbsp;" * len(indent) + escaped
 
 
 def closed_fences(text: str) -> str:
@@ -126,7 +167,7 @@ def export_json(library: Library, conversation_id: int, folder: Path) -> Path:
     exports); returns the file written."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    name = _unused_name(folder, safe_name(library.conversation(conversation_id).title), ".json", " files")
+    name = _unused_name(folder, safe_name(library.conversation(conversation_id).title), ".json")
     target = folder / f"{name}.json"
     data = conversation_json(library, conversation_id, folder / f"{name} files")
     _write_new(target, json.dumps(data, ensure_ascii=False, indent=2))

@@ -6,6 +6,7 @@ import sqlite3
 from urllib.parse import unquote, urlsplit
 
 import pytest
+from PySide6.QtGui import QTextDocument
 
 from app.conversation import Conversation
 from app.export import closed_fences, export_json, export_markdown, safe_name
@@ -74,6 +75,41 @@ def test_exports_never_overwrite_an_earlier_file_of_the_same_name(library, tmp_p
     assert [p.name for p in json_files] == ["What is in this picture.json", "What is in this picture 2.json"]
     assert [json.loads(p.read_text(encoding="utf-8"))["messages"][-1]["content"] for p in json_files] == [
         "A **wide** picture.", "ANSWER OF THE SECOND CHAT"]
+
+
+def test_markdown_then_json_of_a_chat_share_its_name_and_attachments_folder(library, tmp_path):
+    chat, _ = chat_with_an_image(library)
+    markdown, json_file = export_markdown(library, chat.id, tmp_path), export_json(library, chat.id, tmp_path)
+    assert [markdown.name, json_file.name] == ["What is in this picture.md", "What is in this picture.json"]
+    [link] = attachment_links(markdown.read_text(encoding="utf-8"))
+    [attachment] = json.loads(json_file.read_text(encoding="utf-8"))["messages"][0]["attachments"]
+    assert unquote(link) == attachment["file"] and (tmp_path / attachment["file"]).read_bytes() == IMAGE.read_bytes()
+    assert export_json(library, chat.id, tmp_path).name == "What is in this picture 2.json"   # its own name taken
+
+
+def rendered_lines(markdown: str) -> list[str]:
+    """The lines of text a Markdown viewer shows (Qt's: CommonMark with GitHub's additions)."""
+    document = QTextDocument()
+    document.setMarkdown(markdown)
+    return document.toPlainText().splitlines()
+
+
+TYPED = ("## Gemma\nI typed a heading\n\n    indented code I pasted\n1. not a list\n- nor this\n> nor a quote\n===\n"
+         "| a | b |\n|---|---|\n```\nan unclosed fence, <b>not bold</b>, List<String>, *stars*, __init__, [a](link),"
+         " &amp; ~~kept~~ $x$ \\")
+
+
+def test_markdown_shows_what_the_user_typed_as_typed(library, tmp_path, qapp):
+    chat = Conversation(library, library.create_conversation())
+    chat.add_answer(chat.add_user_message(TYPED), "A **bold** answer.")
+    library.rename(chat.id, "List<String> & *stars*")
+    text = export_markdown(library, chat.id, tmp_path).read_text(encoding="utf-8")
+    assert re.findall(r"^#+ .*$", text, re.M)[1:] == ["## You", "## Gemma"]   # the user's "## Gemma" is no speaker
+    title, you = text.split("\n## You\n")
+    assert rendered_lines(title) == ["List<String> & *stars*"]
+    typed = you.split("\n## Gemma\n")[0]
+    assert rendered_lines(typed) == [line for line in TYPED.splitlines() if line]   # the viewer drops blank lines
+    assert text.endswith("## Gemma\n\nA **bold** answer.\n")   # the model's Markdown stays Markdown
 
 
 def test_export_json_keeps_every_branch(library, tmp_path):
@@ -151,6 +187,27 @@ def test_a_damaged_database_is_moved_aside_and_a_fresh_one_starts(tmp_path):
     again.close()
 
 
+@pytest.mark.parametrize("journal_mode", ["WAL", "DELETE"])   # Lantern's own, and a file from elsewhere
+def test_a_history_locked_by_another_program_is_reported_and_left_alone(tmp_path, monkeypatch, journal_mode):
+    monkeypatch.setattr(storage, "BUSY_TIMEOUT_S", 0.05)
+    folder = tmp_path / "data"
+    lib = Library(folder)
+    chat = lib.create_conversation("Precious chat")
+    lib.close()
+    holder = sqlite3.connect(folder / DATABASE_NAME, isolation_level=None)
+    holder.execute(f"PRAGMA journal_mode={journal_mode}")
+    holder.execute("BEGIN EXCLUSIVE")
+    files = sorted(folder.iterdir())
+    with pytest.raises(storage.LibraryLocked, match="another program is using"):
+        Library.open_checked(folder)
+    assert sorted(folder.iterdir()) == files and not list(folder.glob("*.corrupt-*"))
+    holder.execute("ROLLBACK")
+    holder.close()
+    reopened, notice = Library.open_checked(folder)
+    assert notice is None and [c.id for c in reopened.conversations()] == [chat]
+    reopened.close()
+
+
 def test_lone_surrogates_from_a_cut_token_are_stored_not_refused(library):
     chat = Conversation(library, library.create_conversation())
     user = chat.add_user_message("hi")
@@ -168,7 +225,7 @@ def test_a_long_emoji_title_fits_the_file_system_in_both_exports(library, tmp_pa
     library.rename(chat.id, "🎉" * 80)
     out = tmp_path / "out"
     written = [export_markdown(library, chat.id, out), export_json(library, chat.id, out)]
-    assert [p.name for p in written] == ["🎉" * 50 + ".md", "🎉" * 50 + " 2.json"]
+    assert [p.name for p in written] == ["🎉" * 50 + ".md", "🎉" * 50 + ".json"]
 
 
 def attachment_links(markdown: str) -> list[str]:
