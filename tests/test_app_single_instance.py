@@ -49,3 +49,12 @@ def test_a_second_app_start_says_so_and_exits(tmp_path):
     finally:
         holder.release()
     assert result.returncode == 0 and "already running" in result.stdout
+
+
+def test_a_lock_that_cannot_be_written_lets_lantern_start_and_says_so(tmp_path, capsys):
+    # Like a full disk or a read-only folder: the lock file cannot be created, yet nobody else holds it.
+    (tmp_path / "a file").write_text("")
+    instance = SingleInstance(tmp_path / "a file" / "data")
+    assert instance.claim()
+    assert "starting without checking for another running Lantern" in capsys.readouterr().err
+    instance.release()
