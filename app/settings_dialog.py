@@ -141,11 +141,13 @@ class PresetsDialog(QDialog):
         self.library.save_preset(self.picker.currentText(), self.form.values())
 
     def add(self, name: str) -> bool:
-        """A new preset with the form's values; False (and nothing changes) when the name is taken."""
+        """A new preset with the form's values, shown next; the preset shown before keeps its saved values.
+        False (and nothing changes) when the name is taken."""
         if name in presets(self.library):
             self.status.setText(f"There is already a preset named {name!r}; pick another name.")
             return False
         self.library.save_preset(name, self.form.values())
+        self.shown = None   # "save as": the edits went into the new preset; the one shown keeps its saved values
         self._fill(name)
         return True
 

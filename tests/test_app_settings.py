@@ -5,7 +5,8 @@ from PySide6.QtGui import QAction, QGuiApplication, QPalette
 
 from app.appearance import apply_scheme
 from app.context_meter import Usage
-from app.settings_dialog import BUILT_IN_PRESETS, ChatSettingsDialog, chat_options, presets
+from app.settings_dialog import BUILT_IN_PRESETS, ChatSettingsDialog, PresetsDialog, chat_options, presets
+from app.storage import Library
 from tests.conftest import FIXTURES
 from tests.test_app_window import send, shared_host, window  # noqa: F401  (fixtures)
 
@@ -37,6 +38,19 @@ def test_presets_are_seeded_edited_and_chosen_per_chat_with_overrides(qtbot, win
     assert chat_options(library, {"preset": "gone"}) == presets(library)["Balanced"]
     send(qtbot, window, "Hello with a preset")
     assert window.conversation.path[-1].role == "assistant"
+
+
+def test_a_new_preset_takes_the_edits_and_the_preset_shown_keeps_its_values(qtbot, tmp_path):
+    library = Library(tmp_path)
+    dialog = PresetsDialog(library)
+    qtbot.addWidget(dialog)
+    assert dialog.picker.currentText() == "Balanced"
+    dialog.form.temperature.setValue(0.2)
+    assert dialog.add("Cool") and dialog.picker.currentText() == "Cool"
+    dialog.done(0)
+    assert presets(library)["Cool"]["temperature"] == 0.2
+    assert presets(library)["Balanced"] == BUILT_IN_PRESETS["Balanced"]
+    library.close()
 
 
 def test_context_meter_is_the_exact_prompt_that_sending_the_draft_builds(qtbot, window):
