@@ -10,7 +10,7 @@ from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
 
-from .storage import Attachment, Library, MessageRow
+from .storage import UNTITLED, Attachment, Library, MessageRow
 
 
 @dataclass(frozen=True)
@@ -81,10 +81,10 @@ class Conversation:
         return message_id
 
     def add_user_message(self, text: str, attachments: list[Attachment] = ()) -> int:
-        """A new user turn at the end of the active branch; names the chat after its first message.
-        `attachments` are stored beside the history with their names and the budget each image was
-        given, so a regenerated answer sees them the same way."""
-        if not self.path:
+        """A new user turn at the end of the active branch; names the chat after its first message unless
+        the user named it already. `attachments` are stored beside the history with their names and the
+        budget each image was given, so a regenerated answer sees them the same way."""
+        if not self.path and self._untitled():
             self.library.rename(self.id, _title_from(text))
         parent, last = self.active_leaf, self.tree.by_id.get(self.active_leaf)
         if last is not None and last.role == "user":
@@ -92,6 +92,10 @@ class Conversation:
             # new one goes beside it, reachable with ‹ ›, and the failed one stays out of the history.
             parent = last.parent_id
         return self._add(parent, "user", text, attachments=attachments)
+
+    def _untitled(self) -> bool:
+        """Before its first message only the user can give a chat a title of its own (by renaming it)."""
+        return self.library.conversation(self.id).title == UNTITLED
 
     def add_answer(self, user_id: int, content: str, thinking: str = "", stats: dict | None = None) -> int:
         return self._add(user_id, "assistant", content, thinking, stats)

@@ -21,6 +21,7 @@ from typing import Iterator
 
 DATA_DIR_ENV = "LANTERN_DATA_DIR"
 DATABASE_NAME = "history.sqlite3"
+UNTITLED = "New chat"   # the title of a chat nobody has named
 ATTACHMENTS_DIR = "attachments"
 # Han, kana, Thai, Lao, Myanmar and Khmer: scripts written without spaces between words.
 UNSPACED_SCRIPT = re.compile(r"[\u0e00-\u0eff\u1000-\u109f\u1780-\u17ff\u3040-\u30ff\u31f0-\u31ff\u3400-\u4dbf"
@@ -133,12 +134,13 @@ class LibraryLocked(LibraryUnavailable):
                                "that program (a backup, sync or database tool) and start Lantern again.")
 
 
-class LibraryReadOnly(LibraryUnavailable):
-    """The history's folder or file cannot be written (a read-only volume, changed permissions)."""
+class LibraryUnwritable(LibraryUnavailable):
+    """The history's folder or file cannot be written: a full disk, a read-only volume, changed permissions."""
 
     def __init__(self, path: Path):
-        super().__init__(path, f"The chat history could not be opened: {path.parent} cannot be written to. "
-                               "Check the disk and the folder's permissions, then start Lantern again.")
+        super().__init__(path, f"The chat history could not be opened: {path.parent} cannot be written to. Free "
+                               "some disk space, or check the disk and the folder's permissions, then start "
+                               "Lantern again.")
 
 
 @dataclass(frozen=True)
@@ -261,8 +263,8 @@ class Library:
             self._db.close()
             if _is_locked(error):
                 raise LibraryLocked(self.path) from error
-            if _is_read_only(error):
-                raise LibraryReadOnly(self.path) from error
+            if _is_unwritable(error):
+                raise LibraryUnwritable(self.path) from error
             raise
         # "Undo delete" is offered only in the session that deleted, so an earlier session's deletions are final.
         # A full disk must not keep Lantern from starting: the chats then stay hidden until a later start.
@@ -273,12 +275,15 @@ class Library:
     def open_checked(cls, folder: Path | None = None) -> tuple["Library", str | None]:
         """Open the library after `PRAGMA quick_check`. A damaged file is moved aside (kept, never
         deleted) and a fresh library starts; the second value then says so in plain words. Raises
-        `LibraryUnavailable`, touching nothing, while the file is locked or its folder read-only."""
+        `LibraryUnavailable`, touching nothing, while the file is locked or cannot be written."""
         folder = Path(folder) if folder is not None else data_dir()
         damage = _damage(folder / DATABASE_NAME)
         if damage is None:
             return cls(folder), None
-        kept = _move_aside(folder / DATABASE_NAME)
+        try:
+            kept = _move_aside(folder / DATABASE_NAME)
+        except OSError as error:   # a damaged file on a read-only volume stays where it is
+            raise LibraryUnwritable(folder / DATABASE_NAME) from error
         return cls(folder), (f"The chat history could not be read ({damage}). A copy of the damaged file is "
                              f"kept at {kept}; Lantern started with an empty history.")
 
@@ -364,7 +369,7 @@ class Library:
 
     # -- conversations -----------------------------------------------------------------------------
 
-    def create_conversation(self, title: str = "New chat", settings: dict | None = None) -> int:
+    def create_conversation(self, title: str = UNTITLED, settings: dict | None = None) -> int:
         now = time.time()
         with self.transaction() as db:
             cursor = db.execute("INSERT INTO conversations (title, created, updated, settings) VALUES (?, ?, ?, ?)",
@@ -388,7 +393,7 @@ class Library:
             db.execute(f"UPDATE conversations SET {column} = ? WHERE id = ?", (value, conversation_id))
 
     def rename(self, conversation_id: int, title: str) -> None:
-        self._set(conversation_id, "title", title.strip() or "New chat")
+        self._set(conversation_id, "title", title.strip() or UNTITLED)
 
     def set_pinned(self, conversation_id: int, pinned: bool) -> None:
         self._set(conversation_id, "pinned", int(pinned))
@@ -593,8 +598,8 @@ def _damage(path: Path) -> str | None:
     except sqlite3.DatabaseError as error:
         if _is_locked(error):
             raise LibraryLocked(path) from error
-        if _is_read_only(error):
-            raise LibraryReadOnly(path) from error
+        if _is_unwritable(error):
+            raise LibraryUnwritable(path) from error
         return str(error)
     return None if verdict == "ok" else verdict
 
@@ -605,10 +610,10 @@ def _is_locked(error: sqlite3.Error) -> bool:
     return "is locked" in str(error)
 
 
-def _is_read_only(error: sqlite3.Error) -> bool:
+def _is_unwritable(error: sqlite3.Error) -> bool:
     """Whether SQLite could not write the file or create its journal beside it (SQLITE_READONLY,
-    SQLITE_CANTOPEN), told by the message for the same reason as `_is_locked`."""
-    return "readonly database" in str(error) or "unable to open database file" in str(error)
+    SQLITE_CANTOPEN, SQLITE_FULL), told by the message for the same reason as `_is_locked`."""
+    return any(sign in str(error) for sign in ("readonly database", "unable to open database file", "disk is full"))
 
 
 def _move_aside(path: Path) -> Path:

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from app.conversation import Conversation, Variant
-from app.storage import MIGRATIONS, Attachment, Library, LibraryReadOnly
+from app.storage import MIGRATIONS, Attachment, Library, LibraryUnwritable
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -277,6 +277,6 @@ def test_a_history_that_cannot_be_written_is_reported_as_such_and_left_alone(tmp
         raise sqlite3.OperationalError("attempt to write a readonly database")
 
     monkeypatch.setattr(Library, "_configure", read_only)
-    with pytest.raises(LibraryReadOnly, match="cannot be written to"):
+    with pytest.raises(LibraryUnwritable, match="cannot be written to"):
         Library.open_checked(tmp_path)
     assert [path.name for path in tmp_path.iterdir() if "corrupt" in path.name] == []
