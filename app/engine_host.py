@@ -11,7 +11,7 @@ import os
 import sys
 from pathlib import Path
 
-from PySide6.QtCore import QObject, QProcess, QProcessEnvironment, Signal
+from PySide6.QtCore import QObject, QProcess, QProcessEnvironment, QSignalBlocker, Signal
 
 from . import engine_protocol as protocol
 
@@ -59,6 +59,8 @@ class EngineHost(QObject):
         self._expected_exit = False
         self._next_turn = 0
         self._next_count = 0
+        self._turns_running: set[int] = set()   # sent and not yet answered with done or failed
+        self._loading = False
 
     # -- the process ------------------------------------------------------------------------------
 
@@ -82,7 +84,7 @@ class EngineHost(QObject):
         process.finished.connect(self._on_finished)
         process.errorOccurred.connect(self._on_error)
         self.process, self._buffer, self._stderr_tail, self._expected_exit = process, b"", [], False
-        self.info = None
+        self.info, self._turns_running, self._loading = None, set(), False
         process.start()
 
     def _send(self, message: dict) -> None:
@@ -90,14 +92,25 @@ class EngineHost(QObject):
         self.process.write(protocol.encode(message))
 
     def stop(self, timeout_ms: int = 3000) -> None:
-        """End the process: politely, then by force. No `died` signal follows."""
+        """End the process: cancel what it is doing, ask it to quit, then kill it if it has not. Nothing it
+        says meanwhile is reported, and no `died` signal follows."""
         if not self.running:
             return
         self._expected_exit = True
+        self._cancel_work()   # the engine reads "quit" only between requests: a reply or load would hold it up
         self.process.write(protocol.encode({"op": "quit"}))
         self.process.closeWriteChannel()
-        if not self.process.waitForFinished(timeout_ms):
+        # The end of a cancelled reply must not reach the window: it has kept the reply as shown, interrupted.
+        with QSignalBlocker(self):
+            finished = self.process.waitForFinished(timeout_ms)
+        if not finished:
             self.kill()
+
+    def _cancel_work(self) -> None:
+        for turn_id in sorted(self._turns_running):
+            self.cancel(turn_id)
+        if self._loading:
+            self.process.write(protocol.encode({"op": "cancel_load"}))
 
     def kill(self) -> None:
         """Stop now, whatever runs (cancelling a load, or quitting mid-generation)."""
@@ -112,6 +125,7 @@ class EngineHost(QObject):
     def load(self, folder: str | Path) -> None:
         self.folder, self.info = str(folder), None
         self._send({"op": "load", "folder": self.folder})
+        self._loading = True
 
     def cancel_load(self) -> None:
         """The engine stops between two weight reads and answers load_cancelled; the process stays."""
@@ -134,6 +148,7 @@ class EngineHost(QObject):
         self._next_turn += 1
         self._send({"op": "turn", "turn": self._next_turn, "conversation": conversation_id, "history": history,
                     "text": user_text, "options": options, "images": list(images), "audio": list(audio)})
+        self._turns_running.add(self._next_turn)
         return self._next_turn
 
     def cancel(self, turn_id: int) -> None:
@@ -160,6 +175,7 @@ class EngineHost(QObject):
                 self._dispatch(protocol.decode(line))
 
     def _dispatch(self, message: dict) -> None:
+        self._forget_finished_work(message)
         kind = message["ev"]
         if kind == "ready":
             self.ready.emit()
@@ -180,6 +196,12 @@ class EngineHost(QObject):
             self.turn_failed.emit(message["turn"], message["error"])
         elif kind == "counted":
             self.counted.emit(message["request"], message["counts"])
+
+    def _forget_finished_work(self, message: dict) -> None:
+        if message["ev"] in ("loaded", "load_failed", "load_cancelled"):
+            self._loading = False
+        elif message["ev"] in ("done", "failed"):
+            self._turns_running.discard(message["turn"])
 
     def _read_stderr(self) -> None:
         text = bytes(self.process.readAllStandardError().data()).decode("utf-8", "replace")

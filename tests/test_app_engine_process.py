@@ -5,9 +5,10 @@ import threading
 from pathlib import Path
 
 from engine.chat import Message
+from PySide6.QtCore import QProcess
 
 from app import engine_protocol as protocol
-from app.engine_host import engine_command, explain_exit
+from app.engine_host import EngineHost, engine_command, explain_exit
 from app.engine_process import EngineService, Turn, reuse_messages
 from tests.conftest import FIXTURES, MODELS
 
@@ -154,3 +155,20 @@ def test_a_stop_pressed_as_a_reply_ends_does_not_stop_the_next_reply():
     done = [message for message in replies if message["ev"] == "done"]
     assert [message["turn"] for message in done] == [1, 2]
     assert done[1]["stats"]["stop_reason"] != "cancelled" and done[1]["stats"]["generated_tokens"] == 4
+
+
+def test_stopping_during_a_reply_cancels_it_so_the_engine_quits_by_itself_and_reports_nothing_more(qtbot):
+    host = EngineHost()
+    try:
+        with qtbot.waitSignal(host.loaded, timeout=60000):
+            host.load(TINY)
+        with qtbot.waitSignal(host.event, timeout=20000):   # the reply is streaming
+            host.start_turn(1, [], "Tell me a long story", {"max_tokens": 1_000_000, "temperature": 0.0})
+        reported = []
+        host.event.connect(lambda *event: reported.append(event))
+        host.turn_finished.connect(lambda *finished: reported.append(finished))
+        host.stop()
+        assert host.process.exitStatus() == QProcess.ExitStatus.NormalExit and host.process.exitCode() == 0
+        assert reported == []   # the window has kept the reply as it showed it
+    finally:
+        host.kill()
