@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sqlite3
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -199,7 +200,8 @@ class MainWindow(QMainWindow):
         self.input.submitted.connect(self.send)
         self.input.edit_last.connect(self.edit_last_message)
         self.media.install(self, self.input, self.view)
-        self.media.drop.install_file_open(QGuiApplication.instance())
+        if sys.platform == "darwin":   # files opened with the app arrive only there; elsewhere the filter only costs
+            self.media.drop.install_file_open(QGuiApplication.instance())
         self.media.drop.error.connect(self.notice_bar.add)
         self.media.drop.reading.connect(self._show_reading)
         self.media.recorder.failed.connect(self._recording_failed)

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from PIL import Image
 from PySide6.QtCore import QMimeData, QPointF, QSettings, Qt, QUrl
-from PySide6.QtGui import QDragEnterEvent, QDropEvent, QTextCursor
+from PySide6.QtGui import QDragEnterEvent, QDragMoveEvent, QDropEvent, QTextCursor
 from PySide6.QtWidgets import QApplication, QDialog, QLabel
 
 from app.engine_host import EngineHost
@@ -37,9 +37,9 @@ def load(qtbot, win, name):
     qtbot.waitUntil(lambda: win.model_loaded, timeout=30000)
 
 
-def drop_files(qtbot, window, *paths):
-    """Drop files on the message box as the window system does, and wait until they are read."""
-    widget = window.input.viewport()
+def drop_files(qtbot, window, *paths, widget=None):
+    """Drop files on the message box (or `widget`) as the window system does, and wait until they are read."""
+    widget = widget or window.input.viewport()
     mime = QMimeData()
     mime.setUrls([QUrl.fromLocalFile(str(path)) for path in paths])
     where = QPointF(5.5, 5.5)
@@ -86,6 +86,26 @@ def test_two_dropped_images_reach_the_model_each_at_its_own_budget(qtbot, window
     dialog.close()
     reopened.close()
     library.close()
+
+
+def test_files_dropped_on_the_chat_or_the_window_are_attached(qtbot, window):
+    # Files opened with the app (macOS only) are tested on the drop itself, in test_app_media_tray.py.
+    load(qtbot, window, "tiny-e2b")
+    drop_files(qtbot, window, MEDIA / "image_wide.png", widget=window.view.viewport())
+    drop_files(qtbot, window, MEDIA / "audio_16k.wav", widget=window)
+    qtbot.waitUntil(lambda: not window.media.drop.busy, timeout=10000)
+    assert [item.name for item in window.media.attachments.items] == ["image_wide.png", "audio_16k.wav"]
+
+
+def test_a_drag_of_plain_text_is_left_to_the_message_box(qtbot, window):
+    mime = QMimeData()
+    mime.setText("words")
+    rest = (Qt.DropAction.CopyAction, mime, Qt.MouseButton.LeftButton, Qt.KeyboardModifier.NoModifier)
+    where, box = QPointF(5.5, 5.5), window.input.viewport()
+    for event in (QDragEnterEvent(where.toPoint(), *rest), QDragMoveEvent(where.toPoint(), *rest),
+                  QDropEvent(where, *rest)):
+        QApplication.sendEvent(box, event)
+    assert "words" in window.input.toPlainText() and window.media.attachments.items == []
 
 
 def test_dictation_fills_the_input_box_and_leaves_the_history_alone(qtbot, window):

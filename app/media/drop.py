@@ -1,8 +1,10 @@
 """Getting images and audio into the composer: drag-and-drop, paste, a file picker, files opened with the app.
 
-`MediaDrop` is an event filter, so any widget (the window, the input box, the chat view) becomes a
-drop target without subclassing it. Local files win over image data in the same mime payload: a
-file copied in the Finder carries its icon as image data, and the user meant the file.
+An event filter makes any widget (the window, the input box, the chat view) a drop target without
+subclassing it. Files opened with the app arrive as application events, which only an application-wide
+filter sees, and that one is called for every event of every object: it does as little as it can.
+Local files win over image data in the same mime payload: a file copied in the Finder carries its icon
+as image data, and the user meant the file.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
 from PySide6.QtCore import QBuffer, QByteArray, QEvent, QIODevice, QMimeData, QObject, QTimer, Signal
-from PySide6.QtGui import QGuiApplication, QImage, QImageReader, QKeySequence
+from PySide6.QtGui import QDropEvent, QFileOpenEvent, QGuiApplication, QImage, QImageReader, QKeyEvent, QKeySequence
 from PySide6.QtWidgets import QAbstractScrollArea, QFileDialog, QWidget
 
 from engine.errors import EngineError
@@ -22,7 +24,6 @@ from .attachments import AUDIO_SUFFIXES, IMAGE_SUFFIXES, Attachments, AudioAttac
 FILE_FILTER = (f"Images and audio ({' '.join('*' + s for s in sorted(IMAGE_SUFFIXES | AUDIO_SUFFIXES))});;"
                f"Images ({' '.join('*' + s for s in sorted(IMAGE_SUFFIXES))});;"
                f"Audio ({' '.join('*' + s for s in sorted(AUDIO_SUFFIXES))})")
-_DRAG_EVENTS = (QEvent.Type.DragEnter, QEvent.Type.DragMove)
 _COLLECT_MS = 30
 # Photos Pillow cannot decode but Qt can where the system can (macOS's image I/O reads HEIC).
 _SYSTEM_DECODED = frozenset({".heic", ".heif"})
@@ -57,7 +58,7 @@ class MediaDrop(QObject):
         super().__init__(parent)
         self.attachments = attachments
         self._pasted = 0
-        self._targets: list[QObject] = []
+        self._targets = _DropTargets(self)
         # A phone photo takes a good part of a second to decode and measure: never on the GUI thread.
         self._readers = ThreadPoolExecutor(max_workers=2, thread_name_prefix="media-reader")
         self._being_read: list[tuple[str, Future]] = []
@@ -69,8 +70,7 @@ class MediaDrop(QObject):
         targets = [widget] + ([widget.viewport()] if isinstance(widget, QAbstractScrollArea) else [])
         for target in targets:
             target.setAcceptDrops(True)
-            target.installEventFilter(self)
-            self._targets.append(target)
+            target.installEventFilter(self._targets)
 
     def install_file_open(self, app: QGuiApplication) -> None:
         """Files dropped on the Dock icon or opened with Lantern (QFileOpenEvent, macOS) attach too."""
@@ -160,19 +160,34 @@ class MediaDrop(QObject):
     # -- events -----------------------------------------------------------------------------------
 
     def eventFilter(self, watched: QObject, event: QEvent) -> bool:
-        kind = event.type()
-        if kind == QEvent.Type.FileOpen and event.file():
+        """The application's events (see install_file_open). Redrawing a long chat alone sends hundreds of
+        thousands, so anything but an opened file costs one class test: cheaper than asking its type()."""
+        if isinstance(event, QFileOpenEvent) and event.file():
             self.read_paths([event.file()])
             return True
-        if watched not in self._targets:   # the application filter (file-open) sees every widget's events
-            return super().eventFilter(watched, event)
-        if kind in _DRAG_EVENTS and carries_media(event.mimeData()):
-            event.acceptProposedAction()
-            return True
-        if kind == QEvent.Type.Drop and carries_media(event.mimeData()):
-            self.attach_mime(event.mimeData())
-            event.acceptProposedAction()
-            return True
-        if kind == QEvent.Type.KeyPress and event.matches(QKeySequence.StandardKey.Paste):
-            return self.paste()  # plain text falls through to the text box's own paste
-        return super().eventFilter(watched, event)
+        return False
+
+
+class _DropTargets(QObject):
+    """The event filter of the widgets given to `MediaDrop.install`: media drags, drops and pastes."""
+
+    def __init__(self, drop: MediaDrop):
+        super().__init__(drop)
+        self._drop = drop
+
+    def eventFilter(self, watched: QObject, event: QEvent) -> bool:
+        if isinstance(event, QDropEvent):   # drag enter and drag move events are drop events too
+            return self._take(event)
+        if isinstance(event, QKeyEvent) and event.type() == QEvent.Type.KeyPress:
+            # Plain text falls through to the text box's own paste.
+            return event.matches(QKeySequence.StandardKey.Paste) and self._drop.paste()
+        return False
+
+    def _take(self, event: QDropEvent) -> bool:
+        """Accept a drag that carries media, and attach that media when it is dropped."""
+        if not carries_media(event.mimeData()):
+            return False
+        if event.type() == QEvent.Type.Drop:
+            self._drop.attach_mime(event.mimeData())
+        event.acceptProposedAction()
+        return True
