@@ -87,12 +87,18 @@ def test_search_finds_a_chat_by_its_title_once(library):
     assert library.search("Bread") == []
 
 
-def test_an_older_library_gains_a_search_index_of_its_chat_titles(tmp_path):
-    db = sqlite3.connect(tmp_path / "history.sqlite3")
+
+def _library_at_version(folder: Path, version: int) -> sqlite3.Connection:
+    """A history file as a release with the first `version` migrations wrote it, left open for more rows."""
+    db = sqlite3.connect(folder / "history.sqlite3")
     db.execute("CREATE TABLE schema_migrations (version INTEGER PRIMARY KEY, applied REAL)")
-    for version, script in enumerate(MIGRATIONS[:4], start=1):   # a library written before titles were searched
+    for number, script in enumerate(MIGRATIONS[:version], start=1):
         db.executescript(script)
-        db.execute("INSERT INTO schema_migrations VALUES (?, 0)", (version,))
+        db.execute("INSERT INTO schema_migrations VALUES (?, 0)", (number,))
+    return db
+
+def test_an_older_library_gains_a_search_index_of_its_chat_titles(tmp_path):
+    db = _library_at_version(tmp_path, 4)   # written before titles were searched
     db.execute("INSERT INTO conversations (title, created, updated) VALUES ('Weekend baking plan', 0, 0)")
     db.commit()
     db.close()
@@ -247,11 +253,7 @@ def test_killing_the_writer_many_times_loses_at_most_the_message_being_written(t
 
 
 def test_an_older_library_gains_per_image_budgets_and_keeps_its_message_wide_budget(tmp_path):
-    db = sqlite3.connect(tmp_path / "history.sqlite3")
-    db.execute("CREATE TABLE schema_migrations (version INTEGER PRIMARY KEY, applied REAL)")
-    for version, script in enumerate(MIGRATIONS[:2], start=1):   # a library written before budgets per image
-        db.executescript(script)
-        db.execute("INSERT INTO schema_migrations VALUES (?, 0)", (version,))
+    db = _library_at_version(tmp_path, 2)   # written before budgets per image
     db.execute("INSERT INTO conversations (title, created, updated) VALUES ('old', 0, 0)")
     db.execute("INSERT INTO messages (conversation_id, role, content, stats, created) "
                "VALUES (1, 'user', 'look', '{\"image_budget\": 560}', 0)")
