@@ -197,6 +197,10 @@ class MainWindow(QMainWindow):
         self._build_menus()
 
     def _wire_widgets(self) -> None:
+        self.view.regenerate.connect(self.regenerate)
+        self.view.edit.connect(self.begin_edit)
+        self.view.copy.connect(self.copy_text)
+        self.view.switch_variant.connect(self.switch_variant)
         self.input.submitted.connect(self.send)
         self.input.edit_last.connect(self.edit_last_message)
         self.media.install(self, self.input, self.view)
@@ -734,11 +738,6 @@ class MainWindow(QMainWindow):
         if trailing is not None:
             states.append(trailing)
         bubbles = self.view.show_messages(states)
-        for bubble in bubbles:
-            bubble.regenerate.connect(self.regenerate)
-            bubble.edit.connect(self.begin_edit)
-            bubble.copy.connect(self.copy_text)
-            bubble.switch_variant.connect(self.switch_variant)
         self.streaming_bubble = bubbles[streaming_index] if streaming else None
         self.count_timer.start()
 

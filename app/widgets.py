@@ -397,6 +397,11 @@ class ConversationView(QScrollArea):
     reply streams, until the user scrolls up to read."""
 
     END_SLACK = 8   # pixels from the bottom that still count as "at the end"
+    # Every bubble's intents, forwarded: the window connects to the view once, not to each bubble.
+    regenerate = Signal(int)
+    edit = Signal(int)
+    copy = Signal(str)
+    switch_variant = Signal(int, int)
 
     def __init__(self, parent: QWidget | None = None):
         super().__init__(parent)
@@ -414,16 +419,35 @@ class ConversationView(QScrollArea):
         self.verticalScrollBar().valueChanged.connect(self._stop_keeping_unless_at_end)
 
     def show_messages(self, states: list[MessageState]) -> list[MessageWidget]:
-        for bubble in self.bubbles:
+        """Show `states`, top to bottom. The leading bubbles whose stored message shows just as before
+        are kept: a turn in a long chat then builds its new bubbles, not every bubble again."""
+        kept = self._unchanged_lead(states)
+        for bubble in self.bubbles[kept:]:
             bubble.deleteLater()
-        self.bubbles = [MessageWidget(state) for state in states]
-        for bubble in self.bubbles:
-            self.column.insertWidget(self.column.count() - 1, bubble)
-            self._keep_thoughts_open(bubble)
+        self.bubbles = self.bubbles[:kept] + [self._new_bubble(state) for state in states[kept:]]
+        self.show_bubble(None)
         self.keeping_to_end = True
-        self.shown_bubble = None
         self.scroll_to_end()
         return self.bubbles
+
+    def _unchanged_lead(self, states: list[MessageState]) -> int:
+        """How many leading bubbles show a stored message exactly as `states` would (a streaming one never)."""
+        kept = 0
+        for bubble, state in zip(self.bubbles, states):
+            if state.message_id is None or bubble.state != state:
+                break
+            kept += 1
+        return kept
+
+    def _new_bubble(self, state: MessageState) -> MessageWidget:
+        bubble = MessageWidget(state)
+        self.column.insertWidget(self.column.count() - 1, bubble)
+        self._keep_thoughts_open(bubble)
+        bubble.regenerate.connect(self.regenerate)
+        bubble.edit.connect(self.edit)
+        bubble.copy.connect(self.copy)
+        bubble.switch_variant.connect(self.switch_variant)
+        return bubble
 
     def _keep_thoughts_open(self, bubble: MessageWidget) -> None:
         message_id = bubble.state.message_id

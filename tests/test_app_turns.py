@@ -332,9 +332,22 @@ def test_opened_thoughts_stay_open_when_the_chat_is_drawn_again(qtbot, window):
     bubble = window.view.bubbles[-1]
     assert bubble.thoughts_toggle.isVisibleTo(bubble) and not bubble.thoughts.isVisibleTo(bubble)
     bubble.thoughts_toggle.click()
-    window.render_conversation()
+    chat = window.conversation.id
+    window.open_conversation(window.library.create_conversation())
+    window.open_conversation(chat)
     redrawn = window.view.bubbles[-1]
     assert redrawn is not bubble and redrawn.thoughts.isVisibleTo(redrawn)
+
+
+def test_a_new_turn_keeps_the_bubbles_before_it_and_they_still_answer_once(qtbot, window, monkeypatch):
+    send(qtbot, window, "first question")
+    earlier = list(window.view.bubbles)
+    send(qtbot, window, "second question")
+    assert window.view.bubbles[:2] == earlier and len(window.view.bubbles) == 4
+    asked = []
+    monkeypatch.setattr(window, "_start_turn", asked.append)
+    earlier[1].regenerate.emit(earlier[1].state.message_id)
+    assert len(asked) == 1
 
 
 def test_stats_say_when_a_reply_was_cut_off():
