@@ -93,7 +93,6 @@ class Attention(nn.Module):
             return
         stack_in_place(self, [name for name in ("q_proj", "k_proj", "v_proj") if name in self], "qkv_proj")
         if "qkv_proj" in self:
-            self.qkv_heads = self.heads + self.kv_heads * (2 if self.has_value_proj else 1)
             self.qk_norm_weight = mx.concatenate([
                 mx.broadcast_to(self.q_norm.weight, (self.heads, self.head_dim)),
                 mx.broadcast_to(self.k_norm.weight, (self.kv_heads, self.head_dim)),
@@ -124,7 +123,8 @@ class Attention(nn.Module):
         """A single position through the stacked projection, where launches cost more than the work: one
         matmul, one norm over every head, one multiply by the q and k norms' weights side by side, and
         one rotation of queries and keys together (norms and rotation act on each head alone)."""
-        normed = rms_norm(self._split_heads(self.qkv_proj(x), self.qkv_heads), None, self.eps)
+        heads = self.heads + self.kv_heads * (2 if self.has_value_proj else 1)
+        normed = rms_norm(self._split_heads(self.qkv_proj(x), heads), None, self.eps)
         if self.has_value_proj:
             query_key, values = mx.split(normed, [self.heads + self.kv_heads], axis=1)
         else:  # V is K before its norm's weight and the rotation

@@ -50,14 +50,15 @@ def _kinds() -> dict[str, Callable[[mx.array], mx.array]]:
     }
 
 
-def _host_seconds(build: Callable[[mx.array], mx.array], rows: list[mx.array]) -> tuple[float, int]:
+def _host_seconds(build: Callable[[mx.array], mx.array], rows: list[mx.array]) -> float:
+    """Host seconds per primitive to dispatch one `build` of each row at once."""
     outputs = [build(row) for row in rows]
     mx.synchronize()
     started = time.perf_counter()
     mx.async_eval(outputs)
     spent = time.perf_counter() - started
     mx.synchronize()
-    return spent, len(rows)
+    return spent / len(rows)
 
 
 def dispatch_costs(copies: int = 256, repeats: int = 15) -> dict[str, float]:
@@ -67,7 +68,6 @@ def dispatch_costs(copies: int = 256, repeats: int = 15) -> dict[str, float]:
     costs = {}
     for kind, build in _kinds().items():
         _host_seconds(build, rows)  # compiles kernels and fills caches
-        costs[kind] = 1e6 * statistics.median(spent / count for spent, count in
-                                              (_host_seconds(build, rows) for _ in range(repeats)))
+        costs[kind] = 1e6 * statistics.median(_host_seconds(build, rows) for _ in range(repeats))
     return costs
 
