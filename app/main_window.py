@@ -732,13 +732,11 @@ class MainWindow(QMainWindow):
                                            message.stats, (variant.position, variant.count),
                                            error=message.stats.get("error", ""),
                                            attachments=self.library.attachments(message.id)))
-        if streaming:
-            states.append(MessageState(None, "assistant", self.pending.text, self.pending.thinking))
-        streaming_index = len(states) - 1
-        if trailing is not None:
-            states.append(trailing)
-        bubbles = self.view.show_messages(states)
-        self.streaming_bubble = bubbles[streaming_index] if streaming else None
+        streaming_state = MessageState(None, "assistant", self.pending.text, self.pending.thinking) \
+            if streaming else None
+        states += [state for state in (streaming_state, trailing) if state is not None]
+        self.view.show_messages(states)
+        self.streaming_bubble = self.view.bubble_showing(streaming_state) if streaming else None
         self.count_timer.start()
 
     # -- context meter -----------------------------------------------------------------------------

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from PySide6.QtCore import QSizeF, Qt, QUrl, Signal
+from PySide6.QtCore import QEvent, QObject, QSizeF, Qt, QTimer, QUrl, Signal
 from PySide6.QtGui import QDesktopServices, QFontDatabase, QGuiApplication, QKeyEvent, QPalette, QTextDocument
 from PySide6.QtWidgets import (QComboBox, QFrame, QHBoxLayout, QLabel, QLineEdit, QListWidget, QListWidgetItem,
                                QPlainTextEdit, QPushButton, QScrollArea, QSizePolicy, QTextBrowser, QToolButton,
@@ -394,9 +394,14 @@ class ConversationView(QScrollArea):
 
     Bubbles get their height only when the layout runs, after the call that added or grew them, so
     keeping to the end is done when the scroll range changes: from opening a conversation, and while a
-    reply streams, until the user scrolls up to read."""
+    reply streams, until the user scrolls up to read.
+
+    A long chat opens with its newest bubbles only; older ones are built a batch at a time as the user
+    scrolls up to them (or finds or jumps to one), so opening a 150-turn chat costs what opening 12 does."""
 
     END_SLACK = 8   # pixels from the bottom that still count as "at the end"
+    FIRST_BUBBLES = 24   # built when a chat opens
+    OLDER_BATCH = 24   # built each time the user nears the top of what is built
     # Every bubble's intents, forwarded: the window connects to the view once, not to each bubble.
     regenerate = Signal(int)
     edit = Signal(int)
@@ -405,6 +410,8 @@ class ConversationView(QScrollArea):
 
     def __init__(self, parent: QWidget | None = None):
         super().__init__(parent)
+        # While older bubbles are laid out above it, this bubble stays where the user saw it: (bubble, offset).
+        self.anchor: tuple[MessageWidget, int] | None = None
         self.setWidgetResizable(True)
         self.setAccessibleName("Conversation")
         container = QWidget()
@@ -412,42 +419,75 @@ class ConversationView(QScrollArea):
         self.column.addStretch(1)
         self.setWidget(container)
         self.bubbles: list[MessageWidget] = []
+        self.unbuilt: list[MessageState] = []   # the oldest messages, above the bubbles, not built yet
         self.keeping_to_end = False
         self.shown_bubble: MessageWidget | None = None   # kept in sight instead of the end (a search hit)
         self.open_thoughts: set[int] = set()   # messages whose thoughts the user opened: open after a redraw
-        self.verticalScrollBar().rangeChanged.connect(self._keep_to_end)
-        self.verticalScrollBar().valueChanged.connect(self._stop_keeping_unless_at_end)
+        # Checked after each scroll or layout pass, never inside one, which must not be fed new widgets.
+        self.near_top_check = QTimer(self, singleShot=True, interval=0, timeout=self._build_older_if_near_top)
+        self.verticalScrollBar().rangeChanged.connect(self._on_range_changed)
+        self.verticalScrollBar().valueChanged.connect(self._on_scrolled)
 
-    def show_messages(self, states: list[MessageState]) -> list[MessageWidget]:
-        """Show `states`, top to bottom. The leading bubbles whose stored message shows just as before
-        are kept: a turn in a long chat then builds its new bubbles, not every bubble again."""
+    def show_messages(self, states: list[MessageState]) -> None:
+        """Show `states`, top to bottom. The leading messages that show just as before are kept: a turn
+        in a long chat then builds its new bubbles, not every bubble again."""
         kept = self._unchanged_lead(states)
-        for bubble in self.bubbles[kept:]:
-            bubble.deleteLater()
-        self.bubbles = self.bubbles[:kept] + [self._new_bubble(state) for state in states[kept:]]
+        if len(states) - kept > self.FIRST_BUBBLES:
+            self._drop_bubbles(0)
+            self.unbuilt = states[:-self.FIRST_BUBBLES]
+            fresh = states[-self.FIRST_BUBBLES:]
+        else:
+            kept_unbuilt = min(kept, len(self.unbuilt))
+            self._drop_bubbles(kept - kept_unbuilt)
+            self.unbuilt = self.unbuilt[:kept_unbuilt]
+            fresh = states[kept:]
+        self.bubbles += [self._new_bubble(state, self.column.count() - 1) for state in fresh]
+        self._set_anchor(None)
         self.show_bubble(None)
         self.keeping_to_end = True
         self.scroll_to_end()
-        return self.bubbles
+
+    def bubble_showing(self, state: MessageState) -> MessageWidget | None:
+        return next((bubble for bubble in self.bubbles if bubble.state is state), None)
 
     def _unchanged_lead(self, states: list[MessageState]) -> int:
-        """How many leading bubbles show a stored message exactly as `states` would (a streaming one never)."""
+        """How many leading messages show a stored message exactly as `states` would (a streaming one never)."""
         kept = 0
-        for bubble, state in zip(self.bubbles, states):
-            if state.message_id is None or bubble.state != state:
+        for shown, state in zip(self.unbuilt + [bubble.state for bubble in self.bubbles], states):
+            if state.message_id is None or shown != state:
                 break
             kept += 1
         return kept
 
-    def _new_bubble(self, state: MessageState) -> MessageWidget:
+    def _drop_bubbles(self, keep: int) -> None:
+        for bubble in self.bubbles[keep:]:
+            bubble.deleteLater()
+        self.bubbles = self.bubbles[:keep]
+
+    def _new_bubble(self, state: MessageState, position: int) -> MessageWidget:
         bubble = MessageWidget(state)
-        self.column.insertWidget(self.column.count() - 1, bubble)
+        self.column.insertWidget(position, bubble)
         self._keep_thoughts_open(bubble)
         bubble.regenerate.connect(self.regenerate)
         bubble.edit.connect(self.edit)
         bubble.copy.connect(self.copy)
         bubble.switch_variant.connect(self.switch_variant)
         return bubble
+
+    def build_older(self, count: int) -> None:
+        """Build the `count` newest unbuilt messages above the bubbles, keeping the view where it is."""
+        count = min(count, len(self.unbuilt))
+        if not count:
+            return
+        if self.bubbles:
+            self._set_anchor(self.bubbles[0])
+        older, self.unbuilt = self.unbuilt[-count:], self.unbuilt[:-count]
+        self.bubbles = [self._new_bubble(state, position) for position, state in enumerate(older)] + self.bubbles
+
+    def _build_older_if_near_top(self) -> None:
+        bar = self.verticalScrollBar()
+        if self.unbuilt and bar.value() <= self.viewport().height():
+            self.build_older(self.OLDER_BATCH)
 
     def _keep_thoughts_open(self, bubble: MessageWidget) -> None:
         message_id = bubble.state.message_id
@@ -459,6 +499,9 @@ class ConversationView(QScrollArea):
 
     def show_message(self, message_id: int) -> MessageWidget | None:
         """Bring the bubble of `message_id` into sight, marked as found, instead of the end."""
+        waiting = [index for index, state in enumerate(self.unbuilt) if state.message_id == message_id]
+        if waiting:
+            self.build_older(len(self.unbuilt) - waiting[0])
         bubble = next((b for b in self.bubbles if b.state.message_id == message_id), None)
         self.show_bubble(bubble)
         return bubble
@@ -472,12 +515,16 @@ class ConversationView(QScrollArea):
         self.shown_bubble = bubble
         if bubble is not None:
             self.keeping_to_end = False
+            self._set_anchor(None)
             self.ensureWidgetVisible(bubble)
 
     def bubbles_containing(self, text: str) -> list[MessageWidget]:
-        """The bubbles whose message or thoughts contain `text`, ignoring case, top to bottom."""
+        """The bubbles whose message or thoughts contain `text`, ignoring case, top to bottom (older
+        messages are built first when one of them holds it)."""
         wanted = text.casefold()
-        return [b for b in self.bubbles if wanted and wanted in (b.state.content + b.state.thinking).casefold()]
+        if wanted and any(_holds(state, wanted) for state in self.unbuilt):
+            self.build_older(len(self.unbuilt))
+        return [b for b in self.bubbles if wanted and _holds(b.state, wanted)]
 
     def follow_stream(self) -> None:
         """After each streamed update: keep the newest text in sight if the view is at the end; a user
@@ -494,14 +541,43 @@ class ConversationView(QScrollArea):
         bar = self.verticalScrollBar()
         bar.setValue(bar.maximum())
 
-    def _keep_to_end(self, _minimum: int, maximum: int) -> None:
+    def _on_range_changed(self, _minimum: int, maximum: int) -> None:
         if self.shown_bubble is not None:
             self.ensureWidgetVisible(self.shown_bubble)
         elif self.keeping_to_end:
             self.verticalScrollBar().setValue(maximum)
+        elif self.anchor is not None:
+            self.verticalScrollBar().setValue(self._anchored_value())
+        self.near_top_check.start()
 
-    def _stop_keeping_unless_at_end(self) -> None:
+    def _set_anchor(self, bubble: MessageWidget | None) -> None:
+        if self.anchor is not None:
+            self.anchor[0].removeEventFilter(self)
+        self.anchor = None
+        if bubble is not None:
+            self.anchor = (bubble, bubble.y() - self.verticalScrollBar().value())
+            bubble.installEventFilter(self)
+
+    def _anchored_value(self) -> int:
+        bubble, offset = self.anchor
+        return bubble.y() - offset
+
+    def eventFilter(self, watched: QObject, event: QEvent) -> bool:
+        # The anchor moves once the bubbles built above it have their heights: follow it.
+        if self.anchor is not None and watched is self.anchor[0] and event.type() == QEvent.Type.Move:
+            self.verticalScrollBar().setValue(self._anchored_value())
+        return super().eventFilter(watched, event)
+
+    def _on_scrolled(self, value: int) -> None:
         self.keeping_to_end = self.keeping_to_end and self.is_at_end()
+        # A value the anchor did not ask for, short of the range's end, is the user's scrolling.
+        if self.anchor is not None and value != min(self._anchored_value(), self.verticalScrollBar().maximum()):
+            self._set_anchor(None)
+        self.near_top_check.start()
+
+
+def _holds(state: MessageState, casefolded: str) -> bool:
+    return casefolded in (state.content + state.thinking).casefold()
 
 
 _MESSAGE_ROLE = Qt.ItemDataRole.UserRole + 1   # a search hit's message

@@ -62,9 +62,8 @@ def long_view(qtbot) -> tuple[ConversationView, list[MessageWidget]]:
     qtbot.addWidget(view)
     view.resize(500, 300)
     view.show()
-    bubbles = view.show_messages([MessageState(i, "assistant", f"answer {i}\n\n" + "word " * 80)
-                                  for i in range(1, 9)])
-    return view, bubbles
+    view.show_messages([MessageState(i, "assistant", f"answer {i}\n\n" + "word " * 80) for i in range(1, 9)])
+    return view, view.bubbles
 
 
 def test_opening_a_long_conversation_ends_at_the_newest_message(qtbot):
@@ -99,3 +98,50 @@ def test_a_streaming_reply_is_followed_only_while_the_view_is_at_the_end(qtbot):
     bar.setValue(bar.maximum() - 3)   # and back down, near enough to the end
     end = grow(qtbot, view, bubbles[-1])
     assert bar.value() == end
+
+
+def very_long_view(qtbot, turns: int = 100) -> ConversationView:
+    view = ConversationView()
+    qtbot.addWidget(view)
+    view.resize(500, 400)
+    view.show()
+    view.show_messages([MessageState(i, "assistant" if i % 2 else "user", f"message {i}\n\n" + "word " * 30)
+                        for i in range(turns)])
+    return view
+
+
+def test_a_long_chat_opens_with_its_newest_bubbles_and_builds_older_ones_when_scrolled_to(qtbot):
+    view = very_long_view(qtbot)
+    bar = view.verticalScrollBar()
+    first_built = len(view.bubbles)
+    assert first_built < 100 and [b.state.message_id for b in view.bubbles] == list(range(100 - first_built, 100))
+    qtbot.waitUntil(lambda: bar.maximum() > 0 and bar.value() == bar.maximum())
+    top = view.bubbles[0]
+    bar.setValue(0)   # the user scrolls to the top of what is built
+    margin = top.y()
+    qtbot.waitUntil(lambda: len(view.bubbles) > first_built)
+    assert view.bubbles[-first_built:][0] is top
+    assert [b.state.message_id for b in view.bubbles] == list(range(100 - len(view.bubbles), 100))
+    qtbot.waitUntil(lambda: top.y() > 0)
+    qtbot.wait(50)
+    assert bar.value() == top.y() - margin   # what the user was reading stays in place, older bubbles above it
+
+
+def test_a_long_chat_finds_and_jumps_to_messages_not_built_yet(qtbot):
+    view = very_long_view(qtbot)
+    assert view.bubbles[0].state.message_id > 3
+    assert [b.state.message_id for b in view.bubbles_containing("message 3\n")] == [3]
+    view = very_long_view(qtbot)
+    shown = view.show_message(1)
+    assert shown is not None and shown.state.message_id == 1 and shown.property("found")
+    assert view.bubbles[0].state.message_id == 1
+
+
+def test_a_redraw_of_a_long_chat_keeps_what_is_built_and_a_new_chat_drops_the_rest(qtbot):
+    view = very_long_view(qtbot)
+    states = view.unbuilt + [b.state for b in view.bubbles]
+    built = list(view.bubbles)
+    view.show_messages(states + [MessageState(100, "user", "one more")])
+    assert view.bubbles[:-1] == built and len(view.unbuilt) == 100 - len(built)
+    view.show_messages([MessageState(500, "user", "another chat")])
+    assert view.unbuilt == [] and [b.state.message_id for b in view.bubbles] == [500]
