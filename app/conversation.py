@@ -149,10 +149,6 @@ class Conversation:
         return [{"role": message.role, "text": message.content, **self.media_of(message.id)}
                 for message in messages]
 
-    def history_before(self, message_id: int) -> list[tuple[str, str]]:
-        """(role, text) of the turns before `message_id` on its branch: answers only, never thoughts."""
-        return [(message.role, message.content) for message in self.tree.path_to(message_id)[:-1]]
-
 
 def _image_ref(path: Path, budget: int | None) -> list | str:
     return [str(path), budget] if budget else str(path)

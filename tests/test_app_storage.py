@@ -170,7 +170,8 @@ def test_edit_branches_and_keeps_what_followed(library):
     chat.add_answer(edited, "better answer")
     chat.switch_variant(edited, -1)
     assert [m.content for m in chat.path] == ["first question", "first answer", "follow-up", "second answer"]
-    assert chat.history_before(u2) == [("user", "first question"), ("assistant", "first answer")]
+    assert [(turn["role"], turn["text"]) for turn in chat.turns_before(u2)] == [
+        ("user", "first question"), ("assistant", "first answer")]
     with pytest.raises(ValueError):
         chat.edit_user_message(a1, "not a user message")
 
@@ -180,8 +181,9 @@ def test_history_carries_answers_without_thoughts(library):
     user = chat.add_user_message("2+2?")
     chat.add_answer(user, "4", thinking="two plus two is four")
     follow = chat.add_user_message("and 3+3?")
-    history = chat.history_before(follow)
-    assert history == [("user", "2+2?"), ("assistant", "4")]
+    history = chat.turns_before(follow)
+    assert [(turn["role"], turn["text"]) for turn in history] == [("user", "2+2?"), ("assistant", "4")]
+    assert all("two plus two" not in str(turn) for turn in history)
     assert chat.library.conversation(chat.id).title == "2+2?"
 
 

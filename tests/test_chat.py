@@ -8,6 +8,7 @@ import pytest
 import engine
 from conftest import MODELS
 from engine.output_stream import OutputStream
+from engine.tool_calls import ToolCall
 
 TURNS = ["Hello there", "Tell me about the sea", "And the mountains?", "Why is that?", "Thanks, one more thing"]
 
@@ -152,6 +153,21 @@ def test_tool_calls_become_structured_events(e2b):
     assert len(calls) == 1 and calls[0].name == "get_weather"
     assert calls[0].arguments == {"city": "Paris", "days": 3}
     assert "call:" not in stream.answer
+
+
+def test_a_tool_result_is_answered_in_the_model_turn_that_called_the_tool(e2b):
+    tools = [{"type": "function", "function": {"name": "get_weather", "description": "Weather in a city."}}]
+    session = e2b.chat(temperature=0.0, max_tokens=4, tools=tools)
+    session.messages += [engine.chat.Message("user", "Weather in Paris?"),
+                         engine.chat.Message("assistant", "", tool_calls=[ToolCall("get_weather", {"city": "Paris"})])]
+    events = list(session.add_tool_result("get_weather", "15 degrees, sunny"))
+    assert events[-1].kind == "done" and events[-1].stats.generated_tokens >= 1
+    assert [(m.role, m.name) for m in session.messages[-2:]] == [("tool", "get_weather"), ("assistant", None)]
+    prompt, _ = session._prompt_for(session.messages[:-1])
+    rendered = e2b.tokenizer.decode(prompt.ids.tolist())
+    # The answer continues the open model turn right after the response: no new turn is started.
+    assert rendered.endswith('<|tool_call>call:get_weather{city:<|"|>Paris<|"|>}<tool_call|>'
+                             '<|tool_response>response:get_weather{value:<|"|>15 degrees, sunny<|"|>}<tool_response|>')
 
 
 def _render(model, messages, **options):
