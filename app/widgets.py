@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from PySide6.QtCore import QEvent, QObject, QSizeF, Qt, QTimer, QUrl, Signal
+from PySide6.QtCore import QCoreApplication, QEvent, QObject, QSizeF, Qt, QTimer, QUrl, Signal
 from PySide6.QtGui import QDesktopServices, QFontDatabase, QGuiApplication, QKeyEvent, QPalette, QTextDocument
 from PySide6.QtWidgets import (QComboBox, QFrame, QHBoxLayout, QLabel, QLineEdit, QListWidget, QListWidgetItem,
                                QPlainTextEdit, QPushButton, QScrollArea, QSizePolicy, QTextBrowser, QToolButton,
@@ -446,6 +446,7 @@ class ConversationView(QScrollArea):
         self.show_bubble(None)
         self.keeping_to_end = True
         self.scroll_to_end()
+        self.near_top_check.start()   # bubbles that fit the window change no scroll range
 
     def bubble_showing(self, state: MessageState) -> MessageWidget | None:
         return next((bubble for bubble in self.bubbles if bubble.state is state), None)
@@ -483,10 +484,15 @@ class ConversationView(QScrollArea):
             self._set_anchor(self.bubbles[0])
         older, self.unbuilt = self.unbuilt[-count:], self.unbuilt[:-count]
         self.bubbles = [self._new_bubble(state, position) for position, state in enumerate(older)] + self.bubbles
+        self.near_top_check.start()
 
     def _build_older_if_near_top(self) -> None:
-        bar = self.verticalScrollBar()
-        if self.unbuilt and bar.value() <= self.viewport().height():
+        if not self.unbuilt:
+            return
+        # New bubbles take their heights over a few layout passes; judge the distance to the top after them.
+        for _ in range(3):
+            QCoreApplication.sendPostedEvents(None, QEvent.Type.LayoutRequest)
+        if self.verticalScrollBar().value() <= self.viewport().height():
             self.build_older(self.OLDER_BATCH)
 
     def _keep_thoughts_open(self, bubble: MessageWidget) -> None:
@@ -541,14 +547,18 @@ class ConversationView(QScrollArea):
         bar = self.verticalScrollBar()
         bar.setValue(bar.maximum())
 
-    def _on_range_changed(self, _minimum: int, maximum: int) -> None:
+    def _on_range_changed(self) -> None:
+        self._hold_position()
+        self.near_top_check.start()
+
+    def _hold_position(self) -> None:
+        """Keep in sight what the view is holding: a found bubble, else the end, else the anchor."""
         if self.shown_bubble is not None:
             self.ensureWidgetVisible(self.shown_bubble)
         elif self.keeping_to_end:
-            self.verticalScrollBar().setValue(maximum)
+            self.scroll_to_end()
         elif self.anchor is not None:
             self.verticalScrollBar().setValue(self._anchored_value())
-        self.near_top_check.start()
 
     def _set_anchor(self, bubble: MessageWidget | None) -> None:
         if self.anchor is not None:
@@ -565,7 +575,7 @@ class ConversationView(QScrollArea):
     def eventFilter(self, watched: QObject, event: QEvent) -> bool:
         # The anchor moves once the bubbles built above it have their heights: follow it.
         if self.anchor is not None and watched is self.anchor[0] and event.type() == QEvent.Type.Move:
-            self.verticalScrollBar().setValue(self._anchored_value())
+            self._hold_position()
         return super().eventFilter(watched, event)
 
     def _on_scrolled(self, value: int) -> None:

@@ -100,12 +100,12 @@ def test_a_streaming_reply_is_followed_only_while_the_view_is_at_the_end(qtbot):
     assert bar.value() == end
 
 
-def very_long_view(qtbot, turns: int = 100) -> ConversationView:
+def very_long_view(qtbot, turns: int = 100, words: int = 30, height: int = 400) -> ConversationView:
     view = ConversationView()
     qtbot.addWidget(view)
-    view.resize(500, 400)
+    view.resize(500, height)
     view.show()
-    view.show_messages([MessageState(i, "assistant" if i % 2 else "user", f"message {i}\n\n" + "word " * 30)
+    view.show_messages([MessageState(i, "assistant" if i % 2 else "user", f"message {i}\n\n" + "word " * words)
                         for i in range(turns)])
     return view
 
@@ -145,3 +145,12 @@ def test_a_redraw_of_a_long_chat_keeps_what_is_built_and_a_new_chat_drops_the_re
     assert view.bubbles[:-1] == built and len(view.unbuilt) == 100 - len(built)
     view.show_messages([MessageState(500, "user", "another chat")])
     assert view.unbuilt == [] and [b.state.message_id for b in view.bubbles] == [500]
+
+
+def test_a_long_chat_of_short_messages_fills_a_tall_window_and_still_ends_at_the_newest(qtbot):
+    view = very_long_view(qtbot, words=0, height=3000)
+    first_built = len(view.bubbles)
+    bar = view.verticalScrollBar()
+    qtbot.waitUntil(lambda: len(view.bubbles) > first_built and bar.maximum() > 0)
+    qtbot.wait(100)
+    assert bar.value() == bar.maximum() and view.bubbles[-1].state.message_id == 99
