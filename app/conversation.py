@@ -101,12 +101,13 @@ class Conversation:
         return self._add(user_id, "assistant", content, thinking, stats)
 
     def edit_user_message(self, message_id: int, text: str, added: list[Attachment] = ()) -> int:
-        """A sibling of user message `message_id` carrying `text`, the same attachments and then `added`;
-        what followed the old one is kept."""
+        """A sibling of user message `message_id` carrying `text`, the same attachments (those whose file
+        is still there: a library copied without its attachments folder lacks them) and then `added`; what
+        followed the old one is kept."""
         original = self.tree.by_id[message_id]
         if original.role != "user":
             raise ValueError(f"message {message_id} is not a user message")
-        kept = self.library.attachments(message_id)
+        kept = [attachment for attachment in self.library.attachments(message_id) if attachment.path.is_file()]
         return self._add(original.parent_id, "user", text, stats=original.stats, attachments=kept + list(added))
 
     def regeneration_parent(self, message_id: int) -> int:

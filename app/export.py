@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import errno
 import json
+import os
 import re
 import shutil
 from datetime import datetime
@@ -57,9 +59,25 @@ def _taken(folder: Path, name: str, suffix: str) -> bool:
 
 
 def _write_new(target: Path, text: str) -> None:
-    # Mode "x" refuses a file that appeared after the name was chosen: an export never replaces one.
-    with open(target, "x", encoding="utf-8") as handle:
-        handle.write(text)
+    """Write `target` aside, then give it its name only if that is still free: an export never replaces a
+    file, and a crash while writing leaves no half export that looks whole (just a hidden partial file)."""
+    partial = target.with_name(f".{target.name}.partial")
+    try:
+        partial.write_text(text, encoding="utf-8")
+        _name_if_free(partial, target)
+    finally:
+        partial.unlink(missing_ok=True)
+
+
+def _name_if_free(source: Path, target: Path) -> None:
+    try:
+        os.link(source, target)   # refuses a name taken after it was chosen, atomically
+    except FileExistsError:
+        raise
+    except OSError:   # a file system without hard links (FAT and exFAT memory sticks)
+        if target.exists():
+            raise FileExistsError(errno.EEXIST, "an export never replaces a file", str(target)) from None
+        os.rename(source, target)
 
 
 def export_markdown(library: Library, conversation_id: int, folder: Path) -> Path:

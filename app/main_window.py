@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import sqlite3
 import sys
 from dataclasses import dataclass
@@ -18,7 +19,7 @@ from .conversation import Conversation
 from .engine_host import EngineHost
 from .export import export_json, export_markdown
 from .load_marker import LoadMarker
-from .media.composer import MediaComposer
+from .media.composer import MediaComposer, discard_staged
 from .media.recorder import DENIED, DICTATION_PROMPT, PRIVACY_SETTINGS_URL
 from .menus import build_menus
 from .models import (ModelEntry, check_memory, describe_inputs, discover, folder_problem, forget_folder,
@@ -61,7 +62,14 @@ class PendingTurn:
 class Dictation:
     """A side turn transcribing a recording; its text goes into the input box, never the history."""
     turn_id: int
+    clip: str   # the staged recording, removed once written down
     text: str = ""
+
+
+def _allowed_text_points(points: float) -> float:
+    """`points` within 4 below and 16 above the system's text size; the system's size for a non-number."""
+    standard = QApplication.font().pointSizeF()
+    return min(max(points, standard - 4), standard + 16) if math.isfinite(points) else standard
 
 
 class MainWindow(QMainWindow):
@@ -108,15 +116,10 @@ class MainWindow(QMainWindow):
         self.refresh_models()
         self.refresh_sidebar()
         self._restore_geometry()
-        self._apply_text_size(float(QSettings().value("view/text_points", QApplication.font().pointSizeF())))
+        self._apply_text_size(self._saved_text_points())
         if self.host.info is not None:   # a host shared with another window may have a model already
             self._on_loaded(self.host.info)
         QTimer.singleShot(0, self.input.setFocus)   # once shown: typing goes to the message, not the search
-
-    @property
-    def media_folder(self) -> Path:
-        """Where pasted images and recordings are written before they travel to the engine process."""
-        return self.library.folder / "media"
 
     # -- layout ------------------------------------------------------------------------------------
 
@@ -286,10 +289,17 @@ class MainWindow(QMainWindow):
 
     def change_text_size(self, step: int) -> None:
         """One point bigger (+1) or smaller (-1) in the conversation and the message box; 0: the system size."""
-        standard = QApplication.font().pointSizeF()
-        size = standard if step == 0 else min(max(self.text_points + step, standard - 4), standard + 16)
+        size = _allowed_text_points(self.text_points + step if step else math.nan)
         QSettings().setValue("view/text_points", size)
         self._apply_text_size(size)
+
+    @staticmethod
+    def _saved_text_points() -> float:
+        """The text size chosen last time; the system's when none was, or the settings file is damaged."""
+        try:
+            return _allowed_text_points(float(QSettings().value("view/text_points", math.nan)))
+        except (TypeError, ValueError):
+            return _allowed_text_points(math.nan)
 
     def _apply_text_size(self, points: float) -> None:
         self.text_points = points
@@ -328,12 +338,12 @@ class MainWindow(QMainWindow):
     def regenerate_last(self) -> None:
         """Regenerate the last answer, or answer the last message again when its turn failed unanswered."""
         path = self.conversation.path if self.conversation else []
-        if not path or self.pending is not None:
+        if not path:
             return
         if path[-1].role == "assistant":
             self.regenerate(path[-1].id)
         else:
-            self._start_turn(path[-1].id)
+            self._answer_again(path[-1].id)
 
     def open_settings(self) -> PresetsDialog:
         dialog = PresetsDialog(self.library, self)
@@ -755,7 +765,7 @@ class MainWindow(QMainWindow):
         prompt, branch, text, and each attached image at its own budget and each audio clip."""
         if not self.model_loaded:
             return
-        images, audio = self.media.draft_files(self.media_folder)
+        images, audio = self.media.draft_files(self.library.staging_dir)
         self._count_draft = self._draft_key()
         self._count_request = self.host.count_tokens(self.conversation.id if self.conversation else None,
                                                      self._draft_history(), self.input.toPlainText(),
@@ -853,10 +863,13 @@ class MainWindow(QMainWindow):
         return "No model is loaded: pick one above and press Load. Your message stays in the box."
 
     def _store_user_message(self, text: str) -> int:
-        attachments = self.media.to_store(self.media_folder)
+        attachments = self.media.to_store(self.library.staging_dir)
         if self.editing_id is not None:
-            return self.conversation.edit_user_message(self.editing_id, text, attachments)
-        return self.conversation.add_user_message(text, attachments)
+            user_id = self.conversation.edit_user_message(self.editing_id, text, attachments)
+        else:
+            user_id = self.conversation.add_user_message(text, attachments)
+        discard_staged([attachment.path for attachment in attachments], self.library.staging_dir)
+        return user_id
 
     def begin_edit(self, message_id: int) -> None:
         """Put a user message back in the input box; sending it makes a new branch. The draft the box
@@ -895,14 +908,26 @@ class MainWindow(QMainWindow):
         self.edit_bar.setVisible(message_id is not None)
         if message_id is None:
             return
-        kept = len(self.library.attachments(message_id))
+        attachments = self.library.attachments(message_id)
+        kept = sum(attachment.path.is_file() for attachment in attachments)
         media = f" Its {kept} attachment{'s' * (kept != 1)} stay with it." if kept else ""
+        if kept < len(attachments):
+            media += (f" {len(attachments) - kept} of its attachments are missing from the history folder and "
+                      "are left out.")
         self.edit_label.setText(f"Editing a message: sending it starts a new branch, and the old one stays "
                                 f"reachable with ‹ ›.{media} Esc cancels.")
 
     def regenerate(self, message_id: int) -> None:
-        if self.pending is None:
-            self._start_turn(self.conversation.regeneration_parent(message_id))
+        self._answer_again(self.conversation.regeneration_parent(message_id))
+
+    def _answer_again(self, user_id: int) -> None:
+        if self.pending is not None:
+            self.notice_bar.add(self._busy_reason())
+        elif not self.model_loaded:
+            self.notice_bar.add("The model is still loading; regenerate once it is ready." if self.loading_model
+                                else "No model is loaded: pick one above and press Load, then regenerate.")
+        else:
+            self._start_turn(user_id)
 
     def switch_variant(self, message_id: int, step: int) -> None:
         if self.pending is None:
@@ -977,11 +1002,11 @@ class MainWindow(QMainWindow):
         if self.dictation is not None:
             self.notice_bar.add("Still writing down the last dictation; dictate again once it is in the box.")
             return
-        clip = self.media.recording_file(waveform, self.media_folder)
+        clip = self.media.recording_file(waveform, self.library.staging_dir)
         options = {"thinking": False, "temperature": 0.0,
                    "max_tokens": min(DICTATION_MAX_TOKENS, self.chat_options().get("max_tokens", DICTATION_MAX_TOKENS))}
         turn_id = self.host.start_turn(None, [], DICTATION_PROMPT, options, audio=[clip])
-        self.dictation = Dictation(turn_id)
+        self.dictation = Dictation(turn_id, clip)
         self.statusBar().showMessage("Transcribing what you said…")
 
     def _finish_dictation(self, turn_id: int, error: str | None) -> bool:
@@ -989,6 +1014,7 @@ class MainWindow(QMainWindow):
         if self.dictation is None or self.dictation.turn_id != turn_id:
             return False
         dictation, self.dictation = self.dictation, None
+        discard_staged([dictation.clip], self.library.staging_dir)
         if error is not None:
             self.notice_bar.add(f"Dictation failed: {error}")
             self.statusBar().showMessage("Dictation failed.", 5000)
@@ -1014,7 +1040,7 @@ class MainWindow(QMainWindow):
             return
         pending, self.pending = self.pending, None
         self._set_busy(False)
-        if pending.message_id is None:   # nothing was written yet: show the failure without storing it
+        if pending.message_id is None and not (pending.text or pending.thinking):   # nothing to keep
             keys = self.actions_by_name["regenerate"].shortcut().toString(QKeySequence.SequenceFormat.NativeText)
             self.render_conversation(MessageState(None, "assistant", pending.text, pending.thinking,
                                                   error=f"{message} (Regenerate Answer, {keys}, tries again; "

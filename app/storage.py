@@ -23,6 +23,7 @@ DATA_DIR_ENV = "LANTERN_DATA_DIR"
 DATABASE_NAME = "history.sqlite3"
 UNTITLED = "New chat"   # the title of a chat nobody has named
 ATTACHMENTS_DIR = "attachments"
+STAGING_DIR = "media"   # pasted images and recordings on their way to the engine process, never kept
 # Han, kana, Thai, Lao, Myanmar and Khmer: scripts written without spaces between words.
 UNSPACED_SCRIPT = re.compile(r"[\u0e00-\u0eff\u1000-\u109f\u1780-\u17ff\u3040-\u30ff\u31f0-\u31ff\u3400-\u4dbf"
                              r"\u4e00-\u9fff\uf900-\ufaff\uff66-\uff9f\U00020000-\U0003134f]")
@@ -254,6 +255,7 @@ class Library:
         self.folder.mkdir(parents=True, exist_ok=True)
         self.path = self.folder / DATABASE_NAME
         self.attachments_dir = self.folder / ATTACHMENTS_DIR
+        self.staging_dir = self.folder / STAGING_DIR
         self._db = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT_S, isolation_level=None, check_same_thread=False)
         self._db.row_factory = sqlite3.Row
         try:
@@ -270,6 +272,7 @@ class Library:
         # A full disk must not keep Lantern from starting: the chats then stay hidden until a later start.
         with suppress(sqlite3.OperationalError, OSError):
             self.purge_deleted()
+        self._empty_staging()
 
     @classmethod
     def open_checked(cls, folder: Path | None = None) -> tuple["Library", str | None]:
@@ -429,6 +432,13 @@ class Library:
         # Run every time, so a purge cut short by a crash before this point is completed on the next start.
         self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
 
+    def _empty_staging(self) -> None:
+        """Files an earlier session staged are never needed again: drafts it never sent, recordings since
+        stored in the history (or deleted with their chat), files a crash left half written."""
+        for path in self.staging_dir.glob("*"):
+            with suppress(OSError):
+                path.unlink()
+
     def _remove_unreferenced_attachments(self) -> None:
         referenced = _referenced_files(self._db)
         for path in self.attachments_dir.glob("*"):
@@ -465,13 +475,7 @@ class Library:
         name = hashlib.sha256(data).hexdigest() + source.suffix.lower()
         final = self.attachments_dir / name
         if not final.exists():
-            self.attachments_dir.mkdir(parents=True, exist_ok=True)
-            partial = final.with_name(name + ".partial")
-            with open(partial, "wb") as handle:
-                handle.write(data)
-                handle.flush()
-                os.fsync(handle.fileno())
-            os.replace(partial, final)
+            write_whole(final, data)
         return name
 
     def attachments(self, message_id: int) -> list[Attachment]:
@@ -577,6 +581,18 @@ def _new_backup_folder(parent: Path) -> Path:
 
 def _referenced_files(db: sqlite3.Connection) -> set[str]:
     return {row[0] for row in db.execute("SELECT DISTINCT file FROM attachments")}
+
+
+def write_whole(path: Path, data: bytes) -> None:
+    """Write `path` aside (`<name>.partial`), sync it, then rename it into place: after a crash the name holds
+    the whole file or nothing, so a file found under a content-derived name can be trusted."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(path.name + ".partial")
+    with open(partial, "wb") as handle:
+        handle.write(data)
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(partial, path)
 
 
 def _clean(text: str) -> str:

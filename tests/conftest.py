@@ -1,5 +1,8 @@
 import os
+import resource
 import shutil
+import signal
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -19,3 +22,17 @@ def model_copy(tmp_path):
         shutil.copytree(MODELS / name, target)
         return target
     return copy
+
+
+@contextmanager
+def files_cut_at(size: int):
+    """Every file this process writes stops growing at `size` bytes, the write failing (EFBIG) as on a full
+    disk: what a crash or a full disk in the middle of a save leaves behind."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+    signal_handler = signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (size, hard))
+    try:
+        yield
+    finally:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
+        signal.signal(signal.SIGXFSZ, signal_handler)

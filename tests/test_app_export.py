@@ -12,7 +12,7 @@ from app.conversation import Conversation
 from app.export import closed_fences, export_json, export_markdown, safe_name
 from app import storage
 from app.storage import DATABASE_NAME, Attachment, Library
-from tests.conftest import FIXTURES
+from tests.conftest import FIXTURES, files_cut_at
 
 IMAGE = FIXTURES / "media" / "image_wide.png"
 
@@ -75,6 +75,17 @@ def test_exports_never_overwrite_an_earlier_file_of_the_same_name(library, tmp_p
     assert [p.name for p in json_files] == ["What is in this picture.json", "What is in this picture 2.json"]
     assert [json.loads(p.read_text(encoding="utf-8"))["messages"][-1]["content"] for p in json_files] == [
         "A **wide** picture.", "ANSWER OF THE SECOND CHAT"]
+
+
+def test_an_export_cut_short_leaves_no_file_that_looks_whole(library, tmp_path):
+    chat = Conversation(library, library.create_conversation())
+    chat.add_answer(chat.add_user_message("A long question"), "A long answer. " * 400)
+    (tmp_path / "out").mkdir()
+    for export in (export_markdown, export_json):
+        with files_cut_at(2000), pytest.raises(OSError):
+            export(library, chat.id, tmp_path / "out")
+    assert list((tmp_path / "out").iterdir()) == []
+    assert export_markdown(library, chat.id, tmp_path / "out").name == "A long question.md"
 
 
 def test_markdown_then_json_of_a_chat_share_its_name_and_attachments_folder(library, tmp_path):

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from PIL import Image
 from PySide6.QtCore import QMimeData, QPointF, QSettings, Qt, QUrl
-from PySide6.QtGui import QDragEnterEvent, QDragMoveEvent, QDropEvent, QTextCursor
+from PySide6.QtGui import QDragEnterEvent, QDragMoveEvent, QDropEvent, QImage, QTextCursor
 from PySide6.QtWidgets import QApplication, QDialog, QLabel
 
 from app.engine_host import EngineHost
@@ -124,6 +124,25 @@ def test_dictation_fills_the_input_box_and_leaves_the_history_alone(qtbot, windo
     assert streamed and window.input.toPlainText() == "Note: " + "".join(streamed).strip()
     assert window.library.messages(window.conversation.id) == before == []
     assert window.pending is None and len(window.view.bubbles) == 0
+    assert list(window.library.staging_dir.iterdir()) == []   # the recording is gone once written down
+
+
+def test_a_sent_recording_and_pasted_image_live_only_in_the_history(qtbot, window):
+    load(qtbot, window, "tiny-e2b")
+    window.media.drop.attach_image(QImage(str(MEDIA / "image_tall.png")))
+    window.media.attachments.add_audio((0.3 * np.sin(np.arange(8_000) * 0.05)).astype(np.float32), 16_000,
+                                       "Recording 1")
+    window.media.drop.attach_paths([MEDIA / "image_wide.png"])
+    qtbot.waitUntil(lambda: not window.media.drop.busy and len(window.media.attachments.items) == 3)
+    window._request_count()   # the meter's count stages the draft's files for the engine process
+    assert len(list(window.library.staging_dir.iterdir())) == 2
+    window.input.setPlainText("What are these?")
+    qtbot.keyClick(window.input, Qt.Key.Key_Return)
+    qtbot.waitUntil(lambda: window.pending is None, timeout=30000)
+    stored = window.library.attachments(window.conversation.path[0].id)
+    assert [a.kind for a in stored] == ["image", "image", "audio"] and all(a.path.is_file() for a in stored)
+    assert list(window.library.staging_dir.iterdir()) == []
+    assert (MEDIA / "image_wide.png").is_file()   # a file attached from disk is the user's own: never removed
 
 def test_mic_and_audio_drop_are_refused_with_the_reason_on_tiny_31b(qtbot, window):
     load(qtbot, window, "tiny-31b")

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.conftest import files_cut_at
 from app.conversation import Conversation, Variant
 from app.storage import MIGRATIONS, Attachment, Library, LibraryUnwritable
 
@@ -284,3 +285,32 @@ def test_a_history_that_cannot_be_written_is_reported_as_such_and_left_alone(tmp
     with pytest.raises(LibraryUnwritable, match="cannot be written to"):
         Library.open_checked(tmp_path)
     assert [path.name for path in tmp_path.iterdir() if "corrupt" in path.name] == []
+
+
+def test_a_new_session_starts_with_an_empty_staging_folder_and_keeps_the_history(tmp_path):
+    library = Library(tmp_path)
+    chat = Conversation(library, library.create_conversation())
+    image = tmp_path / "photo.png"
+    image.write_bytes(b"not really a png")
+    user = chat.add_user_message("look", [Attachment("image", image)])
+    library.staging_dir.mkdir()
+    for name in ("draft.png", "recording.wav", "cut.png.partial"):
+        (library.staging_dir / name).write_bytes(b"left by the last session")
+    library.close()
+    reopened = Library(tmp_path)
+    assert list(reopened.staging_dir.iterdir()) == []
+    assert [a.path.read_bytes() for a in reopened.attachments(user)] == [b"not really a png"]
+    assert image.is_file()
+    reopened.close()
+
+
+def test_a_staged_file_cut_short_never_takes_its_final_name(tmp_path):
+    from app.media.attachments import ImageAttachment
+    from app.media.composer import image_file
+
+    item = ImageAttachment("Pasted image 1.png", None, (1, 1), 70, data=bytes(range(256)) * 40)
+    with files_cut_at(4000), pytest.raises(OSError):
+        image_file(item, tmp_path)
+    assert [path.suffix for path in tmp_path.iterdir()] == [".partial"]   # swept when the library next opens
+    written = image_file(item, tmp_path)
+    assert written.read_bytes() == item.data

@@ -8,6 +8,7 @@ import numpy as np
 from PySide6.QtCore import QSettings, Qt
 from PySide6.QtWidgets import QApplication
 
+from app.main_window import MainWindow
 from app.settings_dialog import ChatSettingsDialog, presets
 from tests.conftest import FIXTURES
 from tests.test_app_window import send, shared_host, window  # noqa: F401  (fixtures)
@@ -88,6 +89,49 @@ def test_an_attachment_deleted_before_sending_is_reported_and_nothing_is_lost(qt
     assert window.pending is None and not window.conversation.path
     assert "Not sent" in window.notice_bar.label.text() and "photo.png" in window.notice_bar.label.text()
     assert len(window.media.attachments.items) == 1 and window.input.toPlainText() == "what is this?"
+
+
+def test_an_edited_message_whose_attachment_file_is_gone_is_sent_without_it(qtbot, window):
+    window.media.drop.attach_paths([IMAGE])
+    send(qtbot, window, "what is this?")
+    question = window.conversation.path[0]
+    [stored] = window.library.attachments(question.id)
+    stored.path.unlink()   # as in a history copied without its attachments folder
+    window.begin_edit(question.id)
+    assert "1 of its attachments are missing" in window.edit_label.text()
+    send(qtbot, window, "what was this?")
+    edited = window.conversation.path[0]
+    assert edited.id != question.id and edited.content == "what was this?"
+    assert window.library.attachments(edited.id) == [] and window.conversation.path[-1].role == "assistant"
+
+
+def test_regenerating_without_a_model_says_why_and_starts_nothing(qtbot, window):
+    send(qtbot, window, "a question")
+    window.host.died.emit("The engine stopped.")   # what the window hears when the engine process dies
+    window.regenerate_last()
+    assert window.pending is None and len(window.conversation.path) == 2
+    assert "No model is loaded" in window.notice_bar.label.text()
+
+
+def test_a_reply_that_fails_after_writing_keeps_what_it_wrote(qtbot, window):
+    start_long_reply(qtbot, window)
+    pending = window.pending
+    assert pending.message_id is None   # not saved yet: the first save comes a second into the reply
+    with qtbot.waitSignal(window.host.turn_finished, timeout=20000):   # the engine's own turn, stopped
+        window.host.cancel(pending.turn_id)
+        window.host.turn_failed.emit(pending.turn_id, "the engine ran out of memory")
+    answer = window.conversation.path[-1]
+    assert answer.role == "assistant" and answer.content and pending.text.startswith(answer.content)
+    assert answer.stats["error"] == "the engine ran out of memory"
+
+
+def test_a_damaged_text_size_setting_falls_back_to_the_system_size(qtbot, window):
+    QSettings().setValue("view/text_points", "big")
+    reopened = MainWindow(window.library, host=window.host, model_folders=[])
+    qtbot.addWidget(reopened)
+    assert reopened.text_points == QApplication.font().pointSizeF()
+    QSettings().setValue("view/text_points", "1e9")
+    assert MainWindow._saved_text_points() == QApplication.font().pointSizeF() + 16
 
 
 def test_an_image_alone_can_be_sent(qtbot, window):

@@ -1,13 +1,17 @@
 """Everything media the main window needs, in one object: state, tray, buttons, drop/paste, microphone.
 
 The engine runs in its own process and takes media as file paths, so `draft_files` writes pasted
-images and recordings into the app's media folder (named by content, so the same image is stored
+images and recordings into the library's staging folder (named by content, so the same image is stored
 once) and hands back paths for everything attached, each image with the budget chosen in the tray.
+A staged file is removed once the history holds its own copy, or its dictation is written down.
 """
 
 from __future__ import annotations
 
 import hashlib
+import io
+from collections.abc import Iterable
+from contextlib import suppress
 from pathlib import Path
 
 import numpy as np
@@ -17,7 +21,7 @@ from PySide6.QtWidgets import QWidget
 
 from engine.audio import SAMPLE_RATE
 
-from ..storage import Attachment
+from ..storage import Attachment, write_whole
 from .attachments import Attachments, AudioAttachment, ImageAttachment
 from .controls import MediaControls
 from .drop import MediaDrop
@@ -26,7 +30,6 @@ from .tray import AttachmentTray
 
 
 def _content_path(folder: Path, data: bytes, suffix: str) -> Path:
-    folder.mkdir(parents=True, exist_ok=True)
     return folder / (hashlib.sha256(data).hexdigest()[:24] + suffix)
 
 
@@ -36,7 +39,7 @@ def image_file(item: ImageAttachment, folder: Path) -> Path:
         return item.path
     path = _content_path(folder, item.data, ".png")
     if not path.exists():
-        path.write_bytes(item.data)
+        write_whole(path, item.data)
     return path
 
 
@@ -47,8 +50,18 @@ def audio_file(item: AudioAttachment, folder: Path) -> Path:
     wave = np.ascontiguousarray(item.waveform, dtype=np.float32)
     path = _content_path(folder, wave.tobytes() + str(item.sample_rate).encode(), ".wav")
     if not path.exists():
-        soundfile.write(path, wave, item.sample_rate, subtype="FLOAT")
+        wav = io.BytesIO()
+        soundfile.write(wav, wave, item.sample_rate, subtype="FLOAT", format="WAV")
+        write_whole(path, wav.getvalue())
     return path
+
+
+def discard_staged(paths: Iterable[Path | str], folder: Path) -> None:
+    """Remove those of `paths` that were staged in `folder`; files the user attached from elsewhere stay."""
+    for path in map(Path, paths):
+        if path.parent == folder:
+            with suppress(OSError):
+                path.unlink()
 
 
 class MediaComposer(QObject):
