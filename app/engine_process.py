@@ -90,6 +90,13 @@ def reuse_messages(old: list, old_turns: list[Turn], history: list[Turn], opener
     return messages
 
 
+def _answer_turn(session, history: list[Turn]) -> list[Turn]:
+    """The answer the session just added, as the window will send it back with the next turn: known, it
+    keeps its Message and so the token ids the prompt cache holds it by, instead of being re-encoded."""
+    added = session.messages[len(history) + 1:]
+    return [Turn("assistant", added[0].text)] if len(added) == 1 and added[0].role == "assistant" else []
+
+
 def open_for_count(images: tuple[ImageRef, ...], audio: tuple[str, ...]):
     """Like open_media, but remembering recent files: the draft is counted again at every pause in typing."""
     return open_media(images, audio, _cached_image, _cached_audio)
@@ -199,6 +206,8 @@ class EngineService:
                 if turn_id in self._cancelled:
                     session.cancel()
             self._stream(turn_id, events)
+            if conversation is not None:
+                self._sessions[conversation] = (key, session, history + [user, *_answer_turn(session, history)])
         except engine.EngineError as error:
             self.reply({"ev": "failed", "turn": turn_id, "error": str(error)})
         except Exception as error:

@@ -157,6 +157,26 @@ def test_a_stop_pressed_as_a_reply_ends_does_not_stop_the_next_reply():
     assert done[1]["stats"]["stop_reason"] != "cancelled" and done[1]["stats"]["generated_tokens"] == 4
 
 
+def test_an_answer_sent_back_as_the_window_stored_it_keeps_the_ids_the_cache_holds():
+    replies = []
+    service = EngineService(replies.append)
+    service.load(str(TINY), threading.Event())
+    options = {"max_tokens": 12, "temperature": 0.0}
+    history = []
+    for turn, text in enumerate(["Hello", "Tell me about dragons", "And cats?"]):
+        replies.clear()
+        service.turn({"turn": turn, "conversation": 1, "history": list(history), "text": text, "options": options})
+        answer = "".join(r["text"] for r in replies if r["ev"] == "event" and r["kind"] == "text")
+        history += [{"role": "user", "text": text}, {"role": "assistant", "text": answer}]
+    session = service._sessions[1][1]
+    earlier = [message for message in session.messages if message.role == "assistant"][:-1]
+    assert len(earlier) == 2 and all(message.token_ids for message in earlier)
+    stats = next(r for r in replies if r["ev"] == "done")["stats"]
+    suffix = session.model.tokenizer.encode("<turn|>\n<|turn>user\nAnd cats?<turn|>\n<|turn>model\n")
+    # Only the new turn is prefilled, and the last answer token, which was sampled but never fed back.
+    assert stats["prompt_tokens"] - stats["cached_tokens"] <= len(suffix) + 1
+
+
 def test_stopping_during_a_reply_cancels_it_so_the_engine_quits_by_itself_and_reports_nothing_more(qtbot):
     host = EngineHost()
     try:
