@@ -90,6 +90,17 @@ def reuse_messages(old: list, old_turns: list[Turn], history: list[Turn], opener
     return messages
 
 
+def _free_dropped_model() -> None:
+    """A dropped model lives on in reference cycles (its compiled decode step, finished generators) until
+    the garbage collector next runs: collect now, so the next model never shares the memory with it."""
+    import gc
+
+    import mlx.core as mx
+
+    gc.collect()
+    mx.clear_cache()
+
+
 def _answer_turn(session, history: list[Turn]) -> list[Turn]:
     """The answer the session just added, as the window will send it back with the next turn: known, it
     keeps its Message and so the token ids the prompt cache holds it by, instead of being re-encoded."""
@@ -141,6 +152,7 @@ class EngineService:
         import engine
 
         self.model, self._sessions, self._counting = None, {}, {}
+        _free_dropped_model()
         name = Path(folder).name
         progress = self._progress_reporter(name)
         try:

@@ -1,7 +1,9 @@
 """The engine process on its own: the protocol over real pipes, and the history reuse inside it."""
 
+import gc
 import subprocess
 import threading
+import weakref
 from pathlib import Path
 
 from engine.chat import Message
@@ -175,6 +177,20 @@ def test_an_answer_sent_back_as_the_window_stored_it_keeps_the_ids_the_cache_hol
     suffix = session.model.tokenizer.encode("<turn|>\n<|turn>user\nAnd cats?<turn|>\n<|turn>model\n")
     # Only the new turn is prefilled, and the last answer token, which was sampled but never fed back.
     assert stats["prompt_tokens"] - stats["cached_tokens"] <= len(suffix) + 1
+
+
+def test_loading_another_model_frees_the_last_one_first():
+    service = EngineService(lambda message: None)
+    service.load(str(TINY), threading.Event())
+    service.turn({"turn": 1, "conversation": 1, "history": [], "text": "hi",
+                  "options": {"max_tokens": 3, "temperature": 0.0}})
+    weights = weakref.ref(service.model.net.text)
+    gc.disable()   # what reference counting alone would free: not the model, which sits in cycles
+    try:
+        service.load(str(MODELS / "tiny-31b"), threading.Event())
+        assert weights() is None and service.model is not None
+    finally:
+        gc.enable()
 
 
 def test_stopping_during_a_reply_cancels_it_so_the_engine_quits_by_itself_and_reports_nothing_more(qtbot):
