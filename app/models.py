@@ -11,6 +11,7 @@ from PySide6.QtCore import QSettings
 
 from engine.checkpoint import weight_files
 from engine.config import ModelConfig, detect_variant, parse_config
+from engine.convert import is_staging_folder
 from engine.errors import EngineError
 
 from .storage import data_dir
@@ -162,7 +163,10 @@ def json_object(path: Path) -> dict:
 
 def scan_folder(folder: Path) -> list[ModelEntry]:
     """`folder` itself if it holds a model, else the models up to two levels below it; one two levels down is
-    named `publisher/model`, as LM Studio lays them out, which matches the hub repo it came from."""
+    named `publisher/model`, as LM Studio lays them out, which matches the hub repo it came from. A conversion's
+    staging folder is no model, even once it holds a config and weights."""
+    if is_staging_folder(folder):
+        return []
     own = read_entry(folder)
     return [own] if own is not None else _scan_below(folder, "", SCAN_DEPTH)
 
@@ -179,9 +183,10 @@ def _scan_below(folder: Path, prefix: str, depth: int) -> list[ModelEntry]:
 
 
 def _subfolders(folder: Path) -> list[Path]:
-    """The folders inside `folder`; none when it is missing or unreadable (a remembered drive may be gone)."""
+    """The folders inside `folder` but conversions' staging folders; none when it is missing or unreadable (a
+    remembered drive may be gone)."""
     try:
-        return sorted(path for path in folder.iterdir() if path.is_dir())
+        return sorted(path for path in folder.iterdir() if path.is_dir() and not is_staging_folder(path))
     except OSError:
         return []
 

@@ -14,6 +14,7 @@ import json
 import shutil
 import threading
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -31,6 +32,13 @@ ROUTER_BITS = 8  # every peer keeps the MoE router at 8 bits: 4-bit routing pick
 DEFAULT_SHARD_BYTES = 2 * 1024**3
 _QUANTIZED_TOWER_MODULES = ("embed_audio.embedding_projection",)
 _TEXT_PREFIX = "language_model.model."
+# A conversion writes beside its output, in a folder named with this suffix, and renames it once whole.
+STAGING_SUFFIX = ".converting"
+
+# The staging folders of the conversions running in this process, which a sweep must leave alone; the lock
+# makes claiming one and sweeping exclusive, so a sweep never deletes a folder claimed after its check.
+_claimed_staging: set[Path] = set()
+_staging_lock = threading.Lock()
 
 
 @dataclass(frozen=True)
@@ -68,6 +76,46 @@ def _check_request(bits: int, group_size: int) -> None:
 def _check_output(out: Path) -> None:
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise EngineError(f"{out} already exists and is not an empty folder; choose a new output folder")
+
+
+def is_staging_folder(folder: Path) -> bool:
+    """Whether `folder` is a conversion's unfinished output: it may hold a config and weights, never a whole model."""
+    return folder.name.endswith(STAGING_SUFFIX)
+
+
+def remove_abandoned_staging(folder: Path) -> None:
+    """Delete the staging folders in `folder` that no conversion in this process is writing: what a conversion
+    killed midway left behind, often gigabytes. Nothing else in `folder` is touched. Conversions in other
+    processes are not seen, so sweep only a folder this process alone converts into (the app's own)."""
+    with _staging_lock:
+        for staging in _staging_folders_in(folder):
+            if staging.resolve() not in _claimed_staging:
+                shutil.rmtree(staging, ignore_errors=True)
+
+
+def _staging_folders_in(folder: Path) -> list[Path]:
+    try:
+        children = list(folder.iterdir())
+    except OSError:   # missing or unreadable: nothing to sweep
+        return []
+    return [path for path in children if is_staging_folder(path) and path.is_dir() and not path.is_symlink()]
+
+
+@contextmanager
+def _staging_for(target: Path) -> Iterator[Path]:
+    """An empty staging folder beside `target`, kept from sweeps until the conversion is over."""
+    staging = target.with_name(target.name + STAGING_SUFFIX)
+    with _staging_lock:
+        if staging in _claimed_staging:
+            raise EngineError(f"another conversion is already writing {target}")
+        shutil.rmtree(staging, ignore_errors=True)  # a conversion that was killed earlier
+        staging.mkdir(parents=True)
+        _claimed_staging.add(staging)
+    try:
+        yield staging
+    finally:
+        with _staging_lock:
+            _claimed_staging.discard(staging)
 
 
 def quant_spec_for(name: str, width: int, bits: int, group_size: int) -> tuple[int, int] | None:
@@ -201,19 +249,17 @@ def convert(model: str | Path, out: str | Path, bits: int = 4, group_size: int =
     source = open_folder(model)
     target = Path(out).expanduser().resolve()  # `.` or `..` has no name to put the staging folder beside
     _check_output(target)
-    staging = target.with_name(target.name + ".converting")
-    shutil.rmtree(staging, ignore_errors=True)  # a conversion that was killed earlier
-    staging.mkdir(parents=True)
-    try:
-        writer = _ShardWriter(staging, max_shard_bytes)
-        block, quantized, kept = _quantize_all(source, writer, bits, group_size, progress, cancel)
-        writer.finish()
-        _write_config(source, staging, block)
-        _copy_side_files(source, staging)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
-    if target.exists():
-        target.rmdir()
-    staging.rename(target)
+    with _staging_for(target) as staging:
+        try:
+            writer = _ShardWriter(staging, max_shard_bytes)
+            block, quantized, kept = _quantize_all(source, writer, bits, group_size, progress, cancel)
+            writer.finish()
+            _copy_side_files(source, staging)
+            _write_config(source, staging, block)  # last: without it no half-written folder passes for a model
+        except BaseException:
+            shutil.rmtree(staging, ignore_errors=True)
+            raise
+        if target.exists():
+            target.rmdir()
+        staging.rename(target)  # still claimed: a sweep now must not take the folder from under the rename
     return ConvertResult(target, quantized, kept, writer.total_bytes, len(writer.shard_names))

@@ -6,6 +6,7 @@ import shutil
 
 from app.models import (check_memory, folder_problem, hf_cache_dir, kv_cache_bytes, picker_labels, read_entry,
                         scan_folder, scan_hf_cache)
+from engine.convert import STAGING_SUFFIX
 from tests.conftest import MODELS
 
 
@@ -115,6 +116,21 @@ def test_models_converted_in_the_library_are_found_once(tmp_path, monkeypatch):
     assert converted_models_dir() == converted.parent
     assert [entry.path for entry in discover([])] == [converted]
     assert [entry.path for entry in discover([converted.parent, converted])] == [converted]
+
+
+def test_a_conversions_staging_folder_is_never_listed_though_it_holds_a_config_and_weights(tmp_path, monkeypatch):
+    from app.models import discover
+
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "empty-hub"))
+    monkeypatch.setenv("LANTERN_DATA_DIR", str(tmp_path / "data"))
+    converted = tmp_path / "data" / "models" / "gemma-4-e2b-it-4bit"
+    staging = converted.with_name(converted.name + STAGING_SUFFIX)
+    nested = tmp_path / "added" / "publisher" / f"gemma{STAGING_SUFFIX}"
+    for folder in (converted, staging, nested):
+        shutil.copytree(MODELS / "tiny-e2b-q4", folder)
+    assert [entry.path for entry in discover([tmp_path / "added"])] == [converted]
+    assert scan_folder(staging) == []
 
 
 def test_two_copies_of_one_model_are_told_apart_by_their_folder(tmp_path):

@@ -15,9 +15,10 @@ import numpy as np
 import pytest
 
 import engine
+import engine.convert as convert_module
 from engine.checkpoint import read_headers, weight_files
 from engine.cli import main as cli_main
-from engine.convert import ConversionCancelled, convert
+from engine.convert import STAGING_SUFFIX, ConversionCancelled, convert, remove_abandoned_staging
 
 from conftest import MODELS
 
@@ -172,6 +173,70 @@ def test_cancel_leaves_nothing_behind(tmp_path):
     with pytest.raises(ConversionCancelled):
         convert(E4B, tmp_path / "q4", 4, 64, progress=stop_halfway, cancel=cancel)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_config_is_written_after_every_other_file(tmp_path, monkeypatch):
+    """A conversion killed while copying the side files must leave no folder that passes for a model."""
+    config_before_side_files = []
+    copy_side_files = convert_module._copy_side_files
+
+    def copy_and_look(source: Path, staging: Path) -> None:
+        config_before_side_files.append((staging / "config.json").exists())
+        copy_side_files(source, staging)
+
+    monkeypatch.setattr(convert_module, "_copy_side_files", copy_and_look)
+    convert(E4B, tmp_path / "q4", 4)
+    assert config_before_side_files == [False]
+    assert (tmp_path / "q4" / "config.json").is_file()
+
+
+def leftover_staging(folder: Path, name: str) -> Path:
+    """What a conversion killed after writing its config leaves: weights and config, no tokenizer yet."""
+    staging = folder / f"{name}{STAGING_SUFFIX}"
+    staging.mkdir()
+    for part in ("config.json", "model.safetensors"):
+        shutil.copy(E4B / part, staging / part)
+    return staging
+
+
+def test_a_sweep_removes_leftover_staging_folders_and_nothing_else(tmp_path):
+    leftovers = [leftover_staging(tmp_path, "gemma-4bit"), leftover_staging(tmp_path, "gemma-8bit")]
+    shutil.copytree(E4B, tmp_path / "gemma")
+    (tmp_path / f"notes{STAGING_SUFFIX}").write_text("a file, not a conversion's folder")
+    (tmp_path / "elsewhere").mkdir()
+    (tmp_path / f"linked{STAGING_SUFFIX}").symlink_to(tmp_path / "elsewhere")
+    remove_abandoned_staging(tmp_path)
+    assert not any(path.exists() for path in leftovers)
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["elsewhere", "gemma", f"linked{STAGING_SUFFIX}",
+                                                                f"notes{STAGING_SUFFIX}"]
+    assert engine.load(tmp_path / "gemma").info.quantization is None
+
+
+def test_a_sweep_keeps_the_staging_folder_of_a_running_conversion(tmp_path):
+    leftover = leftover_staging(tmp_path, "killed")
+    swept = []
+
+    def sweep_midway(step) -> None:
+        if not swept:
+            remove_abandoned_staging(tmp_path)
+            swept.append(sorted(path.name for path in tmp_path.iterdir()))
+
+    result = convert(E4B, tmp_path / "q4", 4, progress=sweep_midway)
+    assert swept == [[f"q4{STAGING_SUFFIX}"]] and not leftover.exists()
+    assert engine.load(result.folder).info.quantization == (4, 64)
+
+
+def test_a_second_conversion_into_the_same_folder_is_refused_while_the_first_runs(tmp_path):
+    refusals = []
+
+    def convert_again(step) -> None:
+        if not refusals:
+            with pytest.raises(engine.EngineError, match="another conversion") as refusal:
+                convert(E4B, tmp_path / "q4", 8)
+            refusals.append(refusal)
+
+    result = convert(E4B, tmp_path / "q4", 4, progress=convert_again)
+    assert len(refusals) == 1 and engine.load(result.folder).info.quantization == (4, 64)
 
 
 @pytest.mark.parametrize("problem, arguments", [

@@ -3,6 +3,7 @@ reveals and deletes."""
 
 import shutil
 import threading
+from pathlib import Path
 
 import pytest
 from huggingface_hub import constants as hub_constants
@@ -15,6 +16,7 @@ from app.library.catalog import CatalogEntry
 from app.library.download import HubDownload
 from app.library.jobs import ConvertJob
 from app.library.page import open_library
+from engine.convert import STAGING_SUFFIX
 
 from conftest import MODELS
 from test_library_download import CHUNK, COMMIT, REPO, FakeHub
@@ -117,6 +119,51 @@ def test_convert_adds_a_loadable_quantized_model(page, qtbot, tmp_path):
     assert engine.load(ready.args[0]).info.quantization == (4, 64)
     page.select(ready.args[0])
     assert not page.buttons["Convert to 4-bit"].isEnabled()  # already quantized
+
+
+def leftover_staging(models: Path, name: str) -> Path:
+    """What a conversion killed midway leaves in the library's folder."""
+    staging = models / f"{name}{STAGING_SUFFIX}"
+    shutil.copytree(MODELS / "tiny-e2b-q4", staging)
+    return staging
+
+
+def test_opening_the_library_removes_what_killed_conversions_left(qtbot, tmp_path, hub):
+    models = tmp_path / "models"
+    shutil.copytree(MODELS / "tiny-e4b-bf16", models / "tiny-e4b-bf16")
+    leftover = leftover_staging(models, "tiny-e4b-bf16-4bit")
+    widget = open_library(None, models_dir=models, cache=tmp_path / "hub", endpoint=hub.endpoint,
+                          catalog=(TINY,), confirm=lambda parent, question: True, added_folders=lambda: [])
+    qtbot.addWidget(widget)
+    assert not leftover.exists()
+    assert [path.name for path in models.iterdir()] == ["tiny-e4b-bf16"]
+    assert widget.items("installed") == [str(models / "tiny-e4b-bf16")]
+    widget.shutdown()
+
+
+def test_a_conversion_removes_leftovers_and_its_own_staging_survives_a_library_opened_meanwhile(
+        page, qtbot, tmp_path, hub, monkeypatch):
+    models = tmp_path / "models"
+    leftover = leftover_staging(models, "killed-8bit")
+    held, release = threading.Event(), threading.Event()
+
+    def hold_at_first_tensor(job, step) -> None:
+        held.set()
+        release.wait(20)
+
+    monkeypatch.setattr(ConvertJob, "_report", hold_at_first_tensor)
+    page.select(str(models / "tiny-e4b-bf16"))
+    page.convert_selected(4)
+    assert not leftover.exists()
+    assert held.wait(20)
+    other = open_library(None, models_dir=models, cache=tmp_path / "hub", endpoint=hub.endpoint, catalog=(TINY,),
+                         confirm=lambda parent, question: True, added_folders=lambda: [])
+    qtbot.addWidget(other)
+    assert (models / f"tiny-e4b-bf16-4bit{STAGING_SUFFIX}").is_dir()
+    with qtbot.waitSignal(page.model_ready, timeout=30000) as ready:
+        release.set()
+    assert ready.args == [str(models / "tiny-e4b-bf16-4bit")]
+    other.shutdown()
 
 
 def test_a_conversion_can_be_cancelled_and_its_source_cannot_be_deleted_meanwhile(page, qtbot, tmp_path,

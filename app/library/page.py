@@ -19,6 +19,7 @@ from PySide6.QtWidgets import (QHBoxLayout, QHeaderView, QLabel, QMessageBox, QP
 
 from app.models import (ModelEntry, converted_models_dir, format_bytes, hf_cache_dir, lm_studio_models,
                         remembered_folders, scan_folder, scan_hf_cache)
+from engine.convert import remove_abandoned_staging
 
 from .catalog import CATALOG, CatalogEntry, describe, recommend
 from .download import HubDownload, discard_unfinished, partial_bytes, repo_folder
@@ -51,6 +52,7 @@ class LibraryPage(QWidget):
         self.added_folders = added_folders
         self.user_models: set[Path] = set()   # found in folders the user added: listed, never deleted here
         self.models_dir = models_dir or converted_models_dir()
+        remove_abandoned_staging(self.models_dir)
         self.cache, self.endpoint, self.catalog, self.confirm = cache or hf_cache_dir(), endpoint, catalog, confirm
         self.downloads: dict[str, DownloadJob] = {}
         self.conversion: ConvertJob | None = None
@@ -273,6 +275,7 @@ class LibraryPage(QWidget):
         out = self.models_dir / f"{entry.name.split('/')[-1]}-{bits}bit"
         self.conversion = ConvertJob(entry.path, out, bits)
         self.models_dir.mkdir(parents=True, exist_ok=True)
+        remove_abandoned_staging(self.models_dir)
         self.conversion.start()
         self._update_buttons()
         return self.conversion
