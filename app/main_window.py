@@ -552,6 +552,11 @@ class MainWindow(QMainWindow):
         if not verdict.fits:
             self.model_status.setText(f"Not loaded: {verdict.message}")
             return False
+        # The engine loads after the turn it is running: stopped now, or the load would wait for the whole reply.
+        if self.pending is not None and not self.confirm(
+                f"Gemma is still writing a reply. Stop it and load {entry.name}? What it wrote so far is kept."):
+            return False
+        self.stop()
         self.model_loaded = False
         self._show_engine_problem(False)
         self._begin_load(entry.path)

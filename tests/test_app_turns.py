@@ -134,6 +134,18 @@ def test_a_damaged_text_size_setting_falls_back_to_the_system_size(qtbot, window
     assert MainWindow._saved_text_points() == QApplication.font().pointSizeF() + 16
 
 
+def test_loading_a_model_mid_reply_asks_then_stops_the_reply_first(qtbot, window):
+    start_long_reply(qtbot, window)
+    questions = []
+    window.confirm = lambda question: questions.append(question) or False
+    assert not window.load_selected_model() and window.pending is not None   # "no": the reply goes on
+    window.confirm = lambda question: True
+    assert window.load_selected_model()
+    qtbot.waitUntil(lambda: window.model_loaded, timeout=30000)
+    assert "still writing a reply" in questions[0]
+    assert window.pending is None and window.conversation.path[-1].stats["stop_reason"] == "cancelled"
+
+
 def test_an_image_alone_can_be_sent(qtbot, window):
     window.media.drop.attach_paths([IMAGE])
     qtbot.keyClick(window.input, Qt.Key.Key_Return)
