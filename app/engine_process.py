@@ -261,7 +261,12 @@ class EngineService:
         conversation = request.get("conversation")
         key, session, old_turns = self._session_for(self._counting, conversation, request.get("options", {}), model)
         history = [Turn.from_wire(item) for item in request.get("history", ())]
-        session.messages = reuse_messages(session.messages, old_turns, history, open_for_count)
+        old_messages = session.messages
+        answering = self._sessions.get(conversation) if conversation is not None else None
+        if answering is not None and answering[0] == key:
+            # The chat's own session holds earlier answers as their generated ids, as the next prompt will.
+            old_messages, old_turns = list(answering[1].messages), answering[2]
+        session.messages = reuse_messages(old_messages, old_turns, history, open_for_count)
         self._counting[conversation] = (key, session, history)
         draft = user_turn(request)
         images, audio = open_for_count(draft.images, draft.audio)
