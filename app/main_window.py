@@ -234,7 +234,8 @@ class MainWindow(QMainWindow):
         self.sidebar.toggle_pin.connect(self._toggle_pin)
         self.sidebar.search.connect(self.search)
         self.cancel_edit_button.clicked.connect(self.cancel_edit)
-        self.find_box.textChanged.connect(lambda _text: self._find(0))
+        # From the newest match, nearest where a chat is read: older bubbles are built only when reached.
+        self.find_box.textChanged.connect(lambda _text: self._find(-1))
         self.find_box.returnPressed.connect(self.find_next)
         self.find_done_button.clicked.connect(self.close_find)
         # Ctrl+. (⌘.) belongs to the Stop menu action; a second shortcut on the same keys would make both ambiguous.
@@ -259,7 +260,7 @@ class MainWindow(QMainWindow):
         self.find_bar.setVisible(True)
         self.find_box.setFocus()
         self.find_box.selectAll()
-        self._find(0)
+        self._find(-1)
 
     def find_next(self, step: int = 1) -> None:
         """The next (step 1) or previous (-1) bubble holding the find bar's text, wrapping around."""
@@ -275,13 +276,13 @@ class MainWindow(QMainWindow):
 
     def _find(self, index: int) -> None:
         text = self.find_box.text()
-        found = self.view.bubbles_containing(text)
+        found = self.view.states_containing(text)
         if not found:
             self.find_status.setText("Not found" if text else "")
             self.view.show_bubble(None)
             return
         self.find_index = index % len(found)
-        self.view.show_bubble(found[self.find_index])
+        self.view.show_found(found[self.find_index])
         self.find_status.setText(f"{self.find_index + 1} of {len(found)}")
 
     def toggle_sidebar(self) -> None:
@@ -860,12 +861,12 @@ class MainWindow(QMainWindow):
         return (f"Gemma is still writing a reply in {where}. Wait for it, or press Stop (Esc), then send; "
                 "your message stays in the box.")
 
-    def _not_ready_reason(self) -> str:
+    def _not_ready_reason(self, meanwhile: str = "Your message stays in the box.") -> str:
         if self.loading_model:
-            return "The model is still loading; your message stays in the box until it is ready."
+            return f"The model is still loading. {meanwhile}"
         if not self.models:
-            return NO_MODEL_YET + " Your message stays in the box."
-        return "No model is loaded: pick one above and press Load. Your message stays in the box."
+            return f"{NO_MODEL_YET} {meanwhile}"
+        return f"No model is loaded: pick one above and press Load. {meanwhile}"
 
     def _store_user_message(self, text: str) -> int:
         attachments = self.media.to_store(self.library.staging_dir)
@@ -915,10 +916,11 @@ class MainWindow(QMainWindow):
             return
         attachments = self.library.attachments(message_id)
         kept = sum(attachment.path.is_file() for attachment in attachments)
+        missing = len(attachments) - kept
         media = f" Its {kept} attachment{'s' * (kept != 1)} stay with it." if kept else ""
-        if kept < len(attachments):
-            media += (f" {len(attachments) - kept} of its attachments are missing from the history folder and "
-                      "are left out.")
+        if missing:
+            media += (f" {missing} attachment{'s are' if missing != 1 else ' is'} missing from the history folder "
+                      "and left out.")
         self.edit_label.setText(f"Editing a message: sending it starts a new branch, and the old one stays "
                                 f"reachable with ‹ ›.{media} Esc cancels.")
 
@@ -929,8 +931,7 @@ class MainWindow(QMainWindow):
         if self.pending is not None:
             self.notice_bar.add(self._busy_reason())
         elif not self.model_loaded:
-            self.notice_bar.add("The model is still loading; regenerate once it is ready." if self.loading_model
-                                else "No model is loaded: pick one above and press Load, then regenerate.")
+            self.notice_bar.add(self._not_ready_reason("Regenerate once it is ready."))
         else:
             self._start_turn(user_id)
 

@@ -449,12 +449,17 @@ class ConversationView(QScrollArea):
         self.near_top_check.start()   # bubbles that fit the window change no scroll range
 
     def bubble_showing(self, state: MessageState) -> MessageWidget | None:
+        """The bubble built for `state` (the very object given to `show_messages`), if it is built."""
         return next((bubble for bubble in self.bubbles if bubble.state is state), None)
+
+    def shown_states(self) -> list[MessageState]:
+        """Every message of the branch, top to bottom, built or not."""
+        return self.unbuilt + [bubble.state for bubble in self.bubbles]
 
     def _unchanged_lead(self, states: list[MessageState]) -> int:
         """How many leading messages show a stored message exactly as `states` would (a streaming one never)."""
         kept = 0
-        for shown, state in zip(self.unbuilt + [bubble.state for bubble in self.bubbles], states):
+        for shown, state in zip(self.shown_states(), states):
             if state.message_id is None or shown != state:
                 break
             kept += 1
@@ -487,7 +492,7 @@ class ConversationView(QScrollArea):
         self.near_top_check.start()
 
     def _build_older_if_near_top(self) -> None:
-        if not self.unbuilt:
+        if not self.unbuilt or not self.isVisible():   # a hidden view's scroll value says nothing
             return
         # New bubbles take their heights over a few layout passes; judge the distance to the top after them.
         for _ in range(3):
@@ -503,12 +508,22 @@ class ConversationView(QScrollArea):
         bubble.thoughts_toggle.toggled.connect(
             lambda shown: (self.open_thoughts.add if shown else self.open_thoughts.discard)(message_id))
 
+    def showEvent(self, event) -> None:
+        super().showEvent(event)
+        self.near_top_check.start()
+
     def show_message(self, message_id: int) -> MessageWidget | None:
         """Bring the bubble of `message_id` into sight, marked as found, instead of the end."""
-        waiting = [index for index, state in enumerate(self.unbuilt) if state.message_id == message_id]
-        if waiting:
-            self.build_older(len(self.unbuilt) - waiting[0])
-        bubble = next((b for b in self.bubbles if b.state.message_id == message_id), None)
+        state = next((state for state in self.shown_states() if state.message_id == message_id), None)
+        return self.show_found(state)
+
+    def show_found(self, state: MessageState | None) -> MessageWidget | None:
+        """Mark the bubble of `state` (one of `shown_states`) as found and keep it in sight, building the
+        older bubbles down to it first; None only clears the mark."""
+        position = next((index for index, unbuilt in enumerate(self.unbuilt) if unbuilt is state), None)
+        if position is not None:
+            self.build_older(len(self.unbuilt) - position)
+        bubble = None if state is None else self.bubble_showing(state)
         self.show_bubble(bubble)
         return bubble
 
@@ -524,13 +539,11 @@ class ConversationView(QScrollArea):
             self._set_anchor(None)
             self.ensureWidgetVisible(bubble)
 
-    def bubbles_containing(self, text: str) -> list[MessageWidget]:
-        """The bubbles whose message or thoughts contain `text`, ignoring case, top to bottom (older
-        messages are built first when one of them holds it)."""
+    def states_containing(self, text: str) -> list[MessageState]:
+        """The messages whose text or thoughts contain `text`, ignoring case, top to bottom, built or not."""
         wanted = text.casefold()
-        if wanted and any(_holds(state, wanted) for state in self.unbuilt):
-            self.build_older(len(self.unbuilt))
-        return [b for b in self.bubbles if wanted and _holds(b.state, wanted)]
+        return [state for state in self.shown_states()
+                if wanted and wanted in (state.content + state.thinking).casefold()]
 
     def follow_stream(self) -> None:
         """After each streamed update: keep the newest text in sight if the view is at the end; a user
@@ -552,13 +565,14 @@ class ConversationView(QScrollArea):
         self.near_top_check.start()
 
     def _hold_position(self) -> None:
-        """Keep in sight what the view is holding: a found bubble, else the end, else the anchor."""
-        if self.shown_bubble is not None:
-            self.ensureWidgetVisible(self.shown_bubble)
-        elif self.keeping_to_end:
+        """Keep in sight what the view is holding: the end, else the anchor (the content grows above what
+        the user reads, a found bubble included), else a found bubble."""
+        if self.keeping_to_end:
             self.scroll_to_end()
         elif self.anchor is not None:
             self.verticalScrollBar().setValue(self._anchored_value())
+        elif self.shown_bubble is not None:
+            self.ensureWidgetVisible(self.shown_bubble)
 
     def _set_anchor(self, bubble: MessageWidget | None) -> None:
         if self.anchor is not None:
@@ -580,14 +594,12 @@ class ConversationView(QScrollArea):
 
     def _on_scrolled(self, value: int) -> None:
         self.keeping_to_end = self.keeping_to_end and self.is_at_end()
-        # A value the anchor did not ask for, short of the range's end, is the user's scrolling.
+        # A value the anchor did not ask for, short of the range's end, is the user's scrolling: the anchor
+        # moves with them (built bubbles may still be getting their heights above it).
         if self.anchor is not None and value != min(self._anchored_value(), self.verticalScrollBar().maximum()):
-            self._set_anchor(None)
+            bubble = self.anchor[0]
+            self.anchor = (bubble, bubble.y() - value)
         self.near_top_check.start()
-
-
-def _holds(state: MessageState, casefolded: str) -> bool:
-    return casefolded in (state.content + state.thinking).casefold()
 
 
 _MESSAGE_ROLE = Qt.ItemDataRole.UserRole + 1   # a search hit's message

@@ -122,19 +122,38 @@ def test_a_long_chat_opens_with_its_newest_bubbles_and_builds_older_ones_when_sc
     qtbot.waitUntil(lambda: len(view.bubbles) > first_built)
     assert view.bubbles[-first_built:][0] is top
     assert [b.state.message_id for b in view.bubbles] == list(range(100 - len(view.bubbles), 100))
-    qtbot.waitUntil(lambda: top.y() > 0)
+    qtbot.waitUntil(lambda: top.y() > margin)
     qtbot.wait(50)
     assert bar.value() == top.y() - margin   # what the user was reading stays in place, older bubbles above it
 
 
 def test_a_long_chat_finds_and_jumps_to_messages_not_built_yet(qtbot):
     view = very_long_view(qtbot)
+    built = len(view.bubbles)
     assert view.bubbles[0].state.message_id > 3
-    assert [b.state.message_id for b in view.bubbles_containing("message 3\n")] == [3]
+    found = view.states_containing("message 3\n")
+    assert [state.message_id for state in found] == [3] and len(view.bubbles) == built   # finding builds nothing
+    shown = view.show_found(found[0])
+    assert shown.state.message_id == 3 and shown.property("found") and view.bubbles[0] is shown
     view = very_long_view(qtbot)
     shown = view.show_message(1)
     assert shown is not None and shown.state.message_id == 1 and shown.property("found")
     assert view.bubbles[0].state.message_id == 1
+
+
+def test_scrolling_up_from_a_found_message_builds_above_it_without_pulling_the_view_back(qtbot):
+    view = very_long_view(qtbot)
+    bar = view.verticalScrollBar()
+    shown = view.show_message(50)
+    qtbot.waitUntil(lambda: bar.maximum() > 0)
+    qtbot.wait(50)
+    reading = view.bubbles[0]
+    built = len(view.bubbles)
+    bar.setValue(0)   # the user scrolls up past the found message to the top of what is built
+    margin = reading.y()
+    qtbot.waitUntil(lambda: len(view.bubbles) > built and reading.y() > margin)
+    qtbot.wait(50)
+    assert bar.value() == reading.y() - margin and shown.property("found")
 
 
 def test_a_redraw_of_a_long_chat_keeps_what_is_built_and_a_new_chat_drops_the_rest(qtbot):

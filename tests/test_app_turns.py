@@ -98,11 +98,14 @@ def test_an_edited_message_whose_attachment_file_is_gone_is_sent_without_it(qtbo
     [stored] = window.library.attachments(question.id)
     stored.path.unlink()   # as in a history copied without its attachments folder
     window.begin_edit(question.id)
-    assert "1 of its attachments are missing" in window.edit_label.text()
+    assert "1 attachment is missing" in window.edit_label.text()
     send(qtbot, window, "what was this?")
     edited = window.conversation.path[0]
     assert edited.id != question.id and edited.content == "what was this?"
     assert window.library.attachments(edited.id) == [] and window.conversation.path[-1].role == "assistant"
+    window.switch_variant(edited.id, -1)   # back to the question whose image is gone: the chat goes on
+    send(qtbot, window, "and now?")
+    assert window.conversation.path[-1].role == "assistant" and "error" not in window.conversation.path[-1].stats
 
 
 def test_regenerating_without_a_model_says_why_and_starts_nothing(qtbot, window):
@@ -114,9 +117,10 @@ def test_regenerating_without_a_model_says_why_and_starts_nothing(qtbot, window)
 
 
 def test_a_reply_that_fails_after_writing_keeps_what_it_wrote(qtbot, window):
+    window.save_timer.setInterval(600_000)   # the reply fails before its first save
     start_long_reply(qtbot, window)
     pending = window.pending
-    assert pending.message_id is None   # not saved yet: the first save comes a second into the reply
+    assert pending.message_id is None
     with qtbot.waitSignal(window.host.turn_finished, timeout=20000):   # the engine's own turn, stopped
         window.host.cancel(pending.turn_id)
         window.host.turn_failed.emit(pending.turn_id, "the engine ran out of memory")
@@ -295,13 +299,14 @@ def test_find_in_the_chat_marks_each_match_in_turn_and_esc_closes_it(qtbot, wind
     assert window.find_bar.isVisible() and window.find_box.hasFocus()
     qtbot.keyClicks(window.find_box, "apples")
     marked = [b.state.content for b in window.view.bubbles if b.property("found")]
-    assert marked == ["apples are red"] and window.find_status.text() == "1 of 2"
-    qtbot.keyClick(window.find_box, Qt.Key.Key_Return)
-    assert [b.state.content for b in window.view.bubbles if b.property("found")] == ["more APPLES please"]
+    assert marked == ["more APPLES please"] and window.find_status.text() == "2 of 2"   # the newest first
+    qtbot.keyClick(window.find_box, Qt.Key.Key_Return)   # next, wrapping around to the top
+    assert [b.state.content for b in window.view.bubbles if b.property("found")] == ["apples are red"]
+    assert window.find_status.text() == "1 of 2"
     window.actions_by_name["find_next"].trigger()
-    assert window.find_status.text() == "1 of 2"   # wraps around
-    window.actions_by_name["find_previous"].trigger()
     assert window.find_status.text() == "2 of 2"
+    window.actions_by_name["find_previous"].trigger()
+    assert window.find_status.text() == "1 of 2"
     qtbot.keyClicks(window.find_box, " pie")
     assert window.find_status.text() == "Not found" and not any(b.property("found") for b in window.view.bubbles)
     qtbot.keyClick(window.find_box, Qt.Key.Key_Escape)
