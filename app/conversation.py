@@ -132,8 +132,9 @@ class Conversation:
     def media_of(self, message_id: int) -> dict[str, list]:
         """The stored attachments of a message, by kind, as the engine process takes them: audio as
         paths, images as [path, budget] (messages stored before images had budgets of their own carry
-        one budget for all in their stats) or as a path when the chat's default applies."""
-        found = self.library.attachments(message_id)
+        one budget for all in their stats) or as a path when the chat's default applies. A file gone from the
+        history folder (a library copied without it) is left out: the chat goes on without it."""
+        found = [attachment for attachment in self.library.attachments(message_id) if attachment.path.is_file()]
         shared = self.tree.by_id[message_id].stats.get("image_budget") if message_id in self.tree.by_id else None
         images = [_image_ref(a.path, a.budget or shared) for a in found if a.kind == "image"]
         return {"images": images, "audio": [str(a.path) for a in found if a.kind == "audio"]}

@@ -259,15 +259,17 @@ class EngineService:
 
     def _count(self, model, request: dict) -> dict:
         conversation = request.get("conversation")
-        key, session, old_turns = self._session_for(self._counting, conversation, request.get("options", {}), model)
+        # The dicts of the model this count began with: a load meanwhile replaces them, and drops what this keeps.
+        counting, answering = self._counting, self._sessions
+        key, session, old_turns = self._session_for(counting, conversation, request.get("options", {}), model)
         history = [Turn.from_wire(item) for item in request.get("history", ())]
         old_messages = session.messages
-        answering = self._sessions.get(conversation) if conversation is not None else None
-        if answering is not None and answering[0] == key:
+        chat = answering.get(conversation) if conversation is not None else None
+        if chat is not None and chat[0] == key:
             # The chat's own session holds earlier answers as their generated ids, as the next prompt will.
-            old_messages, old_turns = list(answering[1].messages), answering[2]
+            old_messages, old_turns = list(chat[1].messages), chat[2]
         session.messages = reuse_messages(old_messages, old_turns, history, open_for_count)
-        self._counting[conversation] = (key, session, history)
+        counting[conversation] = (key, session, history)
         draft = user_turn(request)
         images, audio = open_for_count(draft.images, draft.audio)
         return session.count_tokens(draft.text, images=images, audio=audio)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import errno
 import json
 import os
 import re
@@ -74,10 +73,9 @@ def _name_if_free(source: Path, target: Path) -> None:
         os.link(source, target)   # refuses a name taken after it was chosen, atomically
     except FileExistsError:
         raise
-    except OSError:   # a file system without hard links (FAT and exFAT memory sticks)
-        if target.exists():
-            raise FileExistsError(errno.EEXIST, "an export never replaces a file", str(target)) from None
-        os.rename(source, target)
+    except OSError:   # a file system without hard links (FAT and exFAT memory sticks): claim the name empty
+        os.close(os.open(target, os.O_CREAT | os.O_EXCL | os.O_WRONLY))
+        os.replace(source, target)
 
 
 def export_markdown(library: Library, conversation_id: int, folder: Path) -> Path:

@@ -9,6 +9,7 @@ import pytest
 from PySide6.QtGui import QTextDocument
 
 from app.conversation import Conversation
+from app import export as export_module
 from app.export import closed_fences, export_json, export_markdown, safe_name
 from app import storage
 from app.storage import DATABASE_NAME, Attachment, Library
@@ -86,6 +87,24 @@ def test_an_export_cut_short_leaves_no_file_that_looks_whole(library, tmp_path):
             export(library, chat.id, tmp_path / "out")
     assert list((tmp_path / "out").iterdir()) == []
     assert export_markdown(library, chat.id, tmp_path / "out").name == "A long question.md"
+
+
+def test_exports_on_a_file_system_without_hard_links_never_replace_a_file(library, tmp_path, monkeypatch):
+    def no_links(source, target):
+        raise PermissionError(1, "Operation not permitted")
+
+    monkeypatch.setattr("app.export.os.link", no_links)
+    chat, _ = chat_with_an_image(library)
+    first = export_markdown(library, chat.id, tmp_path / "out")
+    second = export_markdown(library, chat.id, tmp_path / "out")
+    assert first != second and second.read_text(encoding="utf-8").startswith("# What is in this picture?")
+    taken = tmp_path / "out" / "taken.md"
+    taken.write_text("the user's own file")
+    with pytest.raises(FileExistsError):
+        export_module._name_if_free(first, taken)
+    assert taken.read_text() == "the user's own file"
+    assert sorted(path.name for path in (tmp_path / "out").iterdir() if path.suffix == ".md") == sorted([
+        first.name, second.name, "taken.md"])
 
 
 def test_markdown_then_json_of_a_chat_share_its_name_and_attachments_folder(library, tmp_path):
