@@ -67,6 +67,9 @@ def main(argv: list[str] | None = None) -> int:
     from .appearance import follow_system_appearance
     from .main_window import MainWindow
     from .single_instance import SingleInstance
+    from engine.convert import remove_abandoned_staging
+
+    from .models import converted_models_dir
     from .storage import Library, LibraryUnavailable, data_dir
 
     app = QApplication(sys.argv[:1])
@@ -85,6 +88,8 @@ def main(argv: list[str] | None = None) -> int:
             QMessageBox.critical(None, "Lantern", str(error))
         instance.release()
         return 1
+    # What a conversion killed midway left (often gigabytes): no other Lantern is converting, it runs once.
+    remove_abandoned_staging(converted_models_dir())
     # A short reply is enough to prove the whole path works.
     options = {"max_tokens": 64} if args.self_test else None
     window = MainWindow(library, model_folders=[args.model.resolve().parent] if args.model else [],

@@ -270,11 +270,14 @@ def test_self_test_command_sends_one_message_and_saves_a_screenshot(tmp_path):
     shot = tmp_path / "window.png"
     env = {**os.environ, "LANTERN_DATA_DIR": str(tmp_path / "data"), "HF_HUB_CACHE": str(tmp_path / "hub"),
            "XDG_CONFIG_HOME": str(tmp_path / "config"), "QT_QPA_PLATFORM": "offscreen"}
+    leftover = tmp_path / "data" / "models" / "tiny-e2b-4bit.converting"   # a conversion killed last time
+    shutil.copytree(TINY, leftover)
     result = subprocess.run([sys.executable, "-m", "app", "--model", str(TINY), "--self-test", "--screenshot",
                              str(shot)], cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
     assert "self-test: reply of" in result.stdout
     assert shot.stat().st_size > 1000
+    assert not leftover.exists() and (tmp_path / "data" / "models").is_dir()
 
 
 def test_killing_the_engine_mid_reply_keeps_the_app_the_partial_reply_and_restarts(qtbot, window):
