@@ -6,7 +6,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from PySide6.QtCore import QCoreApplication, QEvent, QObject, QSizeF, Qt, QTimer, QUrl, Signal
-from PySide6.QtGui import QDesktopServices, QFontDatabase, QGuiApplication, QKeyEvent, QPalette, QTextDocument
+from PySide6.QtGui import (QDesktopServices, QFontDatabase, QGuiApplication, QKeyEvent, QPalette, QTextCursor,
+                           QTextDocument)
 from PySide6.QtWidgets import (QComboBox, QFrame, QHBoxLayout, QLabel, QLineEdit, QListWidget, QListWidgetItem,
                                QPlainTextEdit, QPushButton, QScrollArea, QSizePolicy, QTextBrowser, QToolButton,
                                QVBoxLayout, QWidget)
@@ -142,7 +143,7 @@ class CodeBlock(QFrame):
         header.addStretch(1)
         header.addWidget(self.copy_button)
         layout.addLayout(header)
-        self.editor = QPlainTextEdit(readOnly=True, frameShape=QFrame.Shape.NoFrame)
+        self.editor = QPlainTextEdit(readOnly=True, frameShape=QFrame.Shape.NoFrame, undoRedoEnabled=False)
         self.editor.setAccessibleName(f"{language or 'Code'} code")
         self.editor.setFont(QFontDatabase.systemFont(QFontDatabase.SystemFont.FixedFont))
         self.editor.setLineWrapMode(QPlainTextEdit.LineWrapMode.NoWrap)
@@ -153,7 +154,13 @@ class CodeBlock(QFrame):
         self.set_code(code)
 
     def set_code(self, code: str) -> None:
-        if code != self.editor.toPlainText():
+        shown = self.editor.toPlainText()
+        if code.startswith(shown):   # a streaming block grows at its end: only the new text is laid out and coloured
+            if len(code) > len(shown):
+                end = QTextCursor(self.editor.document())
+                end.movePosition(QTextCursor.MoveOperation.End)
+                end.insertText(code[len(shown):])
+        else:
             self.editor.setPlainText(code)
         lines = max(1, self.editor.document().blockCount())
         scrollbar = self.editor.horizontalScrollBar().sizeHint().height()

@@ -55,6 +55,30 @@ def test_unknown_languages_stay_plain_and_block_comments_span_lines(qtbot):
     assert (0, 6) in spans and (7, 3) in spans   # "two */" commented, "int" a keyword
 
 
+def _colours(block: CodeBlock) -> list[list[tuple[int, int, str]]]:
+    lines, text_block = [], block.editor.document().firstBlock()
+    while text_block.isValid():
+        lines.append(sorted((f.start, f.length, f.format.foreground().color().name())
+                            for f in text_block.layout().formats()))
+        text_block = text_block.next()
+    return lines
+
+
+def test_a_code_block_streamed_a_few_characters_at_a_time_is_coloured_as_if_shown_whole(qtbot):
+    code = '/* a comment\nover lines */ int x = 1;\nchar *s = "str\\"ing"; // done\nreturn x + 42;\n'
+    whole = CodeBlock(code, "c")
+    streamed = CodeBlock("", "c")
+    for widget in (whole, streamed):
+        qtbot.addWidget(widget)
+    for end in range(0, len(code) + 1, 3):
+        streamed.set_code(code[:end])
+    streamed.set_code(code)
+    assert streamed.code() == code and _colours(streamed) == _colours(whole)
+    assert streamed.editor.height() == whole.editor.height()
+    streamed.set_code("int y;")   # not a continuation (the reply was regenerated): shown afresh
+    assert streamed.code() == "int y;"
+
+
 def test_streaming_touches_only_the_changing_block(qtbot):
     body = RichText()
     qtbot.addWidget(body)
