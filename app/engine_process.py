@@ -27,6 +27,11 @@ SESSION_OPTIONS = ("thinking", "max_tokens", "image_budget", "temperature", "top
 LOAD_STAGES = {"checking weight files": (0.0, 0.04), "building the model": (0.04, 0.01),
                "reading weights": (0.05, 0.9), "ready": (1.0, 0.0)}
 COUNT_CACHE_SIZE = 32
+# Chats other than the one answering keep their prompt caches, the most recently used first, within this
+# share of the machine's memory and this count: going back to one prefills only its new turn, and many
+# chats never add up to more memory than the machine has (a 31B chat of 8k tokens holds about 1.5 GB).
+IDLE_CACHE_SHARE = 0.125
+MAX_IDLE_CHATS = 8
 
 
 ImageRef = tuple[str, int | None]   # (path, budget); None: the chat's default budget
@@ -90,9 +95,13 @@ def reuse_messages(old: list, old_turns: list[Turn], history: list[Turn], opener
     return messages
 
 
-def _free_dropped_model() -> None:
-    """A dropped model lives on in reference cycles (its compiled decode step, finished generators) until
-    the garbage collector next runs: collect now, so the next model never shares the memory with it."""
+def machine_memory() -> int:
+    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+
+
+def _free_dropped() -> None:
+    """A dropped model or chat session lives on in reference cycles (a compiled decode step, finished
+    generators) until the garbage collector next runs: collect now, so its memory is free for what follows."""
     import gc
 
     import mlx.core as mx
@@ -152,7 +161,7 @@ class EngineService:
         import engine
 
         self.model, self._sessions, self._counting = None, {}, {}
-        _free_dropped_model()
+        _free_dropped()
         name = Path(folder).name
         progress = self._progress_reporter(name)
         try:
@@ -210,7 +219,7 @@ class EngineService:
             session.messages = reuse_messages(session.messages, old_turns, history)
             user = user_turn(request)
             if conversation is not None:
-                self._sessions[conversation] = (key, session, history + [user])
+                self._remember(conversation, (key, session, history + [user]))
             images, audio = open_media(user.images, user.audio)
             events = session.send(user.text, images=images, audio=audio)   # a session cancel stops it from here
             with self._lock:
@@ -219,7 +228,8 @@ class EngineService:
                     session.cancel()
             self._stream(turn_id, events)
             if conversation is not None:
-                self._sessions[conversation] = (key, session, history + [user, *_answer_turn(session, history)])
+                self._remember(conversation, (key, session, history + [user, *_answer_turn(session, history)]))
+                self._forget_idle_chats(conversation)
         except engine.EngineError as error:
             self.reply({"ev": "failed", "turn": turn_id, "error": str(error)})
         except Exception as error:
@@ -229,6 +239,26 @@ class EngineService:
             with self._lock:
                 self._running = None
                 self._cancelled.discard(turn_id)
+
+    def _remember(self, conversation: int, known: tuple) -> None:
+        """Keep `conversation`'s session as the most recently used (the dict's order is the order of use)."""
+        self._sessions.pop(conversation, None)
+        self._sessions[conversation] = known
+
+    def _forget_idle_chats(self, current: int) -> None:
+        """Drop the prompt caches of the chats used longest ago beyond IDLE_CACHE_SHARE and MAX_IDLE_CHATS."""
+        budget, used, kept = IDLE_CACHE_SHARE * machine_memory(), 0, 0
+        dropped = False
+        for conversation in [c for c in reversed(self._sessions) if c != current]:
+            size = self._sessions[conversation][1].generator.cache.nbytes
+            if kept < MAX_IDLE_CHATS and used + size <= budget:
+                used, kept = used + size, kept + 1
+            else:
+                del self._sessions[conversation]
+                self._counting.pop(conversation, None)
+                dropped = True
+        if dropped:
+            _free_dropped()
 
     def _stream(self, turn_id: int, events) -> None:
         stats = None

@@ -11,7 +11,7 @@ from PySide6.QtCore import QProcess
 
 from app import engine_protocol as protocol
 from app.engine_host import EngineHost, engine_command, explain_exit
-from app.engine_process import EngineService, Turn, reuse_messages
+from app.engine_process import IDLE_CACHE_SHARE, EngineService, Turn, reuse_messages
 from tests.conftest import FIXTURES, MODELS
 
 REPO = Path(__file__).resolve().parents[1]
@@ -191,6 +191,27 @@ def test_loading_another_model_frees_the_last_one_first():
         assert weights() is None and service.model is not None
     finally:
         gc.enable()
+
+
+def test_idle_chats_keep_their_caches_only_within_the_memory_share_and_newest_first(monkeypatch):
+    service = EngineService(lambda message: None)
+    service.load(str(TINY), threading.Event())
+    options = {"max_tokens": 3, "temperature": 0.0}
+
+    def ask(conversation: int) -> None:
+        service.turn({"turn": conversation, "conversation": conversation, "history": [], "text": "hi",
+                      "options": options})
+
+    for conversation in (1, 2, 3):
+        ask(conversation)
+    assert list(service._sessions) == [1, 2, 3]   # a tiny model's caches fit the share many times over
+    one_cache = service._sessions[1][1].generator.cache.nbytes
+    monkeypatch.setattr("app.engine_process.machine_memory", lambda: int(1.5 * one_cache / IDLE_CACHE_SHARE))
+    ask(1)   # chat 1 answers again: the idle chat used longest ago (2) goes, the newer idle one (3) stays
+    assert list(service._sessions) == [3, 1]
+    monkeypatch.setattr("app.engine_process.MAX_IDLE_CHATS", 0)
+    ask(2)
+    assert list(service._sessions) == [2] and service._sessions[2][1].generator.cache.length > 0
 
 
 def test_stopping_during_a_reply_cancels_it_so_the_engine_quits_by_itself_and_reports_nothing_more(qtbot):
