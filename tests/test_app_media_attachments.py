@@ -124,6 +124,19 @@ def test_audio_file_duration_tokens_and_long_audio_split_note(tmp_path):
     assert all(len(clip) <= MAX_CLIP_SAMPLES for clip in clips)
 
 
+def test_mac_audio_formats_are_attached_aiff_and_caf_here_and_m4a_with_the_engine_s_reason(tmp_path):
+    attachments = Attachments()
+    wave = (0.3 * np.sin(np.arange(16_000) * 0.05)).astype(np.float32)
+    for name, fmt in (("GarageBand export.aiff", "AIFF"), ("Recording.caf", "CAF")):
+        soundfile.write(tmp_path / name, wave, 16_000, format=fmt)
+        assert attachments.add_path(tmp_path / name).seconds == pytest.approx(1.0)
+    memo = tmp_path / "New Recording.m4a"
+    memo.write_bytes(b"\x00\x00\x00\x1cftypM4A \x00\x00\x00\x00M4A isommp42")
+    # Decoded by macOS's converter on a Mac (tests/test_audio_io.py); here the engine's own words say why not.
+    with pytest.raises(EngineError, match="New Recording.m4a is an MP4/M4A file"):
+        attachments.add_path(memo)
+
+
 def test_models_without_audio_refuse_audio_with_the_reason():
     attachments = Attachments(modalities=frozenset({"text", "image"}), variant="31b")
     with pytest.raises(EngineError, match=r"Audio needs Gemma 4 E2B or E4B; this model \(31b\) has no audio tower"):

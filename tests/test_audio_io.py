@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import struct
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -20,6 +21,10 @@ def tone(rate: int, seconds: float, frequency: float = 440.0) -> np.ndarray:
 def correlation(a: np.ndarray, b: np.ndarray) -> float:
     n = min(len(a), len(b))
     return float(np.corrcoef(a[:n], b[:n])[0, 1])
+
+
+# The start of an MP4 container: a 'ftyp' box with the M4A brand, then an (empty) 'mdat' box.
+M4A_HEAD = b"\x00\x00\x00\x1cftypM4A \x00\x00\x00\x00M4A isommp42" + b"\x00\x00\x00\x08mdat"
 
 
 @pytest.mark.parametrize(("suffix", "fmt", "subtype", "rate"), [
@@ -106,10 +111,54 @@ def test_random_bytes_name_the_decoder_failure(tmp_path: Path) -> None:
 
 def test_m4a_from_voice_memos_is_refused_by_name(tmp_path: Path) -> None:
     path = tmp_path / "New Recording.m4a"
-    # The start of an MP4 container: a 'ftyp' box with the M4A brand, then an (empty) 'mdat' box.
-    path.write_bytes(b"\x00\x00\x00\x1cftypM4A \x00\x00\x00\x00M4A isommp42" + b"\x00\x00\x00\x08mdat")
+    path.write_bytes(M4A_HEAD)   # on a machine without macOS's converter
     with pytest.raises(EngineError, match="MP4/M4A.*Voice Memos.*convert it to WAV"):
         read_audio(path)
+
+
+# Stands in for macOS's afconvert: checks the arguments Lantern passes, then writes a 1 s 440 Hz tone as
+# the 16 kHz mono WAV that afconvert would (or fails as afconvert does on a file it cannot read).
+FAKE_AFCONVERT = """#!{python}
+import sys
+import numpy as np
+import soundfile
+args = sys.argv[1:]
+if args[:6] != ["-f", "WAVE", "-d", "LEI16@16000", "-c", "1"] or len(args) != 8:
+    sys.exit("unexpected arguments: " + " ".join(args))
+if open(args[6], "rb").read(12)[4:8] != b"ftyp":
+    sys.exit("Error: ExtAudioFileOpenURL failed ('typ?')")
+soundfile.write(args[7], 0.5 * np.sin(2 * np.pi * 440 * np.arange(16000) / 16000), 16000, subtype="PCM_16")
+"""
+
+
+@pytest.fixture
+def fake_afconvert(tmp_path: Path, monkeypatch) -> Path:
+    script = tmp_path / "afconvert"
+    script.write_text(FAKE_AFCONVERT.format(python=sys.executable))
+    script.chmod(0o755)
+    monkeypatch.setattr("engine.audio.io.system_converter", lambda: str(script))
+    return script
+
+
+def test_m4a_is_decoded_by_the_system_converter_where_there_is_one(tmp_path: Path, fake_afconvert: Path) -> None:
+    path = tmp_path / "New Recording.m4a"
+    path.write_bytes(M4A_HEAD)
+    waveform = read_audio(path)
+    assert len(waveform) == SAMPLE_RATE and correlation(waveform, tone(SAMPLE_RATE, 1.0)) > 0.999
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["New Recording.m4a", "afconvert"]   # no WAV left
+
+
+def test_what_the_system_converter_cannot_read_is_refused_with_its_reason(tmp_path: Path, fake_afconvert: Path) -> None:
+    path = tmp_path / "broken.aac"
+    path.write_bytes(b"\xff\xf1" + bytes(200))
+    with pytest.raises(EngineError, match=r"broken.aac could not be decoded as audio \(afconvert: Error: Ext"):
+        read_audio(path)
+    big = tmp_path / "audiobook.m4a"
+    big.write_bytes(M4A_HEAD)
+    with big.open("r+b") as handle:
+        handle.truncate(100 * 1024 * 1024)   # sparse: nothing big is written, and nothing is converted
+    with pytest.raises(EngineError, match="audiobook.m4a is 100 MB, far longer than the 10 minutes"):
+        read_audio(big)
 
 
 def test_two_hour_file_is_refused_from_its_header_without_reading(tmp_path: Path) -> None:

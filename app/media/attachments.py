@@ -33,7 +33,9 @@ from engine.vision import BUDGETS, open_image, soft_token_count, target_size, to
 AUTO = "Auto"
 BUDGET_CHOICES: tuple[int | str, ...] = (*BUDGETS, AUTO)
 IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".gif", ".bmp", ".webp", ".tif", ".tiff", ".heic"})
-AUDIO_SUFFIXES = frozenset({".wav", ".flac", ".ogg", ".oga", ".opus", ".mp3"})
+# M4A and AAC are decoded by macOS's own converter; elsewhere the engine says to convert them first.
+AUDIO_SUFFIXES = frozenset({".wav", ".flac", ".ogg", ".oga", ".opus", ".mp3", ".aif", ".aiff", ".aifc", ".caf",
+                            ".m4a", ".aac"})
 
 # Side of the grayscale copy the detail measure looks at: big enough that body text keeps its strokes.
 _DETAIL_SIDE = 512
