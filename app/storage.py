@@ -618,7 +618,7 @@ def _damage(path: Path) -> str | None:
     except sqlite3.DatabaseError as error:
         if _is_locked(error):
             raise LibraryLocked(path) from error
-        if _is_unwritable(error):
+        if not _is_corrupt(error):   # a full disk, an I/O error, permissions: nothing is known to be wrong inside
             raise LibraryUnwritable(path) from error
         return str(error)
     return None if verdict == "ok" else verdict
@@ -628,6 +628,12 @@ def _is_locked(error: sqlite3.Error) -> bool:
     """Whether SQLite gave up waiting for another connection's lock (SQLITE_BUSY, SQLITE_LOCKED). Told by the
     message, "database is locked" or "database table is locked": Python 3.10 gives no error code."""
     return "is locked" in str(error)
+
+
+def _is_corrupt(error: sqlite3.Error) -> bool:
+    """Whether SQLite found the file itself damaged (SQLITE_CORRUPT, SQLITE_NOTADB). On a full disk it reports
+    "disk I/O error" while opening: only these two justify moving a history aside."""
+    return any(sign in str(error) for sign in ("malformed", "not a database"))
 
 
 def _is_unwritable(error: sqlite3.Error) -> bool:

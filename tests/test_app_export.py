@@ -217,6 +217,24 @@ def test_a_damaged_database_is_moved_aside_and_a_fresh_one_starts(tmp_path):
     again.close()
 
 
+def test_a_history_on_a_full_disk_is_reported_and_never_taken_for_damaged(tmp_path):
+    folder = tmp_path / "data"
+    lib = Library(folder)
+    chat = lib.create_conversation("Precious chat")
+    lib.close()
+    # No byte can be written: opening reports "disk I/O error", as on a full disk, where the WAL cannot grow.
+    with files_cut_at(0):
+        try:
+            Library.open_checked(folder)
+            outcome = "opened"
+        except storage.LibraryUnavailable as error:
+            outcome = type(error).__name__
+    assert outcome == "LibraryUnwritable" and not list(folder.glob("*.corrupt-*"))
+    reopened, notice = Library.open_checked(folder)   # once there is room again, every chat is there
+    assert notice is None and [c.id for c in reopened.conversations()] == [chat]
+    reopened.close()
+
+
 @pytest.mark.parametrize("journal_mode", ["WAL", "DELETE"])   # Lantern's own, and a file from elsewhere
 def test_a_history_locked_by_another_program_is_reported_and_left_alone(tmp_path, monkeypatch, journal_mode):
     monkeypatch.setattr(storage, "BUSY_TIMEOUT_S", 0.05)
