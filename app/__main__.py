@@ -44,6 +44,9 @@ def run_self_test(app, window, screenshot: Path | None, timeout_ms: int = 120_00
     if not wait_for(lambda: window.pending is None):
         print("self-test: no reply in time", file=sys.stderr)
         return 1
+    if window.conversation is None or not window.conversation.path:
+        print(f"self-test: the message was not sent: {window.notice_bar.label.text()}", file=sys.stderr)
+        return 1
     answer = window.conversation.path[-1]
     if screenshot is not None:
         # The finished reply's bubbles were rebuilt just now; their layout settles over the next event passes.
@@ -81,7 +84,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     follow_system_appearance(app)
     try:
-        library, notice = Library.open_checked()
+        library, notice = Library.open_at_start()
     except LibraryUnavailable as error:   # nothing is damaged: say why and leave the file as it is
         print(error, file=sys.stderr)
         if not args.self_test:   # a self-test has nobody to click the dialog away

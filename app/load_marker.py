@@ -21,9 +21,13 @@ class LoadMarker:
         self.path = Path(folder) / MARKER_NAME
 
     def begin(self, model: Path) -> None:
+        """Note that `model` is loading. On a full disk there is no note: the load goes ahead unguarded."""
         partial = self.path.with_name(self.path.name + ".partial")
-        partial.write_text(json.dumps({"model": str(model), "started": time.time()}), encoding="utf-8")
-        os.replace(partial, self.path)
+        try:
+            partial.write_text(json.dumps({"model": str(model), "started": time.time()}), encoding="utf-8")
+            os.replace(partial, self.path)
+        except OSError:
+            partial.unlink(missing_ok=True)
 
     def end(self) -> None:
         self.path.unlink(missing_ok=True)

@@ -5,6 +5,8 @@ from __future__ import annotations
 import math
 import sqlite3
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -352,9 +354,11 @@ class MainWindow(QMainWindow):
         dialog.open()
         return dialog
 
-    def open_chat_settings(self) -> ChatSettingsDialog:
+    def open_chat_settings(self) -> ChatSettingsDialog | None:
         if self.conversation is None:
             self.new_chat()
+        if self.conversation is None:   # the history cannot be written: no chat to set
+            return None
         dialog = ChatSettingsDialog(self.library, self.conversation.settings, self)
         dialog.accepted.connect(lambda: self.set_chat_settings(dialog.chat_settings()))
         dialog.open()
@@ -363,7 +367,8 @@ class MainWindow(QMainWindow):
     def set_chat_settings(self, chosen: dict) -> None:
         """A chat's preset and overrides; the thinking toggle follows them."""
         settings = {key: value for key, value in self.conversation.settings.items() if key != "thinking"}
-        self.library.set_settings(self.conversation.id, {**settings, **chosen})
+        with self._history_change():
+            self.library.set_settings(self.conversation.id, {**settings, **chosen})
         self._sync_chat_controls()
 
     def _sync_chat_controls(self) -> None:
@@ -672,8 +677,9 @@ class MainWindow(QMainWindow):
     def new_chat(self) -> None:
         """Open a new chat, or stay in the current one while nothing has been said in it yet."""
         if self.conversation is None or self.conversation.path:
-            self.open_conversation(self.library.create_conversation())
-            self.refresh_sidebar()
+            with self._history_change():
+                self.open_conversation(self.library.create_conversation())
+                self.refresh_sidebar()
         self.input.setFocus()
 
     def open_conversation(self, conversation_id: int) -> None:
@@ -685,34 +691,50 @@ class MainWindow(QMainWindow):
     def open_search_hit(self, conversation_id: int, message_id: int) -> None:
         """Open the chat on the branch that holds the matching message, scrolled to it and marked."""
         self.open_conversation(conversation_id)
-        self.conversation.select_leaf(self.conversation.tree.newest_leaf_under(message_id))
-        self.render_conversation()
-        self.view.show_message(message_id)
+        with self._history_change():
+            self.conversation.select_leaf(self.conversation.tree.newest_leaf_under(message_id))
+            self.render_conversation()
+            self.view.show_message(message_id)
 
     def _rename(self, conversation_id: int, title: str) -> None:
-        self.library.rename(conversation_id, title)
-        self.refresh_sidebar()
+        with self._history_change():
+            self.library.rename(conversation_id, title)
+            self.refresh_sidebar()
 
     def _toggle_pin(self, conversation_id: int) -> None:
-        self.library.set_pinned(conversation_id, not self.library.conversation(conversation_id).pinned)
-        self.refresh_sidebar()
+        with self._history_change():
+            self.library.set_pinned(conversation_id, not self.library.conversation(conversation_id).pinned)
+            self.refresh_sidebar()
+
+    @contextmanager
+    def _history_change(self) -> Iterator[None]:
+        """A change to the history. One that cannot be written (a full disk, a read-only history) ends the
+        block: the user is told, and the sidebar shows the history as it is."""
+        try:
+            yield
+        except sqlite3.Error as exc:
+            self.notice_bar.add(f"Not changed: the chat history could not be written ({exc}). Free some disk "
+                                "space, then try again.")
+            self.refresh_sidebar()
 
     def delete_conversation(self, conversation_id: int) -> None:
         if self.pending is not None and self.pending.conversation_id == conversation_id:
             self.stop()   # what it wrote so far is stored with the chat, which Undo brings back
-        self.library.delete(conversation_id)
-        self.last_deleted = conversation_id
-        if self.conversation and self.conversation.id == conversation_id:
-            self.conversation = None
-            self.render_conversation()   # drops the streaming bubble too
-        self.sidebar.undo_button.setVisible(True)
-        self.refresh_sidebar()
+        with self._history_change():
+            self.library.delete(conversation_id)
+            self.last_deleted = conversation_id
+            if self.conversation and self.conversation.id == conversation_id:
+                self.conversation = None
+                self.render_conversation()   # drops the streaming bubble too
+            self.sidebar.undo_button.setVisible(True)
+            self.refresh_sidebar()
 
     def undo_delete(self) -> None:
         if self.last_deleted is not None:
-            self.library.restore(self.last_deleted)
-            self.open_conversation(self.last_deleted)
-            self.last_deleted = None
+            with self._history_change():
+                self.library.restore(self.last_deleted)
+                self.open_conversation(self.last_deleted)
+                self.last_deleted = None
         self.sidebar.undo_button.setVisible(False)
         self.refresh_sidebar()
 
@@ -726,7 +748,9 @@ class MainWindow(QMainWindow):
     def _set_thinking(self, enabled: bool) -> None:
         if self.conversation is None:
             self.new_chat()   # which shows the new chat's preset in the box: the click must win
-        self.conversation.update_settings(thinking=enabled)
+        if self.conversation is not None:
+            with self._history_change():
+                self.conversation.update_settings(thinking=enabled)
         self._sync_chat_controls()
 
     # -- rendering ---------------------------------------------------------------------------------
@@ -827,6 +851,8 @@ class MainWindow(QMainWindow):
             return
         if self.conversation is None:
             self.new_chat()
+        if self.conversation is None:   # no chat could be written: the notice says why, the draft stays
+            return
         try:
             user_id = self._store_user_message(text)
         except sqlite3.Error as exc:   # a full disk, or a history another program holds
@@ -937,8 +963,9 @@ class MainWindow(QMainWindow):
 
     def switch_variant(self, message_id: int, step: int) -> None:
         if self.pending is None:
-            self.conversation.switch_variant(message_id, step)
-            self.render_conversation()
+            with self._history_change():
+                self.conversation.switch_variant(message_id, step)
+                self.render_conversation()
 
     def _start_turn(self, user_id: int) -> None:
         """Answer user message `user_id`; its media, their budgets and the branch before it come from

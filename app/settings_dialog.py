@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import sqlite3
+from contextlib import suppress
+
 from PySide6.QtWidgets import (QCheckBox, QComboBox, QDialog, QDialogButtonBox, QDoubleSpinBox, QFormLayout,
                                QHBoxLayout, QInputDialog, QLabel, QPlainTextEdit, QPushButton, QSpinBox,
                                QVBoxLayout, QWidget)
@@ -29,9 +32,10 @@ def presets(library: Library) -> dict[str, dict]:
     """The user's presets; the built-in ones are stored the first time, so they can be edited too."""
     stored = library.presets()
     if not stored:
-        for name, settings in BUILT_IN_PRESETS.items():
-            library.save_preset(name, settings)
-        stored = library.presets()
+        with suppress(sqlite3.Error):   # a history that cannot be written (a full disk) uses them unsaved
+            for name, settings in BUILT_IN_PRESETS.items():
+                library.save_preset(name, settings)
+        stored = library.presets() or dict(BUILT_IN_PRESETS)
     return stored
 
 

@@ -250,12 +250,21 @@ def _excerpt(text: str, term: str) -> str:
 class Library:
     """All conversations of one user, stored in `folder`/history.sqlite3, attachments beside it."""
 
-    def __init__(self, folder: Path | None = None):
+    def __init__(self, folder: Path | None = None, *, read_only: bool = False):
+        """`read_only`: for a history whose folder cannot be written (a full disk): it is read, searched and
+        exported, and every change raises sqlite3.OperationalError."""
         self.folder = Path(folder) if folder is not None else data_dir()
-        self.folder.mkdir(parents=True, exist_ok=True)
         self.path = self.folder / DATABASE_NAME
         self.attachments_dir = self.folder / ATTACHMENTS_DIR
         self.staging_dir = self.folder / STAGING_DIR
+        self.read_only = read_only
+        if read_only:
+            self._open_read_only()
+        else:
+            self._open_for_writing()
+
+    def _open_for_writing(self) -> None:
+        self.folder.mkdir(parents=True, exist_ok=True)
         self._db = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT_S, isolation_level=None, check_same_thread=False)
         self._db.row_factory = sqlite3.Row
         try:
@@ -273,6 +282,37 @@ class Library:
         with suppress(sqlite3.OperationalError, OSError):
             self.purge_deleted()
         self._empty_staging()
+
+    def _open_read_only(self) -> None:
+        if not self.path.is_file():
+            raise LibraryUnwritable(self.path)
+        # Immutable: SQLite then writes no lock and no WAL index, which a full disk refuses too. What an unfinished
+        # earlier session left in the WAL is not seen now; it stays there for the next start with room.
+        self._db = sqlite3.connect(f"{self.path.as_uri()}?mode=ro&immutable=1", uri=True, isolation_level=None,
+                                   check_same_thread=False)
+        self._db.row_factory = sqlite3.Row
+        try:
+            current = self.schema_version == len(MIGRATIONS)
+        except sqlite3.DatabaseError:
+            current = False
+        if not current:   # an older history needs its migrations written before this Lantern can read it
+            self._db.close()
+            raise LibraryUnwritable(self.path)
+
+    @classmethod
+    def open_at_start(cls, folder: Path | None = None) -> tuple["Library", str | None]:
+        """`open_checked`; when the history's folder cannot be written (a full disk, a read-only volume), the
+        history read-only, with a notice that says so. Raises `LibraryUnavailable` when neither can be had."""
+        try:
+            return cls.open_checked(folder)
+        except LibraryUnwritable as error:
+            try:
+                library = cls(folder, read_only=True)
+            except (LibraryUnavailable, sqlite3.Error):
+                raise error from None
+        return library, (f"The chat history is read-only: {library.folder} cannot be written to (is the disk "
+                         "full?). You can read, search, copy and export your chats; new messages and changes "
+                         "need room. Free some disk space, then start Lantern again.")
 
     @classmethod
     def open_checked(cls, folder: Path | None = None) -> tuple["Library", str | None]:
@@ -637,9 +677,11 @@ def _is_corrupt(error: sqlite3.Error) -> bool:
 
 
 def _is_unwritable(error: sqlite3.Error) -> bool:
-    """Whether SQLite could not write the file or create its journal beside it (SQLITE_READONLY,
-    SQLITE_CANTOPEN, SQLITE_FULL), told by the message for the same reason as `_is_locked`."""
-    return any(sign in str(error) for sign in ("readonly database", "unable to open database file", "disk is full"))
+    """Whether SQLite could not write the file or create its journal beside it (SQLITE_READONLY, SQLITE_CANTOPEN,
+    SQLITE_FULL, or SQLITE_IOERR, which a full disk gives while the WAL is set up), told by the message for the
+    same reason as `_is_locked`."""
+    return any(sign in str(error) for sign in ("readonly database", "unable to open database file", "disk is full",
+                                               "disk I/O error"))
 
 
 def _move_aside(path: Path) -> Path:

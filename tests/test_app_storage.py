@@ -316,3 +316,45 @@ def test_a_staged_file_cut_short_never_takes_its_final_name(tmp_path):
     assert list(tmp_path.iterdir()) == []
     written = image_file(item, tmp_path)
     assert written.read_bytes() == item.data
+
+
+def test_a_history_whose_folder_cannot_be_written_opens_read_only_at_start(tmp_path):
+    library = Library(tmp_path)
+    chat = Conversation(library, library.create_conversation())
+    chat.add_answer(chat.add_user_message("where are the pineapples?"), "on the left")
+    library.close()
+    with files_cut_at(0):   # no byte can be written, as on a full disk
+        read_only, notice = Library.open_at_start(tmp_path)
+    assert read_only.read_only and "read-only" in notice and "Free some disk space" in notice
+    assert [m.content for m in Conversation(read_only, chat.id).path] == ["where are the pineapples?", "on the left"]
+    assert [hit.conversation_id for hit in read_only.search("pineapples")] == [chat.id]
+    with pytest.raises(sqlite3.OperationalError):
+        read_only.rename(chat.id, "renamed")
+    read_only.close()
+    writable, notice = Library.open_at_start(tmp_path)   # once there is room again
+    assert not writable.read_only and notice is None and writable.conversation(chat.id).title != "renamed"
+    writable.close()
+
+
+def test_an_older_history_is_not_opened_read_only_since_it_needs_its_migrations_written(tmp_path):
+    older = _library_at_version(tmp_path, 2)
+    older.commit()
+    older.close()
+    with files_cut_at(0):
+        try:
+            Library.open_at_start(tmp_path)
+            outcome = "opened"
+        except LibraryUnwritable:
+            outcome = "refused"
+    assert outcome == "refused"
+
+
+def test_a_load_on_a_full_disk_goes_ahead_without_its_crash_marker(tmp_path):
+    from app.load_marker import LoadMarker
+
+    marker = LoadMarker(tmp_path)
+    with files_cut_at(0):
+        marker.begin(tmp_path / "gemma-4-e2b")   # no room for the note: no exception either
+    assert marker.crashed_model() is None and list(tmp_path.iterdir()) == []
+    marker.begin(tmp_path / "gemma-4-e2b")
+    assert marker.crashed_model() == tmp_path / "gemma-4-e2b"

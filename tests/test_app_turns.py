@@ -8,7 +8,9 @@ import numpy as np
 from PySide6.QtCore import QSettings, Qt
 from PySide6.QtWidgets import QApplication
 
+from app.conversation import Conversation
 from app.main_window import MainWindow
+from app.storage import Library
 from app.settings_dialog import ChatSettingsDialog, presets
 from tests.conftest import FIXTURES
 from tests.test_app_window import send, shared_host, window  # noqa: F401  (fixtures)
@@ -148,6 +150,35 @@ def test_loading_a_model_mid_reply_asks_then_stops_the_reply_first(qtbot, window
     qtbot.waitUntil(lambda: window.model_loaded, timeout=30000)
     assert "still writing a reply" in questions[0]
     assert window.pending is None and window.conversation.path[-1].stats["stop_reason"] == "cancelled"
+
+
+def test_a_read_only_history_is_shown_and_every_change_is_refused_with_the_reason(qtbot, window, tmp_path):
+    writable = Library(tmp_path / "history")
+    chat = Conversation(writable, writable.create_conversation("Kept chat"))
+    chat.add_answer(chat.add_user_message("a question"), "an answer")
+    writable.close()
+    library = Library(tmp_path / "history", read_only=True)
+    shown = MainWindow(library, host=window.host, model_folders=[])
+    qtbot.addWidget(shown)
+    shown.open_conversation(chat.id)
+    assert [b.state.content for b in shown.view.bubbles] == ["a question", "an answer"]
+
+    def refused(action) -> str:
+        shown.notice_bar.dismiss()
+        action()
+        return shown.notice_bar.label.text()
+
+    assert "could not be written" in refused(lambda: shown._rename(chat.id, "New title"))
+    assert "could not be written" in refused(lambda: shown.delete_conversation(chat.id))
+    assert "could not be written" in refused(lambda: shown._set_thinking(True))
+    shown.input.setPlainText("another question")
+    assert "could not be written" in refused(lambda: shown.send("another question"))
+    assert shown.input.toPlainText() == "another question" and shown.pending is None
+    assert "could not be written" in refused(shown.new_chat)
+    assert shown.conversation.id == chat.id and [row.title for row in library.conversations()] == ["Kept chat"]
+    assert [shown.sidebar.list.item(row).text() for row in range(shown.sidebar.list.count())] == ["Kept chat"]
+    shown.close()
+    library.close()
 
 
 def test_an_image_alone_can_be_sent(qtbot, window):
