@@ -5,8 +5,7 @@ from __future__ import annotations
 import math
 import sqlite3
 import sys
-from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -27,7 +26,7 @@ from .menus import build_menus
 from .models import (ModelEntry, check_memory, describe_inputs, discover, folder_problem, forget_folder,
                      picker_labels, remember_folder, remembered_folders, scan_folder)
 from .settings_dialog import ChatSettingsDialog, PresetsDialog, chat_options
-from .storage import Library
+from .storage import Library, change_or_report
 from .widgets import (INTERRUPTED, ChatInput, ConversationView, MessageState, MessageWidget, ModelPicker, NoticeBar,
                       Sidebar)
 
@@ -706,16 +705,14 @@ class MainWindow(QMainWindow):
             self.library.set_pinned(conversation_id, not self.library.conversation(conversation_id).pinned)
             self.refresh_sidebar()
 
-    @contextmanager
-    def _history_change(self) -> Iterator[None]:
-        """A change to the history. One that cannot be written (a full disk, a read-only history) ends the
-        block: the user is told, and the sidebar shows the history as it is."""
-        try:
-            yield
-        except sqlite3.Error as exc:
-            self.notice_bar.add(f"Not changed: the chat history could not be written ({exc}). Free some disk "
-                                "space, then try again.")
-            self.refresh_sidebar()
+    def _history_change(self) -> AbstractContextManager[None]:
+        """A change to the history; when it cannot be written, the user is told and the sidebar shows the
+        history as it is."""
+        return change_or_report(self._not_written)
+
+    def _not_written(self, reason: str) -> None:
+        self.notice_bar.add(reason)
+        self.refresh_sidebar()
 
     def delete_conversation(self, conversation_id: int) -> None:
         if self.pending is not None and self.pending.conversation_id == conversation_id:

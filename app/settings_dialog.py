@@ -9,7 +9,7 @@ from PySide6.QtWidgets import (QCheckBox, QComboBox, QDialog, QDialogButtonBox, 
                                QHBoxLayout, QInputDialog, QLabel, QPlainTextEdit, QPushButton, QSpinBox,
                                QVBoxLayout, QWidget)
 
-from .storage import Library
+from .storage import Library, change_or_report
 
 IMAGE_BUDGETS = (70, 140, 280, 560, 1120)
 PRESET_KEYS = ("system", "temperature", "top_p", "top_k", "max_tokens", "thinking", "image_budget")
@@ -136,13 +136,15 @@ class PresetsDialog(QDialog):
     def _keep_edits(self) -> None:
         """Save the form into the preset it shows, when that preset still exists and the form differs."""
         if self.shown in presets(self.library) and self.unsaved():
-            self.library.save_preset(self.shown, self.form.values())
+            with change_or_report(self.status.setText):
+                self.library.save_preset(self.shown, self.form.values())
 
     def unsaved(self) -> bool:
         return self.form.values() != {**BUILT_IN_PRESETS[DEFAULT_PRESET], **presets(self.library).get(self.shown, {})}
 
     def save(self) -> None:
-        self.library.save_preset(self.picker.currentText(), self.form.values())
+        with change_or_report(self.status.setText):
+            self.library.save_preset(self.picker.currentText(), self.form.values())
 
     def add(self, name: str) -> bool:
         """A new preset with the form's values, shown next; the preset shown before keeps its saved values.
@@ -150,10 +152,12 @@ class PresetsDialog(QDialog):
         if name in presets(self.library):
             self.status.setText(f"There is already a preset named {name!r}; pick another name.")
             return False
-        self.library.save_preset(name, self.form.values())
-        self.shown = None   # "save as": the edits went into the new preset; the one shown keeps its saved values
-        self._fill(name)
-        return True
+        with change_or_report(self.status.setText):
+            self.library.save_preset(name, self.form.values())
+            self.shown = None   # "save as": the edits went into the new preset; the one shown keeps its saved values
+            self._fill(name)
+            return True
+        return False
 
     def _ask_new(self) -> None:
         name, accepted = QInputDialog.getText(self, "New preset", "Name:")
@@ -165,10 +169,11 @@ class PresetsDialog(QDialog):
         name = self.picker.currentText()
         if name == DEFAULT_PRESET:
             return
-        self.shown = None   # its edits go with it
-        self.library.delete_preset(name)
-        self.status.setText(f"Deleted {name!r}; chats that used it now use {DEFAULT_PRESET!r}.")
-        self._fill()
+        with change_or_report(self.status.setText):
+            self.library.delete_preset(name)
+            self.shown = None   # its edits go with it
+            self.status.setText(f"Deleted {name!r}; chats that used it now use {DEFAULT_PRESET!r}.")
+            self._fill()
 
     def _sync_buttons(self) -> None:
         default = self.picker.currentText() == DEFAULT_PRESET

@@ -14,6 +14,7 @@ import shutil
 import sqlite3
 import time
 import unicodedata
+from collections.abc import Callable
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
@@ -621,6 +622,16 @@ def _new_backup_folder(parent: Path) -> Path:
 
 def _referenced_files(db: sqlite3.Connection) -> set[str]:
     return {row[0] for row in db.execute("SELECT DISTINCT file FROM attachments")}
+
+
+@contextmanager
+def change_or_report(report: Callable[[str], None]) -> Iterator[None]:
+    """A change to the history. One SQLite cannot write (a full disk, a read-only history) ends the block and
+    is reported in words; nothing else happens."""
+    try:
+        yield
+    except sqlite3.Error as exc:
+        report(f"Not changed: the chat history could not be written ({exc}). Free some disk space, then try again.")
 
 
 def write_whole(path: Path, data: bytes) -> None:

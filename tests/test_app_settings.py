@@ -118,3 +118,19 @@ def test_palette_follows_the_chosen_scheme(qapp, monkeypatch):
         assert (qapp.palette().color(QPalette.ColorRole.Window).lightness() < 80) == dark
     finally:
         qapp.setPalette(original)
+
+
+def test_presets_of_a_read_only_history_are_shown_and_changes_say_why_they_are_not_kept(qtbot, tmp_path):
+    Library(tmp_path).close()   # a history that never stored its presets
+    library = Library(tmp_path, read_only=True)
+    dialog = PresetsDialog(library)
+    qtbot.addWidget(dialog)
+    assert dialog.picker.currentText() == "Balanced" and dialog.picker.count() == len(BUILT_IN_PRESETS)
+    dialog.form.temperature.setValue(0.2)
+    dialog.save()
+    assert "could not be written" in dialog.status.text()
+    dialog.status.clear()
+    assert not dialog.add("Cool") and "could not be written" in dialog.status.text()
+    dialog.done(0)   # closing keeps edits where it can, and says so where it cannot
+    assert presets(library) == BUILT_IN_PRESETS
+    library.close()
