@@ -60,7 +60,7 @@ class EngineHost(QObject):
         self._next_turn = 0
         self._next_count = 0
         self._turns_running: set[int] = set()   # sent and not yet answered with done or failed
-        self._loading = False
+        self._loads_pending = 0   # load requests sent and not yet answered: only the last one's answer counts
 
     # -- the process ------------------------------------------------------------------------------
 
@@ -84,7 +84,7 @@ class EngineHost(QObject):
         process.finished.connect(self._on_finished)
         process.errorOccurred.connect(self._on_error)
         self.process, self._buffer, self._stderr_tail, self._expected_exit = process, b"", [], False
-        self.info, self._turns_running, self._loading = None, set(), False
+        self.info, self._turns_running, self._loads_pending = None, set(), 0
         process.start()
 
     def _send(self, message: dict) -> None:
@@ -109,7 +109,7 @@ class EngineHost(QObject):
     def _cancel_work(self) -> None:
         for turn_id in sorted(self._turns_running):
             self.cancel(turn_id)
-        if self._loading:
+        if self._loads_pending:
             self.process.write(protocol.encode({"op": "cancel_load"}))
 
     def kill(self) -> None:
@@ -123,13 +123,15 @@ class EngineHost(QObject):
     # -- requests ---------------------------------------------------------------------------------
 
     def load(self, folder: str | Path) -> None:
+        """Load `folder`; `loaded`, `load_failed` or `load_cancelled` answers the last load asked for, and
+        an earlier one still under way is answered by nothing (the engine goes on to the next)."""
         self.folder, self.info = str(folder), None
         self._send({"op": "load", "folder": self.folder})
-        self._loading = True
+        self._loads_pending += 1
 
     def cancel_load(self) -> None:
-        """The engine stops between two weight reads and answers load_cancelled; the process stays."""
-        self.folder = None
+        """The engine stops between two weight reads and answers load_cancelled; the process stays. A load
+        that has just ended is not undone: its `loaded` still comes."""
         if self.running:
             self.process.write(protocol.encode({"op": "cancel_load"}))
 
@@ -175,19 +177,17 @@ class EngineHost(QObject):
                 self._dispatch(protocol.decode(line))
 
     def _dispatch(self, message: dict) -> None:
-        self._forget_finished_work(message)
         kind = message["ev"]
+        if kind in ("loaded", "load_failed", "load_cancelled"):
+            self._loads_pending -= 1
+            if self._loads_pending == 0:   # an earlier load's answer would tell of a model already being replaced
+                self._answer_load(message)
+        elif kind in ("done", "failed"):
+            self._turns_running.discard(message["turn"])
         if kind == "ready":
             self.ready.emit()
         elif kind == "stage":
             self.loading.emit(message["text"], message["fraction"])
-        elif kind == "loaded":
-            self.info = message["info"]
-            self.loaded.emit(self.info)
-        elif kind == "load_failed":
-            self.load_failed.emit(message["error"])
-        elif kind == "load_cancelled":
-            self.load_cancelled.emit()
         elif kind == "event":
             self.event.emit(message["turn"], message["kind"], message["text"])
         elif kind == "done":
@@ -197,11 +197,18 @@ class EngineHost(QObject):
         elif kind == "counted":
             self.counted.emit(message["request"], message["counts"])
 
-    def _forget_finished_work(self, message: dict) -> None:
-        if message["ev"] in ("loaded", "load_failed", "load_cancelled"):
-            self._loading = False
-        elif message["ev"] in ("done", "failed"):
-            self._turns_running.discard(message["turn"])
+    def _answer_load(self, message: dict) -> None:
+        """The engine's answer to the last load: `folder` becomes the model it holds (a restart loads it again)."""
+        if message["ev"] == "loaded":
+            self.info = message["info"]
+            self.folder = self.info["folder"]
+            self.loaded.emit(self.info)
+        elif message["ev"] == "load_failed":
+            self.load_failed.emit(message["error"])
+            self.folder = None
+        else:
+            self.folder = None
+            self.load_cancelled.emit()
 
     def _read_stderr(self) -> None:
         text = bytes(self.process.readAllStandardError().data()).decode("utf-8", "replace")

@@ -597,7 +597,9 @@ class MainWindow(QMainWindow):
 
     def _on_load_cancelled(self) -> None:
         self._end_load()
-        self._loading_done("Loading cancelled.")
+        self.model_loaded = False   # the engine let go of the model it had when this load began
+        self.media.controls.no_model()
+        self._loading_done("Loading cancelled; no model is loaded." + self._offer_previous_model())
 
     def restart_engine(self) -> None:
         self._show_engine_problem(False)
@@ -636,12 +638,17 @@ class MainWindow(QMainWindow):
         self._end_load()
         self.model_loaded = False
         self.media.controls.no_model()
-        previous = self.last_good_folder
-        failed = Path(self.host.folder) if self.host.folder else None
-        if previous is not None and previous != failed and self.select_model(previous):
-            message += f" {previous.name}, loaded before, is selected again: press Load to go back to it."
+        message += self._offer_previous_model()
         self._loading_done(f"Could not load the model: {message}")
         self.render_conversation(MessageState(None, "notice", "", error=f"Could not load the model: {message}"))
+
+    def _offer_previous_model(self) -> str:
+        """Select again the model loaded before the last load, if another; the words that say so."""
+        previous = self.last_good_folder
+        tried = Path(self.host.folder) if self.host.folder else None
+        if previous is not None and previous != tried and self.select_model(previous):
+            return f" {previous.name}, loaded before, is selected again: press Load to go back to it."
+        return ""
 
     def _show_engine_problem(self, shown: bool) -> None:
         self.restart_button.setVisible(shown)
@@ -752,9 +759,10 @@ class MainWindow(QMainWindow):
 
     # -- rendering ---------------------------------------------------------------------------------
 
-    def render_conversation(self, trailing: MessageState | None = None) -> None:
+    def render_conversation(self, trailing: MessageState | None = None, keep_place: bool = False) -> None:
         """Rebuild the bubbles of the active branch (only on structural changes, never per token);
-        `trailing` is an extra bubble after it, such as a failed reply."""
+        `trailing` is an extra bubble after it, such as a failed reply; `keep_place` keeps the view where the
+        user reads (a reply that ended) instead of going to the end."""
         states = []
         streaming = self.conversation is not None and self.pending is not None and \
             self.pending.conversation_id == self.conversation.id
@@ -772,7 +780,7 @@ class MainWindow(QMainWindow):
         streaming_state = MessageState(None, "assistant", self.pending.text, self.pending.thinking) \
             if streaming else None
         states += [state for state in (streaming_state, trailing) if state is not None]
-        self.view.show_messages(states)
+        self.view.show_messages(states, keep_place)
         self.streaming_bubble = self.view.bubble_showing(streaming_state) if streaming else None
         self.count_timer.start()
 
@@ -1085,7 +1093,8 @@ class MainWindow(QMainWindow):
             self.conversation.reload()
         here = self.conversation is not None and self.conversation.id == pending.conversation_id
         self.render_conversation(None if stored or not here else MessageState(
-            None, "assistant", pending.text, pending.thinking, error="Not saved: the chat history could not be written."))
+            None, "assistant", pending.text, pending.thinking, error="Not saved: the chat history could not be written."),
+            keep_place=True)
 
     # -- window state ------------------------------------------------------------------------------
 
@@ -1114,6 +1123,8 @@ class MainWindow(QMainWindow):
             self.model_library.close()
         for timer in (self.count_timer, self.render_timer, self.save_timer):
             timer.stop()
+        if self.loading_model:   # the user quit during a load: no crash to remember at the next start
+            self._end_load()
         if self.owns_host:
             self.host.stop()
         else:   # a shared engine outlives this window: stop listening to it

@@ -435,10 +435,28 @@ class ConversationView(QScrollArea):
         self.verticalScrollBar().rangeChanged.connect(self._on_range_changed)
         self.verticalScrollBar().valueChanged.connect(self._on_scrolled)
 
-    def show_messages(self, states: list[MessageState]) -> None:
+    def show_messages(self, states: list[MessageState], keep_place: bool = False) -> None:
         """Show `states`, top to bottom. The leading messages that show just as before are kept: a turn
-        in a long chat then builds its new bubbles, not every bubble again."""
+        in a long chat then builds its new bubbles, not every bubble again. The view goes to the end,
+        unless `keep_place` (a reply that ended) and bubbles were kept: it then stays where the user reads,
+        or follows the end if it was there, and a found bubble kept stays marked."""
         kept = self._unchanged_lead(states)
+        if keep_place and kept:
+            self._show_from(states, kept)
+            if self.shown_bubble is not None and self.shown_bubble not in self.bubbles:
+                self.show_bubble(None)
+            if self.keeping_to_end:
+                self.scroll_to_end()
+            return
+        self._show_from(states, kept)
+        self._set_anchor(None)
+        self.show_bubble(None)
+        self.keeping_to_end = True
+        self.scroll_to_end()
+        self.near_top_check.start()   # bubbles that fit the window change no scroll range
+
+    def _show_from(self, states: list[MessageState], kept: int) -> None:
+        """Rebuild what follows the first `kept` messages, lazily when that is more than a window's worth."""
         if len(states) - kept > self.FIRST_BUBBLES:
             self._drop_bubbles(0)
             self.unbuilt = states[:-self.FIRST_BUBBLES]
@@ -449,11 +467,6 @@ class ConversationView(QScrollArea):
             self.unbuilt = self.unbuilt[:kept_unbuilt]
             fresh = states[kept:]
         self.bubbles += [self._new_bubble(state, self.column.count() - 1) for state in fresh]
-        self._set_anchor(None)
-        self.show_bubble(None)
-        self.keeping_to_end = True
-        self.scroll_to_end()
-        self.near_top_check.start()   # bubbles that fit the window change no scroll range
 
     def bubble_showing(self, state: MessageState) -> MessageWidget | None:
         """The bubble built for `state` (the very object given to `show_messages`), if it is built."""
@@ -473,6 +486,8 @@ class ConversationView(QScrollArea):
         return kept
 
     def _drop_bubbles(self, keep: int) -> None:
+        if self.anchor is not None and self.anchor[0] in self.bubbles[keep:]:
+            self._set_anchor(None)
         for bubble in self.bubbles[keep:]:
             bubble.deleteLater()
         self.bubbles = self.bubbles[:keep]

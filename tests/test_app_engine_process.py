@@ -229,3 +229,37 @@ def test_stopping_during_a_reply_cancels_it_so_the_engine_quits_by_itself_and_re
         assert reported == []   # the window has kept the reply as it showed it
     finally:
         host.kill()
+
+
+def host_answering_by_hand(monkeypatch) -> tuple[EngineHost, list[dict]]:
+    """A host whose requests are recorded and whose replies the test gives, in the order it chooses."""
+    host = EngineHost()
+    sent = []
+    monkeypatch.setattr(host, "_send", sent.append)
+    return host, sent
+
+
+def test_only_the_last_load_asked_for_is_answered_to_the_window(qtbot, monkeypatch):
+    host, sent = host_answering_by_hand(monkeypatch)
+    loaded = []
+    host.loaded.connect(loaded.append)
+    host.load("/models/e2b")
+    host.load("/models/31b")   # a second click before the first load ended
+    host._dispatch({"ev": "loaded", "info": {"folder": "/models/e2b"}})
+    assert loaded == [] and host.info is None and host.folder == "/models/31b"
+    host._dispatch({"ev": "loaded", "info": {"folder": "/models/31b"}})
+    assert loaded == [{"folder": "/models/31b"}] and host.folder == "/models/31b"
+    assert [message["folder"] for message in sent] == ["/models/e2b", "/models/31b"]
+
+
+def test_a_cancel_that_crosses_the_end_of_a_load_keeps_the_model_for_a_restart(qtbot, monkeypatch):
+    host, _ = host_answering_by_hand(monkeypatch)
+    cancelled = []
+    host.load_cancelled.connect(lambda: cancelled.append(True))
+    host.load("/models/e2b")
+    host.cancel_load()   # the engine had already finished: it answers "loaded", and nothing for the cancel
+    host._dispatch({"ev": "loaded", "info": {"folder": "/models/e2b"}})
+    assert host.folder == "/models/e2b" and not cancelled   # what Restart engine would load again
+    host.load("/models/31b")
+    host._dispatch({"ev": "load_cancelled"})
+    assert cancelled == [True] and host.folder is None and host.info is None

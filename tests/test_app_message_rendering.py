@@ -173,3 +173,32 @@ def test_a_long_chat_of_short_messages_fills_a_tall_window_and_still_ends_at_the
     qtbot.waitUntil(lambda: len(view.bubbles) > first_built and bar.maximum() > 0)
     qtbot.wait(100)
     assert bar.value() == bar.maximum() and view.bubbles[-1].state.message_id == 99
+
+
+def test_a_reply_that_ends_leaves_the_reader_where_they_are_or_at_the_end_if_they_were_there(qtbot):
+    view, bubbles = long_view(qtbot)
+    bar = view.verticalScrollBar()
+    qtbot.waitUntil(lambda: bar.maximum() > 1000 and bar.value() == bar.maximum())
+    stored = [bubble.state for bubble in bubbles]
+    streaming = MessageState(None, "assistant", "the reply so far")
+    view.show_messages(stored + [streaming])
+    qtbot.wait(50)
+    bar.setValue(100)   # the user scrolls up to read while the reply streams
+    view.show_messages(stored + [MessageState(99, "assistant", "the reply, stored " + "word " * 200)], keep_place=True)
+    qtbot.wait(50)
+    assert bar.value() == 100
+    found = view.show_message(3)   # a find match marked while a reply streams stays marked when it ends
+    view.show_messages(stored + [MessageState(99, "assistant", "the reply, stored " + "word " * 200),
+                                 MessageState(None, "assistant", "")], keep_place=True)
+    assert found.property("found") and view.shown_bubble is found
+    view.show_bubble(None)
+    qtbot.wait(50)
+    view.scroll_to_end()   # the user scrolls back down to the end
+    view.follow_stream()
+    assert view.keeping_to_end
+    before = bar.maximum()
+    view.show_messages(stored + [MessageState(99, "assistant", "the reply, stored " + "word " * 200),
+                                 MessageState(100, "user", "and one more " * 50)], keep_place=True)
+    qtbot.waitUntil(lambda: bar.maximum() > before)
+    qtbot.wait(50)
+    assert bar.value() == bar.maximum()   # a reader at the end follows it

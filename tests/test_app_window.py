@@ -325,11 +325,19 @@ def test_loading_reports_progress_to_100_percent_and_cancels_without_killing_the
     window.load_selected_model()
     assert window.cancel_load_button.isVisible()
     window.cancel_load_button.click()
-    qtbot.waitUntil(lambda: window.model_status.text() == "Loading cancelled.", timeout=20000)
+    qtbot.waitUntil(lambda: window.model_status.text().startswith("Loading cancelled; no model is loaded."),
+                    timeout=20000)
     assert window.host.pid() == pid and not window.model_loaded and not window.restart_button.isVisible()
     assert not window.load_progress.isVisible() and window.load_marker.crashed_model() is None
     assert window.load_selected_model()
     qtbot.waitUntil(lambda: window.model_loaded, timeout=20000)
+
+
+def test_quitting_during_a_load_is_not_remembered_as_a_crash(qtbot, window):
+    assert window.load_selected_model()
+    assert window.load_marker.crashed_model() == TINY
+    window.close()
+    assert window.load_marker.crashed_model() is None
 
 
 def test_a_model_that_crashed_while_loading_is_not_loaded_again_by_itself(qtbot, window):
