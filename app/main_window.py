@@ -31,6 +31,9 @@ from .widgets import (INTERRUPTED, ChatInput, ConversationView, MessageState, Me
                       Sidebar)
 
 RENDER_INTERVAL_MS = 33   # re-render the streaming reply at most ~30 times a second
+# The media a turn carries, by the model input each needs: the key in a turn, and a word for one of them.
+MEDIA_KEYS = {"image": "images", "audio": "audio"}
+MEDIA_WORDS = {"image": "image", "audio": "audio clip"}
 SAVE_INTERVAL_MS = 1000   # a crash of the window loses at most this much of a reply being written
 NO_MODEL_YET = ("No model yet: download one in the Model Library (⇧⌘L), or use Add folder… for a model "
                 "already on this Mac.")
@@ -697,10 +700,18 @@ class MainWindow(QMainWindow):
     def open_search_hit(self, conversation_id: int, message_id: int) -> None:
         """Open the chat on the branch that holds the matching message, scrolled to it and marked."""
         self.open_conversation(conversation_id)
-        with self._history_change():
-            self.conversation.select_leaf(self.conversation.tree.newest_leaf_under(message_id))
-            self.render_conversation()
-            self.view.show_message(message_id)
+        pending = self.pending
+        if pending is not None and pending.conversation_id == conversation_id:
+            # The branch being answered stays active: a match on another one waits for the reply to end.
+            if message_id not in {m.id for m in self.conversation.tree.path_to(pending.user_id)}:
+                self.notice_bar.add("That match is on another branch of this chat, which Gemma is still "
+                                    "answering: open it again once the reply is done.")
+                return
+        else:
+            with self._history_change():
+                self.conversation.select_leaf(self.conversation.tree.newest_leaf_under(message_id))
+                self.render_conversation()
+        self.view.show_message(message_id)
 
     def _rename(self, conversation_id: int, title: str) -> None:
         with self._history_change():
@@ -792,8 +803,21 @@ class MainWindow(QMainWindow):
         if self.conversation is None:
             return []
         if self.editing_id is not None:
-            return self.conversation.turns_before(self.editing_id)
-        return self.conversation.branch_turns()
+            return self._media_the_model_takes(self.conversation.turns_before(self.editing_id))
+        return self._media_the_model_takes(self.conversation.branch_turns())
+
+    def _media_the_model_takes(self, turns: list[dict], say_so: bool = False) -> list[dict]:
+        """`turns` without the images or audio the loaded model has no input for: a chat begun with E4B's
+        audio goes on with the 31B, which leaves its voice messages out (and, with `say_so`, says so)."""
+        modalities = set(self.model_info["modalities"]) if self.model_info else set()
+        missing = {kind: key for kind, key in MEDIA_KEYS.items() if kind not in modalities}
+        counts = {kind: sum(len(turn[key]) for turn in turns) for kind, key in missing.items()}
+        if say_so and any(counts.values()):
+            words = " and ".join(f"{count} {MEDIA_WORDS[kind]}{'s' * (count != 1)}"
+                                 for kind, count in counts.items() if count)
+            self.notice_bar.add(f"Left out of this turn: {words} from this chat, which "
+                                f"{Path(self.model_info['folder']).name} cannot take in.")
+        return [{**turn, **{key: [] for key in missing.values()}} for turn in turns]
 
     def _request_count(self) -> None:
         """Ask the engine for the exact size of the prompt that sending the draft would build: system
@@ -967,19 +991,21 @@ class MainWindow(QMainWindow):
             self._start_turn(user_id)
 
     def switch_variant(self, message_id: int, step: int) -> None:
-        if self.pending is None:
-            with self._history_change():
-                self.conversation.switch_variant(message_id, step)
-                self.render_conversation()
+        if self.pending is not None and self.pending.conversation_id == self.conversation.id:
+            self.notice_bar.add(self._busy_reason())   # the branch being answered stays in view until it ends
+            return
+        with self._history_change():
+            self.conversation.switch_variant(message_id, step)
+            self.render_conversation()
 
     def _start_turn(self, user_id: int) -> None:
         """Answer user message `user_id`; its media, their budgets and the branch before it come from
         the library."""
         conversation = self.conversation
-        media = conversation.media_of(user_id)
-        turn_id = self.host.start_turn(conversation.id, conversation.turns_before(user_id),
-                                       conversation.tree.by_id[user_id].content, self.chat_options(),
-                                       media["images"], media["audio"])
+        *history, media = self._media_the_model_takes(
+            [*conversation.turns_before(user_id), conversation.media_of(user_id)], say_so=True)
+        turn_id = self.host.start_turn(conversation.id, history, conversation.tree.by_id[user_id].content,
+                                       self.chat_options(), media["images"], media["audio"])
         self.pending = PendingTurn(turn_id, conversation.id, user_id)
         self._set_busy(True)
         self.render_conversation()
@@ -1067,6 +1093,10 @@ class MainWindow(QMainWindow):
             return
         pending, self.pending = self.pending, None
         self._set_busy(False)
+        if stats.get("stop_reason") == "cancelled" and pending.message_id is None and not (pending.text or pending.thinking):
+            # Stopped before a word: no empty answer is kept; Regenerate answers the question again.
+            self.render_conversation(keep_place=True)
+            return
         stored = self._store_answer(pending, stats)
         self.refresh_sidebar()   # the chat was just updated: it moves up the list
         if self.conversation and self.conversation.id == pending.conversation_id:

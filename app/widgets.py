@@ -8,9 +8,9 @@ from dataclasses import dataclass, field
 from PySide6.QtCore import QCoreApplication, QEvent, QObject, QSizeF, Qt, QTimer, QUrl, Signal
 from PySide6.QtGui import (QDesktopServices, QFontDatabase, QGuiApplication, QKeyEvent, QPalette, QTextCursor,
                            QTextDocument)
-from PySide6.QtWidgets import (QComboBox, QFrame, QHBoxLayout, QLabel, QLineEdit, QListWidget, QListWidgetItem,
-                               QPlainTextEdit, QPushButton, QScrollArea, QSizePolicy, QTextBrowser, QToolButton,
-                               QVBoxLayout, QWidget)
+from PySide6.QtWidgets import (QAbstractItemView, QComboBox, QFrame, QHBoxLayout, QLabel, QLineEdit, QListWidget,
+                               QListWidgetItem, QPlainTextEdit, QPushButton, QScrollArea, QSizePolicy, QTextBrowser,
+                               QToolButton, QVBoxLayout, QWidget)
 
 from .highlight import CodeHighlighter
 from .media.history import AttachmentStrip
@@ -713,6 +713,8 @@ class Sidebar(QWidget):
 
     def _fill(self, rows: list[tuple[int, str, bool]], current: int | None,
               message_ids: list[int] | None = None) -> None:
+        if self.list.state() == QAbstractItemView.State.EditingState:
+            return   # a refill would close the title being typed and lose it; the rename refills the list
         self._filling = True
         self.list.clear()
         for index, (conversation_id, text, editable) in enumerate(rows):

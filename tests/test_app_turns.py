@@ -6,7 +6,7 @@ import threading
 import numpy as np
 
 from PySide6.QtCore import QSettings, Qt
-from PySide6.QtWidgets import QApplication
+from PySide6.QtWidgets import QAbstractItemView, QApplication
 
 from app.conversation import Conversation
 from app.main_window import MainWindow
@@ -129,6 +129,78 @@ def test_a_reply_that_fails_after_writing_keeps_what_it_wrote(qtbot, window):
     answer = window.conversation.path[-1]
     assert answer.role == "assistant" and answer.content and pending.text.startswith(answer.content)
     assert answer.stats["error"] == "the engine ran out of memory"
+
+
+def test_a_reply_stopped_before_its_first_word_leaves_no_empty_answer(qtbot, window):
+    send(qtbot, window, "a first question")
+    window.options["max_tokens"] = 100000
+    window.send("a second question")
+    pending = window.pending
+    with qtbot.waitSignal(window.host.turn_finished, timeout=20000):   # the engine's own turn, stopped
+        window.host.cancel(pending.turn_id)
+        window.host.turn_finished.emit(pending.turn_id, {"stop_reason": "cancelled", "generated_tokens": 0})
+    assert window.pending is None
+    assert [m.content for m in window.conversation.path][-1] == "a second question"
+    window.regenerate_last()   # answers the unanswered question again
+    qtbot.waitUntil(lambda: window.pending is not None and window.pending.text != "", timeout=20000)
+    window.stop()
+    qtbot.waitUntil(lambda: window.pending is None, timeout=20000)
+    assert window.conversation.path[-1].role == "assistant"
+
+
+def test_branches_of_other_chats_switch_while_a_reply_streams_and_its_own_say_why_not(qtbot, window):
+    send(qtbot, window, "first")
+    first = window.conversation
+    window.regenerate(first.path[-1].id)
+    qtbot.waitUntil(lambda: window.pending is None, timeout=20000)
+    window.new_chat()
+    start_long_reply(qtbot, window, "a long one")
+    streaming = window.conversation.id
+    window.open_conversation(first.id)
+    window.switch_variant(window.conversation.path[-1].id, -1)
+    assert window.conversation.path[-1].id == window.conversation.tree.siblings(window.conversation.path[-1].id)[0].id
+    window.open_conversation(streaming)
+    question = window.conversation.path[0]
+    window.switch_variant(question.id, -1)
+    assert "still writing a reply" in window.notice_bar.label.text() and window.pending is not None
+    window.stop()
+    qtbot.waitUntil(lambda: window.pending is None, timeout=20000)
+
+
+def test_a_search_hit_on_another_branch_of_the_chat_being_answered_waits_for_the_reply(qtbot, window):
+    send(qtbot, window, "tell me about pineapples")
+    original = window.conversation.path[0]
+    window.begin_edit(original.id)
+    send(qtbot, window, "tell me about apples")
+    window.options["max_tokens"] = 100000
+    window.send("and pears?")
+    qtbot.waitUntil(lambda: window.pending is not None and window.pending.text != "", timeout=20000)
+    window.open_search_hit(window.conversation.id, original.id)
+    assert "open it again once the reply is done" in window.notice_bar.label.text()
+    assert window.conversation.path[0].content == "tell me about apples" and window.streaming_bubble is not None
+    window.stop()
+    qtbot.waitUntil(lambda: window.pending is None, timeout=20000)
+
+
+def test_a_title_being_typed_in_the_sidebar_survives_a_refresh(qtbot, window):
+    send(qtbot, window, "a chat to rename")
+    item = window.sidebar.list.item(0)
+    window.sidebar.list.editItem(item)
+    assert window.sidebar.list.state() == QAbstractItemView.State.EditingState
+    window.refresh_sidebar()   # as when a reply ends
+    assert window.sidebar.list.state() == QAbstractItemView.State.EditingState
+
+
+def test_a_chat_with_voice_messages_goes_on_with_a_model_without_audio(qtbot, window):
+    window.media.drop.attach_paths([FIXTURES / "media" / "audio_16k.wav"])
+    send(qtbot, window, "what do you hear?")
+    assert window.library.attachments(window.conversation.path[0].id)
+    assert window.select_model(FIXTURES / "models" / "tiny-31b") and window.load_selected_model()
+    qtbot.waitUntil(lambda: window.model_loaded, timeout=30000)
+    send(qtbot, window, "and now, in words?")
+    answer = window.conversation.path[-1]
+    assert answer.role == "assistant" and "error" not in answer.stats
+    assert "Left out of this turn: 1 audio clip" in window.notice_bar.label.text()
 
 
 def test_a_damaged_text_size_setting_falls_back_to_the_system_size(qtbot, window):
