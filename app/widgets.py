@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from PySide6.QtCore import QCoreApplication, QEvent, QObject, QSizeF, Qt, QTimer, QUrl, Signal
+from PySide6.QtCore import QCoreApplication, QEvent, QSizeF, Qt, QTimer, QUrl, Signal
 from PySide6.QtGui import (QDesktopServices, QFontDatabase, QGuiApplication, QKeyEvent, QPalette, QTextCursor,
                            QTextDocument)
 from PySide6.QtWidgets import (QAbstractItemView, QComboBox, QFrame, QHBoxLayout, QLabel, QLineEdit, QListWidget,
@@ -317,6 +317,7 @@ class MessageWidget(QFrame):
     edit = Signal(int)
     copy = Signal(str)
     switch_variant = Signal(int, int)
+    moved = Signal()   # its position in the conversation changed (the bubbles above it grew)
 
     def __init__(self, state: MessageState, parent: QWidget | None = None):
         super().__init__(parent)
@@ -344,6 +345,10 @@ class MessageWidget(QFrame):
         self.stats_label.setObjectName("stats")
         layout.addWidget(self.stats_label)
         self.render_state()
+
+    def moveEvent(self, event) -> None:
+        super().moveEvent(event)
+        self.moved.emit()
 
     def _header(self) -> QHBoxLayout:
         row = QHBoxLayout()
@@ -417,8 +422,6 @@ class ConversationView(QScrollArea):
 
     def __init__(self, parent: QWidget | None = None):
         super().__init__(parent)
-        # While older bubbles are laid out above it, this bubble stays where the user saw it: (bubble, offset).
-        self.anchor: tuple[MessageWidget, int] | None = None
         self.setWidgetResizable(True)
         self.setAccessibleName("Conversation")
         container = QWidget()
@@ -427,6 +430,8 @@ class ConversationView(QScrollArea):
         self.setWidget(container)
         self.bubbles: list[MessageWidget] = []
         self.unbuilt: list[MessageState] = []   # the oldest messages, above the bubbles, not built yet
+        # While older bubbles are laid out above it, this bubble stays where the user saw it: (bubble, offset).
+        self.anchor: tuple[MessageWidget, int] | None = None
         self.keeping_to_end = False
         self.shown_bubble: MessageWidget | None = None   # kept in sight instead of the end (a search hit)
         self.open_thoughts: set[int] = set()   # messages whose thoughts the user opened: open after a redraw
@@ -598,21 +603,16 @@ class ConversationView(QScrollArea):
 
     def _set_anchor(self, bubble: MessageWidget | None) -> None:
         if self.anchor is not None:
-            self.anchor[0].removeEventFilter(self)
+            self.anchor[0].moved.disconnect(self._hold_position)
         self.anchor = None
         if bubble is not None:
             self.anchor = (bubble, bubble.y() - self.verticalScrollBar().value())
-            bubble.installEventFilter(self)
+            # The anchor moves once the bubbles built above it have their heights: the view follows it.
+            bubble.moved.connect(self._hold_position)
 
     def _anchored_value(self) -> int:
         bubble, offset = self.anchor
         return bubble.y() - offset
-
-    def eventFilter(self, watched: QObject, event: QEvent) -> bool:
-        # The anchor moves once the bubbles built above it have their heights: follow it.
-        if self.anchor is not None and watched is self.anchor[0] and event.type() == QEvent.Type.Move:
-            self._hold_position()
-        return super().eventFilter(watched, event)
 
     def _on_scrolled(self, value: int) -> None:
         self.keeping_to_end = self.keeping_to_end and self.is_at_end()
