@@ -232,11 +232,12 @@ def test_stopping_during_a_reply_cancels_it_so_the_engine_quits_by_itself_and_re
 
 
 def host_answering_by_hand(monkeypatch) -> tuple[EngineHost, list[dict]]:
-    """A host whose requests are recorded and whose replies the test gives, in the order it chooses."""
-    host = EngineHost()
+    """A host whose requests are recorded and whose replies the test gives, in the order it chooses. (Patched
+    on the class: an instance attribute holding a bound method would put the QObject in a reference cycle,
+    and a QObject destroyed by the garbage collector in the middle of Qt's event loop can crash it.)"""
     sent = []
-    monkeypatch.setattr(host, "_send", sent.append)
-    return host, sent
+    monkeypatch.setattr(EngineHost, "_send", lambda _host, message: sent.append(message))
+    return EngineHost(), sent
 
 
 def test_only_the_last_load_asked_for_is_answered_to_the_window(qtbot, monkeypatch):
