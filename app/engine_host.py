@@ -186,7 +186,7 @@ class EngineHost(QObject):
             self._turns_running.discard(message["turn"])
         if kind == "ready":
             self.ready.emit()
-        elif kind == "stage":
+        elif kind == "stage" and self._loads_pending <= 1:   # an earlier load's progress would mislead
             self.loading.emit(message["text"], message["fraction"])
         elif kind == "event":
             self.event.emit(message["turn"], message["kind"], message["text"])

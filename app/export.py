@@ -59,10 +59,14 @@ def _taken(folder: Path, name: str, suffix: str) -> bool:
 
 def _write_new(target: Path, text: str) -> None:
     """Write `target` aside, then give it its name only if that is still free: an export never replaces a
-    file, and a crash while writing leaves no half export that looks whole (just a hidden partial file)."""
+    file, and a crash or power cut while writing leaves no half export that looks whole (just a hidden
+    partial file)."""
     partial = target.with_name(f".{target.name}.partial")
     try:
-        partial.write_text(text, encoding="utf-8")
+        with open(partial, "w", encoding="utf-8") as handle:
+            handle.write(text)
+            handle.flush()
+            os.fsync(handle.fileno())   # named only once on the disk: a power cut leaves no empty export
         _name_if_free(partial, target)
     finally:
         partial.unlink(missing_ok=True)

@@ -242,11 +242,15 @@ def host_answering_by_hand(monkeypatch) -> tuple[EngineHost, list[dict]]:
 
 def test_only_the_last_load_asked_for_is_answered_to_the_window(qtbot, monkeypatch):
     host, sent = host_answering_by_hand(monkeypatch)
-    loaded = []
+    loaded, progress = [], []
     host.loaded.connect(loaded.append)
+    host.loading.connect(lambda text, _fraction: progress.append(text))
     host.load("/models/e2b")
     host.load("/models/31b")   # a second click before the first load ended
+    host._dispatch({"ev": "stage", "text": "Reading weights (e2b)…", "fraction": 0.5})
     host._dispatch({"ev": "loaded", "info": {"folder": "/models/e2b"}})
+    host._dispatch({"ev": "stage", "text": "Reading weights (31b)…", "fraction": 0.1})
+    assert progress == ["Reading weights (31b)…"]
     assert loaded == [] and host.info is None and host.folder == "/models/31b"
     host._dispatch({"ev": "loaded", "info": {"folder": "/models/31b"}})
     assert loaded == [{"folder": "/models/31b"}] and host.folder == "/models/31b"
