@@ -11,7 +11,7 @@ from pathlib import Path
 from urllib.parse import quote
 
 from .conversation import Conversation
-from .storage import Attachment, Library
+from .storage import Attachment, Library, write_synced
 
 FORMAT_VERSION = 2   # 2: an attachment's "file" is a path relative to the JSON file (null: lost), not a stored name
 # File systems allow 255 bytes a name; the rest leaves room for " 12", " files" and ".json".
@@ -63,10 +63,8 @@ def _write_new(target: Path, text: str) -> None:
     partial file)."""
     partial = target.with_name(f".{target.name}.partial")
     try:
-        with open(partial, "w", encoding="utf-8") as handle:
-            handle.write(text)
-            handle.flush()
-            os.fsync(handle.fileno())   # named only once on the disk: a power cut leaves no empty export
+        # Named only once it is on the disk: a power cut leaves no empty export.
+        write_synced(partial, text.encode("utf-8"))
         _name_if_free(partial, target)
     finally:
         partial.unlink(missing_ok=True)

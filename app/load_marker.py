@@ -9,9 +9,11 @@ does not load that model again by itself: the user chooses.
 from __future__ import annotations
 
 import json
-import os
 import time
+from contextlib import suppress
 from pathlib import Path
+
+from .storage import write_whole
 
 MARKER_NAME = "loading-model.json"
 
@@ -22,12 +24,8 @@ class LoadMarker:
 
     def begin(self, model: Path) -> None:
         """Note that `model` is loading. On a full disk there is no note: the load goes ahead unguarded."""
-        partial = self.path.with_name(self.path.name + ".partial")
-        try:
-            partial.write_text(json.dumps({"model": str(model), "started": time.time()}), encoding="utf-8")
-            os.replace(partial, self.path)
-        except OSError:
-            partial.unlink(missing_ok=True)
+        with suppress(OSError):
+            write_whole(self.path, json.dumps({"model": str(model), "started": time.time()}).encode("utf-8"))
 
     def end(self) -> None:
         self.path.unlink(missing_ok=True)

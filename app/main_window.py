@@ -61,6 +61,11 @@ class PendingTurn:
             self.text += text
         self.dirty = self.unsaved = True
 
+    @property
+    def wrote_nothing(self) -> bool:
+        """Nothing streamed, and so nothing stored: there is no answer to keep."""
+        return self.message_id is None and not (self.text or self.thinking)
+
 
 @dataclass
 class Dictation:
@@ -802,9 +807,9 @@ class MainWindow(QMainWindow):
         being edited (the draft replaces it)."""
         if self.conversation is None:
             return []
-        if self.editing_id is not None:
-            return self._media_the_model_takes(self.conversation.turns_before(self.editing_id))
-        return self._media_the_model_takes(self.conversation.branch_turns())
+        turns = self.conversation.turns_before(self.editing_id) if self.editing_id is not None \
+            else self.conversation.branch_turns()
+        return self._media_the_model_takes(turns)
 
     def _media_the_model_takes(self, turns: list[dict], say_so: bool = False) -> list[dict]:
         """`turns` without the images or audio the loaded model has no input for: a chat begun with E4B's
@@ -1093,7 +1098,7 @@ class MainWindow(QMainWindow):
             return
         pending, self.pending = self.pending, None
         self._set_busy(False)
-        if stats.get("stop_reason") == "cancelled" and pending.message_id is None and not (pending.text or pending.thinking):
+        if stats.get("stop_reason") == "cancelled" and pending.wrote_nothing:
             # Stopped before a word: no empty answer is kept; Regenerate answers the question again.
             self.render_conversation(keep_place=True)
             return
@@ -1108,9 +1113,9 @@ class MainWindow(QMainWindow):
             return
         pending, self.pending = self.pending, None
         self._set_busy(False)
-        if pending.message_id is None and not (pending.text or pending.thinking):   # nothing to keep
+        if pending.wrote_nothing:   # the failure is shown, not stored
             keys = self.actions_by_name["regenerate"].shortcut().toString(QKeySequence.SequenceFormat.NativeText)
-            self.render_conversation(MessageState(None, "assistant", pending.text, pending.thinking,
+            self.render_conversation(MessageState(None, "assistant", "",
                                                   error=f"{message} (Regenerate Answer, {keys}, tries again; "
                                                         "Edit changes the question)"))
         else:

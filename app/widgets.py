@@ -446,14 +446,13 @@ class ConversationView(QScrollArea):
         unless `keep_place` (a reply that ended) and bubbles were kept: it then stays where the user reads,
         or follows the end if it was there, and a found bubble kept stays marked."""
         kept = self._unchanged_lead(states)
+        self._show_from(states, kept)
         if keep_place and kept:
-            self._show_from(states, kept)
             if self.shown_bubble is not None and self.shown_bubble not in self.bubbles:
                 self.show_bubble(None)
             if self.keeping_to_end:
                 self.scroll_to_end()
             return
-        self._show_from(states, kept)
         self._set_anchor(None)
         self.show_bubble(None)
         self.keeping_to_end = True
